@@ -1,0 +1,285 @@
+"""The ``omar-bulk`` command: parse options, build Settings, call the library, map exit codes.
+
+Heavy modules (aiohttp, cryptography, rich's progress) are imported inside the commands so that
+``omar-bulk --help`` starts quickly.
+
+Exit codes: 0 all items downloaded, skipped or empty; 1 some items failed; 2 bad input or
+configuration; 3 aborted by an authentication or TLS failure; 4 aborted by a local write error;
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from . import __version__
+from .errors import OmarBulkError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    help="Bulk, resumable, verified downloads of CAISO OMAR-Online meter data.",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"omar-bulk {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Bulk, resumable, verified downloads of CAISO OMAR-Online meter data."""
+
+
+def _fail(exc: OmarBulkError) -> NoReturn:
+    typer.echo(f"omar-bulk: error: {exc}", err=True)
+    raise typer.Exit(exc.exit_code)
+
+
+def _password(what: str) -> str | None:
+    """The certificate password: OMAR_CERT_PASSWORD, else a hidden prompt on a terminal."""
+    secret = os.environ.get("OMAR_CERT_PASSWORD")
+    if secret is not None:
+        return secret
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass(f"{what}: ")
+    return None
+
+
+@app.command()
+def fetch(
+    manifest: Annotated[
+        Path | None, typer.Argument(help="TOML or CSV manifest of meters/groups and dates.")
+    ] = None,
+    meter: Annotated[
+        list[str] | None, typer.Option("--meter", help="Meter (resource) id; repeatable.")
+    ] = None,
+    group: Annotated[list[str] | None, typer.Option("--group", help="Group id; repeatable.")] = None,
+    start: Annotated[
+        str | None, typer.Option(help="First trade date, YYYY-MM-DD (with --meter/--group).")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(help="Last trade date, inclusive (with --meter/--group).")
+    ] = None,
+    file_format: Annotated[
+        str, typer.Option("--format", help="mdef or csv, for pulls that do not say.")
+    ] = "mdef",
+    time_type: Annotated[str, typer.Option(help="PST or DST, for pulls that do not say.")] = "PST",
+    chunk: Annotated[
+        str, typer.Option(help="Split ranges by month, week, day, <N>d, or none.")
+    ] = "month",
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("omar-data"),
+    env: Annotated[str, typer.Option(help="prod or test: which OMAR-Online to use.")] = "prod",
+    base_url: Annotated[
+        str | None,
+        typer.Option(envvar="OMAR_BASE_URL", help="Server URL, overriding --env (https only)."),
+    ] = None,
+    cert: Annotated[
+        Path | None,
+        typer.Option(envvar="OMAR_CERT", help="Client certificate: .p12/.pfx or PEM."),
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option(envvar="OMAR_KEY", help="PEM private key, if separate.")
+    ] = None,
+    ca_bundle: Annotated[
+        Path | None,
+        typer.Option(envvar="OMAR_CA_BUNDLE", help="Extra CA certificates to trust (PEM)."),
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Downloads at once.")] = 4,
+    rate: Annotated[
+        float | None, typer.Option(help="At most this many request starts per second.")
+    ] = None,
+    retries: Annotated[int, typer.Option(help="Further attempts after the first.")] = 5,
+    timeout: Annotated[
+        float, typer.Option(help="Longest silence while connecting or reading, seconds.")
+    ] = 120.0,
+    retry_wait: Annotated[
+        float, typer.Option(help="Base of the exponential backoff between attempts, seconds.")
+    ] = 1.0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Fetch even what the journal says is done.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print every URL a run would request; send nothing.")
+    ] = False,
+    report: Annotated[
+        Path | None, typer.Option(help="Write the JSON report here (default OUT/.omar-bulk/).")
+    ] = None,
+    progress: Annotated[
+        bool | None,
+        typer.Option("--progress/--no-progress", help="Progress display (default: on a terminal)."),
+    ] = None,
+) -> None:
+    """Download every planned file that is not already on disk and verified."""
+    _terminate_as_interrupt()
+    try:
+        from .manifest import Defaults, adhoc_plan, load_manifest
+        from .protocol import ENVIRONMENTS
+        from .settings import Settings
+
+        defaults = Defaults(format=file_format, time_type=time_type, chunk=chunk)
+        if manifest is not None:
+            if meter or group or start or end:
+                from .errors import UsageError
+
+                raise UsageError("give either a manifest or --meter/--group, not both")
+            plan = load_manifest(manifest, defaults)
+        else:
+            plan = adhoc_plan(
+                meters=meter or [], groups=group or [], start=start, end=end, defaults=defaults
+            )
+        if env not in ENVIRONMENTS:
+            from .errors import UsageError
+
+            raise UsageError(f"--env {env!r}: use prod or test")
+        settings = Settings(
+            plan=plan,
+            base_url=base_url or ENVIRONMENTS[env],
+            out_dir=out,
+            cert=cert,
+            key=key,
+            ca_bundle=ca_bundle,
+            password=_password,
+            concurrency=concurrency,
+            rate=rate,
+            retries=retries,
+            timeout=timeout,
+            retry_wait=retry_wait,
+            overwrite=overwrite,
+            dry_run=dry_run,
+            report=report,
+        )
+        if dry_run:
+            _dry_run(settings)
+            return
+        code = run_with_display(settings, progress)
+    except OmarBulkError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("omar-bulk: interrupted before anything was fetched", err=True)
+        raise typer.Exit(130) from None
+    raise typer.Exit(code)
+
+
+def run_with_display(settings: object, progress: bool | None) -> int:
+    """Run with the right display for where we are; print the summary; return the exit code."""
+    from .progress import make_observer, render_summary, stderr_console
+    from .run import fetch as run_fetch
+    from .settings import Settings
+
+    assert isinstance(settings, Settings)
+    console = stderr_console()
+    show = console.is_terminal if progress is None else progress
+    with make_observer(show, console) as observer:
+        result = run_fetch(settings, observer=observer)
+    render_summary(result, console)
+    return result.exit_code
+
+
+def _dry_run(settings: object) -> None:
+    from .run import planned_urls
+    from .settings import Settings
+
+    assert isinstance(settings, Settings)
+    out = sys.stdout
+    try:
+        for url in planned_urls(settings, notice=lambda m: typer.echo(f"warning: {m}", err=True)):
+            out.write(url)
+            out.write("\n")
+        out.flush()
+    except BrokenPipeError:  # e.g. piped into head
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8444,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    certs: Annotated[
+        Path, typer.Option(help="Folder for the stand-in's throwaway certificates.")
+    ] = Path("omar-standin-certs"),
+    latency: Annotated[float, typer.Option(help="Seconds before each download answer.")] = 0.0,
+    fault_rate: Annotated[
+        float, typer.Option(help="Share of downloads that meet a random fault (0..1).")
+    ] = 0.0,
+    faults: Annotated[
+        str, typer.Option(help="Comma-separated fault kinds for --fault-rate.")
+    ] = "503,500,cut",
+    retry_after: Annotated[float, typer.Option(help="Retry-After seconds on 503/429.")] = 1.0,
+    session_requests: Annotated[
+        int, typer.Option(help="Expire a session after this many downloads (0: never).")
+    ] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the random faults.")] = 0,
+) -> None:
+    """Run the stand-in OMAR-Online server (loopback, mutual TLS, optional faults)."""
+    from .demo import serve_forever
+
+    try:
+        serve_forever(
+            host=host,
+            port=port,
+            certs=certs,
+            latency=latency,
+            fault_rate=fault_rate,
+            faults=faults,
+            retry_after=retry_after,
+            session_requests=session_requests,
+            seed=seed,
+        )
+    except OmarBulkError as exc:
+        _fail(exc)
+
+
+@app.command()
+def demo(
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: a new temporary folder).")
+    ] = None,
+    progress: Annotated[
+        bool | None,
+        typer.Option("--progress/--no-progress", help="Progress display (default: on a terminal)."),
+    ] = None,
+) -> None:
+    """A real backfill against the bundled stand-in server, faults included."""
+    from .demo import run_demo
+
+    _terminate_as_interrupt()
+    try:
+        code = run_demo(out=out, progress=progress)
+    except OmarBulkError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    raise typer.Exit(code)
+
+
+def _terminate_as_interrupt() -> None:
+    """Until the run installs its own handlers, SIGTERM behaves like Ctrl-C."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, handler)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,82 @@
+"""Every error omar-bulk raises, in one tree.
+
+    OmarBulkError                  base; ``exit_code`` says how the CLI ends
+    ├── UsageError (2)             bad input or configuration, found before any request
+    │   ├── ManifestError          a manifest problem, with file and line
+    │   └── CertificateError       the client certificate cannot be used
+    ├── AuthError (3)              the server or TLS refused us: stop the whole run
+    ├── LocalWriteError (4)        we cannot write where we must (disk full, permission)
+    ├── UnreachableError (1)       no session could be opened: nothing was attempted
+    └── ItemError                  one item failed; becomes a result, never ends the run
+        ├── RetryableError         worth another attempt (network, 5xx, 429, cut body)
+        │   └── SessionExpired     the login session is gone: log in again, then retry
+        └── PermanentError         another attempt would get the same answer (404, HTML page)
+
+aiohttp and OS errors are translated into this tree in exactly one place each:
+``fetch.classify_client_error`` and ``storage.translate_os_error``.
+"""
+
+from __future__ import annotations
+
+
+class OmarBulkError(Exception):
+    """Base of every omar-bulk error."""
+
+    exit_code = 1
+
+
+class UsageError(OmarBulkError):
+    """Bad input or configuration, detected before anything is sent."""
+
+    exit_code = 2
+
+
+class ManifestError(UsageError):
+    """A manifest (or command-line plan) problem, located by file and line."""
+
+    def __init__(self, where: str, message: str) -> None:
+        self.where = where
+        self.detail = message
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class CertificateError(UsageError):
+    """The client certificate or key cannot be loaded or is not valid now."""
+
+
+class AuthError(OmarBulkError):
+    """The server refused our certificate or session, or its certificate does not verify."""
+
+    exit_code = 3
+
+
+class LocalWriteError(OmarBulkError):
+    """Writing to the output folder failed (disk full, permission, read-only file system)."""
+
+    exit_code = 4
+
+
+class UnreachableError(OmarBulkError):
+    """The server could not be reached to open a session, even after retries."""
+
+    exit_code = 1
+
+
+class ItemError(OmarBulkError):
+    """One item's attempt failed; recorded as that item's result."""
+
+
+class RetryableError(ItemError):
+    """A failure another attempt may cure."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SessionExpired(RetryableError):
+    """The server answered with its login page or a redirect: the session must be reopened."""
+
+
+class PermanentError(ItemError):
+    """A failure that another attempt would only repeat."""

@@ -1,0 +1,554 @@
+"""The download engine: one session, a bounded worker pool, retries, verified files.
+
+Data flow::
+
+    plan ──▶ producer ──(bounded queue)──▶ N workers ──▶ storage (.part → rename)
+               │  skips what the journal vouches for        └──▶ journal, report, observer
+
+The producer walks the lazy plan and hands work to ``concurrency`` workers through a queue of
+twice that size, so memory stays flat however long the plan is, and no task is created per item.
+Each worker owns an item from first attempt to final outcome; retry state is per item.
+
+aiohttp's exceptions become omar-bulk's in one place, ``classify_client_error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import random
+import re
+import ssl
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from .errors import (
+    AuthError,
+    ItemError,
+    LocalWriteError,
+    OmarBulkError,
+    PermanentError,
+    RetryableError,
+    SessionExpired,
+    UnreachableError,
+)
+from .journal import Entry, Journal, hash_matches, vouches
+from .plan import Item
+from .protocol import relative_path, request_url
+from .report import ReportWriter
+from .results import (
+    DOWNLOADED,
+    EMPTY,
+    FAILED,
+    SKIPPED,
+    ItemResult,
+    Observer,
+    Tally,
+)
+from .settings import Settings
+from .storage import Storage, looks_like_html, page_headline, translate_os_error
+
+#: Bodies up to this size are gathered in memory and written with one thread hop.
+WHOLE_BODY_LIMIT = 1 << 20
+#: Larger bodies reach the disk in writes of at least this size (aiofiles costs a hop per call).
+WRITE_SIZE = 1 << 20
+READ_SIZE = 256 << 10
+#: Never wait longer than this for one Retry-After, whatever the server asks.
+RETRY_AFTER_CAP = 600.0
+_LOGIN_MARKERS = re.compile(
+    rb"log\s*-?\s*in|sign\s*-?\s*in|session\s+(has\s+)?(expired|timed\s*out)", re.IGNORECASE
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """An item on its way to a worker, with what the producer already worked out."""
+
+    item: Item
+    url: str
+    rel: PurePosixPath
+
+
+def classify_client_error(exc: BaseException, timeout: float) -> OmarBulkError:
+    """Translate an aiohttp, asyncio or ssl exception into the omar-bulk tree.
+
+    TLS problems that another attempt cannot cure (the server's certificate does not verify,
+    the server refuses ours with an alert) are fatal ``AuthError``s; everything else that can
+    go wrong on the wire is worth retrying.
+    """
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return AuthError(_verify_message(exc.certificate_error))
+    tls = _find_ssl_error(exc)
+    if isinstance(tls, ssl.SSLCertVerificationError):
+        return AuthError(_verify_message(tls))
+    if tls is not None:
+        reason = str(getattr(tls, "reason", None) or tls)
+        if "ALERT" in reason.upper() or "CERTIFICATE" in reason.upper():
+            return AuthError(
+                f"the server refused our client certificate (TLS alert: {reason}); check that"
+                " --cert is the certificate registered for OMAR-Online and is still valid"
+            )
+        if any(w in reason.upper() for w in ("VERSION", "PROTOCOL", "HANDSHAKE", "CIPHER")):
+            return AuthError(f"TLS handshake failed: {reason}")
+        return RetryableError(f"TLS error: {reason}")
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return RetryableError(f"timed out: nothing received for {timeout:g} s")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return RetryableError("body cut short: the connection broke during the transfer")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return RetryableError("the server closed the connection without an answer")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return RetryableError(f"cannot connect to {exc.host}:{exc.port}: {exc.strerror or exc}")
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return RetryableError(f"connection error: {exc or type(exc).__name__}")
+    return RetryableError(f"{type(exc).__name__}: {exc}")
+
+
+def _find_ssl_error(exc: BaseException) -> ssl.SSLError | None:
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        if isinstance(current, ssl.SSLError):
+            return current
+        inner = getattr(current, "os_error", None)
+        if isinstance(inner, ssl.SSLError):
+            return inner
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return None
+
+
+def _verify_message(error: BaseException) -> str:
+    detail = getattr(error, "verify_message", None) or str(error)
+    return (
+        f"the server's certificate does not verify ({detail}); if the server uses a private CA,"
+        " give its certificate with --ca-bundle"
+    )
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), RETRY_AFTER_CAP)
+
+
+class RateLimiter:
+    """Spaces request starts at least ``1/rate`` seconds apart, across all workers."""
+
+    def __init__(self, rate: float | None) -> None:
+        self._interval = 1.0 / rate if rate else 0.0
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        if not self._interval:
+            return
+        now = asyncio.get_running_loop().time()
+        slot = max(now, self._next)
+        self._next = slot + self._interval  # reserved before awaiting: no lock needed
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+class Engine:
+    """Runs one plan to completion, interruption or a fatal error."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        ssl_context: ssl.SSLContext,
+        journal: Journal,
+        storage: Storage,
+        report: ReportWriter,
+        observer: Observer,
+        tally: Tally,
+    ) -> None:
+        self.settings = settings
+        self.ssl_context = ssl_context
+        self.journal = journal
+        self.storage = storage
+        self.report = report
+        self.observer = observer
+        self.tally = tally
+        self.failures: list[ItemResult] = []
+        self.interrupted = False
+        self._main: asyncio.Task[Any] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._generation = 0
+        self._login_lock = asyncio.Lock()
+        self._limiter = RateLimiter(settings.rate)
+        self._rng = random.Random()
+        self._inflight: set[str] = set()
+
+    # -- control ---------------------------------------------------------------------------
+
+    def interrupt(self) -> None:
+        """Stop starting work and cancel what is in flight (a signal handler calls this)."""
+        if self.interrupted:
+            self.observer.notice("already stopping; cleaning up")
+            return
+        self.interrupted = True
+        self.observer.notice("interrupted: stopping, cleaning up partial files")
+        if self._main is not None:
+            self._main.cancel()
+
+    async def run(self, items: Iterable[Item]) -> None:
+        """Fetch every item; raise AuthError, LocalWriteError or UnreachableError if fatal."""
+        self._main = asyncio.current_task()
+        settings = self.settings
+        connector = aiohttp.TCPConnector(
+            ssl=self.ssl_context,
+            limit=settings.concurrency,
+            limit_per_host=settings.concurrency,
+            enable_cleanup_closed=True,
+        )
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=settings.timeout, sock_read=settings.timeout
+        )
+        try:
+            async with aiohttp.ClientSession(
+                connector=connector,
+                timeout=timeout,
+                cookie_jar=aiohttp.CookieJar(unsafe=True),  # keep cookies for IP-address hosts
+                auto_decompress=False,
+                headers={"Accept-Encoding": "identity", "User-Agent": _user_agent()},
+            ) as session:
+                self._session = session
+                await self._open_session()
+                queue: asyncio.Queue[Work | None] = asyncio.Queue(maxsize=2 * settings.concurrency)
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._produce(items, queue))
+                    for _ in range(settings.concurrency):
+                        group.create_task(self._work(queue))
+        except asyncio.CancelledError:
+            if not self.interrupted:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+        except BaseExceptionGroup as group_error:
+            fatal = _first_fatal(group_error)
+            if fatal is None:
+                raise
+            raise fatal from None
+        finally:
+            self._session = None
+
+    # -- session ---------------------------------------------------------------------------
+
+    async def _open_session(self) -> None:
+        """Request the base URL once so every download carries the session cookie."""
+        last: OmarBulkError | None = None
+        for attempt in range(1, self.settings.retries + 2):
+            try:
+                await self._login()
+                return
+            except RetryableError as exc:
+                last = exc
+                if attempt > self.settings.retries:
+                    break
+                delay = self._backoff(attempt, exc.retry_after)
+                self.observer.notice(f"login failed ({exc}); retrying in {delay:.1f} s")
+                await asyncio.sleep(delay)
+        raise UnreachableError(
+            f"could not open a session at {self.settings.base_url}: {last}; nothing was fetched,"
+            " run the same command again later"
+        )
+
+    async def _login(self) -> None:
+        assert self._session is not None
+        url = URL(self.settings.base_url, encoded=True)
+        try:
+            async with self._session.get(url, allow_redirects=True) as response:
+                await response.read()
+                status = response.status
+                reason = response.reason or ""
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise classify_client_error(exc, self.settings.timeout) from exc
+        if status in (401, 403):
+            raise AuthError(
+                f"the server refused the login with {status} {reason}: check that the certificate"
+                " is registered for OMAR-Online"
+            )
+        if status == 429 or status >= 500:
+            raise RetryableError(f"login answered {status} {reason}")
+        if status >= 400:
+            raise UnreachableError(f"login at {self.settings.base_url} answered {status} {reason}")
+
+    async def _relogin(self, generation: int) -> None:
+        """Open a new session once per expiry, however many workers noticed it."""
+        async with self._login_lock:
+            if generation != self._generation:
+                return  # another worker already logged in again
+            await self._login()
+            self._generation += 1
+
+    # -- producer and workers --------------------------------------------------------------
+
+    async def _produce(self, items: Iterable[Item], queue: asyncio.Queue[Work | None]) -> None:
+        base = self.settings.base_url
+        overwrite = self.settings.overwrite
+        for item in items:
+            rel = relative_path(item)
+            work = Work(item, request_url(base, item), rel)
+            if not overwrite:
+                entry = self.journal.get(rel.as_posix())
+                if entry is not None and await self._still_good(entry, rel):
+                    self._finish(
+                        ItemResult(
+                            item,
+                            work.url,
+                            self.storage.final(rel),
+                            SKIPPED,
+                            entry.bytes,
+                            entry.sha256,
+                        ),
+                        None,
+                    )
+                    continue
+            await queue.put(work)
+        for _ in range(self.settings.concurrency):
+            await queue.put(None)
+
+    async def _still_good(self, entry: Entry, rel: PurePosixPath) -> bool:
+        """True when the journal vouches for this item and the disk still agrees."""
+        final = self.storage.final(rel)
+        good, reason = vouches(entry, final)
+        if good is None:
+            good, reason = await asyncio.to_thread(hash_matches, entry, final)
+            if good:
+                self.journal.touch(entry.path, final.stat().st_mtime_ns)
+        if reason:
+            self.observer.notice(reason)
+        return bool(good)
+
+    async def _work(self, queue: asyncio.Queue[Work | None]) -> None:
+        while True:
+            work = await queue.get()
+            if work is None:
+                return
+            key = work.rel.as_posix()
+            if key in self._inflight:  # cannot happen for a deduplicated plan; cheap to ensure
+                continue
+            self._inflight.add(key)
+            try:
+                result, mtime = await self._fetch(work)
+            finally:
+                self._inflight.discard(key)
+            self._finish(result, mtime)
+
+    def _finish(self, result: ItemResult, mtime_ns: int | None) -> None:
+        if result.status != SKIPPED:
+            self.journal.record(str(result.path.relative_to(self.storage.root).as_posix()),
+                                result, mtime_ns)
+        self.report.add(result)
+        self.tally.add(result)
+        if result.status == FAILED:
+            if len(self.failures) < 1000:
+                self.failures.append(result)
+        self.observer.finished(result)
+
+    async def _fetch(self, work: Work) -> tuple[ItemResult, int | None]:
+        """Every attempt for one item, until it is settled."""
+        final = self.storage.final(work.rel)
+        attempts = 0
+        while True:
+            attempts += 1
+            generation = self._generation
+            await self._limiter.wait()
+            self.observer.started(work.item, final, attempts)
+            try:
+                status, size, digest, mtime = await self._attempt(work)
+                return ItemResult(work.item, work.url, final, status, size, digest, attempts), mtime
+            except PermanentError as exc:
+                return ItemResult(work.item, work.url, final, FAILED, attempts=attempts,
+                                  error=str(exc)), None
+            except RetryableError as exc:
+                if attempts > self.settings.retries:
+                    error = str(exc)
+                    if isinstance(exc, SessionExpired):
+                        error += " (the session could not be kept open)"
+                    return ItemResult(work.item, work.url, final, FAILED, attempts=attempts,
+                                      error=f"{error}; gave up after {attempts} attempts"), None
+                if isinstance(exc, SessionExpired):
+                    await self._relogin_or_wait(generation)
+                    delay = 0.0
+                else:
+                    delay = self._backoff(attempts, exc.retry_after)
+                self.observer.retrying(work.item, attempts, str(exc), delay)
+                if delay:
+                    await asyncio.sleep(delay)
+
+    async def _relogin_or_wait(self, generation: int) -> None:
+        try:
+            await self._relogin(generation)
+        except RetryableError as exc:
+            # The login itself failed for now; the item's next attempt will find out again.
+            await asyncio.sleep(self._backoff(1, exc.retry_after))
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Exponential backoff with full jitter, never shorter than the server's Retry-After."""
+        ceiling = min(self.settings.max_retry_wait, self.settings.retry_wait * 2 ** (attempt - 1))
+        delay = self._rng.uniform(0, ceiling)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return delay
+
+    async def _attempt(self, work: Work) -> tuple[str, int, str | None, int | None]:
+        """One request for one item: (status, bytes, sha256, mtime_ns) or an ItemError."""
+        assert self._session is not None
+        try:
+            async with self._session.get(URL(work.url, encoded=True),
+                                         allow_redirects=False) as response:
+                return await self._receive(response, work)
+        except (ItemError, AuthError, LocalWriteError):
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise classify_client_error(exc, self.settings.timeout) from exc
+
+    async def _receive(
+        self, response: aiohttp.ClientResponse, work: Work
+    ) -> tuple[str, int, str | None, int | None]:
+        status = response.status
+        reason = response.reason or ""
+        if status in (401, 403):
+            raise AuthError(
+                f"the server answered {status} {reason} to {work.url}: this certificate is not"
+                " allowed to download; check its registration in OMAR-Online"
+            )
+        if 300 <= status < 400:
+            where = response.headers.get("Location", "elsewhere")
+            raise SessionExpired(f"redirected to {where}: the login session expired")
+        if status == 429 or status >= 500:
+            raise RetryableError(
+                f"HTTP {status} {reason}",
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            )
+        content_type = response.headers.get("Content-Type")
+        if status != 200:
+            body = await _read_upto(response, WHOLE_BODY_LIMIT)
+            detail = ""
+            if looks_like_html(body, content_type):
+                saved = self.storage.save_error_page(work.rel, body)
+                detail = f": {page_headline(body)!r} (page kept at {saved})"
+            raise PermanentError(f"HTTP {status} {reason}{detail}")
+        expected = response.content_length
+        if content_type and "text/html" in content_type.lower():
+            await self._html_answer(await _read_upto(response, WHOLE_BODY_LIMIT), work)
+        return await self._save_body(response, work, expected)
+
+    async def _html_answer(self, body: bytes, work: Work) -> None:
+        """An HTML page where data should be: a login page (retry) or an error (fail)."""
+        if _LOGIN_MARKERS.search(body[:65536]):
+            raise SessionExpired(f"login page {page_headline(body)!r}: the session expired")
+        saved = self.storage.save_error_page(work.rel, body)
+        raise PermanentError(
+            f"the server sent an HTML page instead of data: {page_headline(body)!r}"
+            f" (kept at {saved})"
+        )
+
+    async def _save_body(
+        self, response: aiohttp.ClientResponse, work: Work, expected: int | None
+    ) -> tuple[str, int, str | None, int | None]:
+        key = work.rel.as_posix()
+        hasher = hashlib.sha256()
+        pending = bytearray()
+        received = 0
+        handle: Any = None
+        marked = False
+        try:
+            async for chunk in response.content.iter_chunked(READ_SIZE):
+                received += len(chunk)
+                hasher.update(chunk)
+                pending += chunk
+                self.observer.received(work.item, len(chunk), expected)
+                if handle is None and len(pending) > WHOLE_BODY_LIMIT:
+                    if looks_like_html(bytes(pending[:64]), None):
+                        await self._html_answer(bytes(pending), work)
+                    self.journal.mark_inflight(key)
+                    marked = True
+                    handle = await self.storage.open_part(work.rel)
+                if handle is not None and len(pending) >= WRITE_SIZE:
+                    await self._write(handle, pending, work)
+                    pending = bytearray()
+            if expected is not None and received != expected:
+                raise RetryableError(
+                    f"body cut short: {received} of {expected} bytes (Content-Length)"
+                )
+            if handle is None:
+                if not received:
+                    return EMPTY, 0, None, None
+                if looks_like_html(bytes(pending[:64]), None):
+                    await self._html_answer(bytes(pending), work)
+                self.journal.mark_inflight(key)
+                marked = True
+                mtime = await asyncio.to_thread(self.storage.write_whole, work.rel, bytes(pending))
+                return DOWNLOADED, received, hasher.hexdigest(), mtime
+            if pending:
+                await self._write(handle, pending, work)
+            await handle.close()
+            handle = None
+            mtime = self.storage.commit(work.rel)
+            return DOWNLOADED, received, hasher.hexdigest(), mtime
+        except BaseException:
+            if handle is not None:
+                try:
+                    await asyncio.shield(handle.close())
+                except (OSError, asyncio.CancelledError):
+                    pass
+            if marked:
+                self.storage.discard(work.rel)
+            raise
+
+    async def _write(self, handle: Any, data: bytearray, work: Work) -> None:
+        try:
+            await handle.write(data)
+        except OSError as exc:
+            raise translate_os_error(exc, self.storage.part(work.rel)) from exc
+
+
+async def _read_upto(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """Up to ``limit`` bytes of the body (``StreamReader.read(n)`` may return fewer)."""
+    data = bytearray()
+    while len(data) < limit:
+        chunk = await response.content.read(limit - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
+
+
+def _first_fatal(group: BaseExceptionGroup[BaseException]) -> OmarBulkError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_fatal(exc)
+            if found is not None:
+                return found
+        elif isinstance(exc, AuthError | LocalWriteError | UnreachableError):
+            return exc
+    return None
+
+
+def _user_agent() -> str:
+    from . import __version__
+
+    return f"omar-bulk/{__version__}"

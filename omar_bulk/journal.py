@@ -1,0 +1,263 @@
+"""The journal: what each planned file's last outcome was, so a rerun fetches only the rest.
+
+SQLite in WAL mode under ``OUT/.omar-bulk/``. Each outcome is committed the moment it is known,
+so a run killed at any instant loses at most the items in flight. Before a ``.part`` file is
+created its path is committed to ``inflight``; a later run removes whatever ``.part`` files
+those rows point to, which are exactly the ones a killed run left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import LocalWriteError
+from .results import DOWNLOADED, EMPTY, ItemResult
+
+JOURNAL_NAME = "journal.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    path TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    start TEXT NOT NULL,
+    end TEXT NOT NULL,
+    format TEXT NOT NULL,
+    time_type TEXT NOT NULL,
+    url TEXT NOT NULL,
+    status TEXT NOT NULL,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    sha256 TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    mtime_ns INTEGER,
+    fetched_at REAL NOT NULL,
+    run_id INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS inflight (
+    path TEXT PRIMARY KEY,
+    run_id INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    started REAL NOT NULL,
+    finished REAL,
+    planned INTEGER, downloaded INTEGER, skipped INTEGER, empty INTEGER, failed INTEGER,
+    bytes INTEGER, interrupted INTEGER
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """The journal's word on one file."""
+
+    path: str
+    status: str
+    bytes: int
+    sha256: str | None
+    mtime_ns: int | None
+
+
+def _write_error(exc: sqlite3.Error, path: Path) -> LocalWriteError:
+    text = str(exc)
+    if "full" in text:
+        return LocalWriteError(f"the disk is full: cannot write the journal {path}")
+    return LocalWriteError(f"cannot write the journal {path}: {text}")
+
+
+class Journal:
+    """One run's connection to the journal."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+        self.path = path
+        self._db = connection
+        self.run_id = 0
+
+    @classmethod
+    def open(cls, folder: Path, *, warn: list[str] | None = None) -> Journal:
+        """Open (or create) the journal in ``folder``; set aside one that is damaged."""
+        path = folder / JOURNAL_NAME
+        try:
+            return cls(path, cls._connect(path))
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise LocalWriteError(f"the journal {path} is locked by another process") from exc
+            aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+            for suffix in ("", "-wal", "-shm"):
+                source = Path(str(path) + suffix)
+                if source.exists():
+                    os.replace(source, Path(str(aside) + suffix))
+            if warn is not None:
+                warn.append(
+                    f"the journal was damaged ({exc}); moved it to {aside.name} and started a new"
+                    " one: files already on disk will be fetched again"
+                )
+            return cls(path, cls._connect(path))
+
+    @classmethod
+    def open_readonly(cls, folder: Path) -> Journal | None:
+        """The journal for a dry run, or None where there is none (nothing is created)."""
+        path = folder / JOURNAL_NAME
+        if not path.exists():
+            return None
+        try:
+            db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+            db.execute("SELECT 1 FROM items LIMIT 1").fetchall()
+        except sqlite3.DatabaseError:
+            return None
+        return cls(path, db)
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.close(fd)
+        db = sqlite3.connect(path, isolation_level=None, timeout=5)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # WAL with synchronous=NORMAL survives a killed process; it can lose the last
+            # commits on power loss, and then the size check on the next run catches it.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            db.execute("SELECT count(*) FROM items").fetchone()
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def begin_run(self) -> int:
+        cursor = self._execute("INSERT INTO runs (started) VALUES (?)", (time.time(),))
+        self.run_id = int(cursor.lastrowid or 0)
+        return self.run_id
+
+    def end_run(self, counts: dict[str, int], *, interrupted: bool) -> None:
+        self._execute(
+            "UPDATE runs SET finished=?, planned=?, downloaded=?, skipped=?, empty=?, failed=?,"
+            " bytes=?, interrupted=? WHERE id=?",
+            (
+                time.time(),
+                counts["planned"],
+                counts["downloaded"],
+                counts["skipped"],
+                counts["empty"],
+                counts["failed"],
+                counts["bytes"],
+                int(interrupted),
+                self.run_id,
+            ),
+        )
+
+    # -- items -----------------------------------------------------------------------------
+
+    def get(self, path: str) -> Entry | None:
+        row = self._db.execute(
+            "SELECT path, status, bytes, sha256, mtime_ns FROM items WHERE path=?", (path,)
+        ).fetchone()
+        return Entry(*row) if row else None
+
+    def touch(self, path: str, mtime_ns: int) -> None:
+        """Record a new modification time for a file whose content was re-verified."""
+        self._execute("UPDATE items SET mtime_ns=? WHERE path=?", (mtime_ns, path))
+
+    def mark_inflight(self, path: str) -> None:
+        self._execute(
+            "INSERT OR REPLACE INTO inflight (path, run_id) VALUES (?, ?)", (path, self.run_id)
+        )
+
+    def record(self, key: str, result: ItemResult, mtime_ns: int | None) -> None:
+        """Commit one item's outcome (and clear its in-flight mark) at once."""
+        item = result.item
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.execute(
+                    "INSERT OR REPLACE INTO items (path, kind, id, start, end, format, time_type,"
+                    " url, status, bytes, sha256, attempts, error, mtime_ns, fetched_at, run_id)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        key,
+                        item.kind,
+                        item.id,
+                        item.start.isoformat(),
+                        item.end.isoformat(),
+                        item.format,
+                        item.time_type,
+                        result.url,
+                        result.status,
+                        result.bytes,
+                        result.sha256,
+                        result.attempts,
+                        result.error,
+                        mtime_ns,
+                        time.time(),
+                        self.run_id,
+                    ),
+                )
+                self._db.execute("DELETE FROM inflight WHERE path=?", (key,))
+        except sqlite3.Error as exc:
+            raise _write_error(exc, self.path) from exc
+
+    def inflight(self) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT path FROM inflight")]
+
+    def clear_inflight(self, paths: list[str]) -> None:
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany("DELETE FROM inflight WHERE path=?", [(p,) for p in paths])
+        except sqlite3.Error as exc:
+            raise _write_error(exc, self.path) from exc
+
+    def _execute(self, sql: str, args: tuple[object, ...]) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, args)
+        except sqlite3.Error as exc:
+            raise _write_error(exc, self.path) from exc
+
+
+def vouches(entry: Entry, final: Path) -> tuple[bool | None, str | None]:
+    """Does the journal's entry still describe the file on disk? (verdict, reason if not).
+
+    The verdict is None when the size matches but the time stamp moved: only a hash can tell
+    (``hash_matches``; slow for big files, so the caller decides where to run it).
+    """
+    if entry.status == EMPTY:
+        return True, None
+    if entry.status != DOWNLOADED:
+        return False, None
+    try:
+        stat = final.stat()
+    except OSError:
+        return False, f"{final} is missing; fetching it again"
+    if stat.st_size != entry.bytes:
+        return False, (
+            f"{final} has {stat.st_size} bytes, the journal says {entry.bytes}; fetching it again"
+        )
+    if stat.st_mtime_ns == entry.mtime_ns:
+        return True, None
+    return None, None
+
+
+def hash_matches(entry: Entry, final: Path) -> tuple[bool, str | None]:
+    """Re-hash a file whose time stamp changed: are its bytes still the journal's?"""
+    digest = hashlib.sha256()
+    try:
+        with open(final, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    except OSError:
+        return False, f"{final} cannot be read; fetching it again"
+    if digest.hexdigest() == entry.sha256:
+        return True, None
+    return False, f"{final} changed since it was fetched; fetching it again"

@@ -1,0 +1,283 @@
+"""Manifests: the TOML and CSV files that say which ids and dates to fetch.
+
+TOML::
+
+    format = "mdef"          # optional defaults for every pull
+    time_type = "PST"
+    chunk = "month"
+
+    [[pull]]
+    meters = ["MTR_001", "MTR_002"]
+    groups = ["GRP_A"]
+    start = 2019-01-01
+    end = 2023-12-31
+    format = "csv"           # optional, this pull only
+
+CSV, one id and range per row (``format``, ``time_type`` and ``chunk`` columns optional)::
+
+    kind,id,start,end,format,time_type
+    meter,MTR_001,2019-01-01,2023-12-31,mdef,PST
+
+Every problem is a ``ManifestError`` naming the file and line. Nothing here is sent anywhere:
+the whole manifest is read and checked before the first request.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from .dates import parse_date
+from .errors import ManifestError
+from .plan import Plan, Pull, make_pull
+
+CSV_REQUIRED = ("kind", "id", "start", "end")
+CSV_OPTIONAL = ("format", "time_type", "chunk")
+PULL_KEYS = {"meters", "groups", "start", "end", "format", "time_type", "chunk"}
+TOP_KEYS = {"format", "time_type", "chunk", "pull"}
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """What a manifest leaves out: from the command line, else the built-in defaults."""
+
+    format: str = "mdef"
+    time_type: str = "PST"
+    chunk: str = "month"
+
+
+def load_manifest(path: Path, defaults: Defaults = Defaults()) -> Plan:
+    """Read and check a manifest; return its plan (which re-reads the file on each pass)."""
+    if not path.exists():
+        raise ManifestError(str(path), "no such file")
+    if not path.is_file():
+        raise ManifestError(str(path), "not a file")
+    kind = _sniff(path)
+    if kind == "csv":
+        plan = Plan(lambda: _csv_pulls(path, defaults), name=str(path))
+    else:
+        pulls = _toml_pulls(path, defaults)
+        plan = Plan(lambda: pulls, name=str(path))
+    plan.survey()
+    return plan
+
+
+def adhoc_plan(
+    *,
+    meters: list[str],
+    groups: list[str],
+    start: str | None,
+    end: str | None,
+    defaults: Defaults,
+) -> Plan:
+    """The plan for ``--meter``/``--group`` with ``--start``/``--end`` on the command line."""
+    where = "command line"
+    if not meters and not groups:
+        raise ManifestError(where, "give a manifest file, or --meter/--group with --start/--end")
+    if start is None or end is None:
+        raise ManifestError(where, "--meter/--group need both --start and --end")
+    first = _date(start, where, "--start")
+    last = _date(end, where, "--end")
+    pulls = [
+        make_pull(
+            kind=kind,
+            ids=ids,
+            start=first,
+            end=last,
+            format=defaults.format,
+            time_type=defaults.time_type,
+            chunk=defaults.chunk,
+            where=where,
+        )
+        for kind, ids in (("meter", meters), ("group", groups))
+        if ids
+    ]
+    plan = Plan(lambda: pulls, name=where)
+    plan.survey()
+    return plan
+
+
+def _sniff(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix == ".toml":
+        return "toml"
+    with path.open("rb") as handle:
+        head = handle.read(4096).lstrip(b"\xef\xbb\xbf").lstrip()
+    return "csv" if head.lower().startswith(b"kind,") else "toml"
+
+
+def _date(value: object, where: str, field: str) -> date:
+    try:
+        return parse_date(value)
+    except ValueError as exc:
+        raise ManifestError(where, f"{field}: {exc}") from None
+
+
+def _read_text(path: Path) -> str:
+    data = path.read_bytes()
+    if b"\x00" in data:
+        raise ManifestError(str(path), "not a text file (it holds NUL bytes)")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ManifestError(f"{path}:{line}", "not UTF-8 text") from None
+
+
+# --- TOML -------------------------------------------------------------------------------
+
+
+def _toml_pulls(path: Path, defaults: Defaults) -> list[Pull]:
+    text = _read_text(path)
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = re.search(r"line (\d+)", str(exc))
+        where = f"{path}:{line.group(1)}" if line else str(path)
+        raise ManifestError(where, f"TOML syntax: {exc}") from None
+    lines = text.splitlines()
+    header_lines = [n for n, ln in enumerate(lines, 1) if re.match(r"\s*\[\[\s*pull\s*\]\]", ln)]
+
+    def top_line(key: str) -> str:
+        for n, ln in enumerate(lines, 1):
+            if re.match(rf"\s*{re.escape(key)}\s*=", ln):
+                return f"{path}:{n}"
+        return str(path)
+
+    for key in doc:
+        if key not in TOP_KEYS:
+            raise ManifestError(top_line(key), f"unknown key {key!r} (expected {_keys(TOP_KEYS)})")
+    base = {}
+    for key in ("format", "time_type", "chunk"):
+        value = doc.get(key, getattr(defaults, key))
+        if not isinstance(value, str):
+            raise ManifestError(top_line(key), f"{key} must be a string")
+        base[key] = value
+    tables = doc.get("pull", [])
+    if not isinstance(tables, list):
+        raise ManifestError(top_line("pull"), "pull must be a [[pull]] table")
+    pulls = []
+    for index, table in enumerate(tables):
+        line = header_lines[index] if index < len(header_lines) else None
+        where = f"{path}:{line}" if line else f"{path}: pull #{index + 1}"
+        if not isinstance(table, dict):
+            raise ManifestError(where, "pull must be a [[pull]] table")
+        pulls.extend(_toml_pull(table, base, where))
+    return pulls
+
+
+def _toml_pull(table: dict[str, Any], base: dict[str, str], where: str) -> list[Pull]:
+    """One ``[[pull]]`` table: a pull for its meters and one for its groups."""
+    for key in table:
+        if key not in PULL_KEYS:
+            hint = " (did you mean meters or groups?)" if key in ("meter", "group", "ids") else ""
+            raise ManifestError(where, f"unknown key {key!r} in [[pull]]{hint}")
+    for key in ("start", "end"):
+        if key not in table:
+            raise ManifestError(where, f"[[pull]] has no {key}")
+    start = _date(table["start"], where, "start")
+    end = _date(table["end"], where, "end")
+    options = {}
+    for key in ("format", "time_type", "chunk"):
+        value = table.get(key, base[key])
+        if not isinstance(value, str):
+            raise ManifestError(where, f"{key} must be a string")
+        options[key] = value
+    if "meters" not in table and "groups" not in table:
+        raise ManifestError(where, "[[pull]] has neither meters nor groups")
+    pulls = []
+    for key, kind in (("meters", "meter"), ("groups", "group")):
+        ids = _id_list(table.get(key, []), where, key)
+        if ids:
+            pulls.append(
+                make_pull(kind=kind, ids=ids, start=start, end=end, where=where, **options)
+            )
+    if not pulls:
+        raise ManifestError(where, "[[pull]] lists no ids")
+    return pulls
+
+
+def _id_list(value: object, where: str, key: str) -> list[str]:
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list):
+        raise ManifestError(where, f"{key} must be a list of ids")
+    ids = []
+    for entry in value:
+        if isinstance(entry, bool) or not isinstance(entry, str | int):
+            raise ManifestError(where, f"{key}: {entry!r} is not an id")
+        ids.append(str(entry).strip())
+    return ids
+
+
+def _keys(keys: set[str]) -> str:
+    return ", ".join(sorted(keys))
+
+
+# --- CSV --------------------------------------------------------------------------------
+
+
+def _csv_pulls(path: Path, defaults: Defaults) -> Iterator[Pull]:
+    try:
+        handle = path.open(encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise ManifestError(str(path), f"cannot read: {exc.strerror}") from None
+    with handle:
+        reader = csv.reader(handle)
+        try:
+            yield from _csv_rows(path, reader, defaults)
+        except UnicodeDecodeError:
+            raise ManifestError(f"{path}:{reader.line_num + 1}", "not UTF-8 text") from None
+        except csv.Error as exc:
+            raise ManifestError(f"{path}:{reader.line_num}", f"CSV: {exc}") from None
+
+
+def _csv_rows(path: Path, reader: Any, defaults: Defaults) -> Iterator[Pull]:
+    header: list[str] | None = None
+    for row in reader:
+        where = f"{path}:{reader.line_num}"
+        if not row or all(not cell.strip() for cell in row) or row[0].lstrip().startswith("#"):
+            continue
+        if any("\x00" in cell for cell in row):
+            raise ManifestError(where, "not a text file (it holds NUL bytes)")
+        if header is None:
+            header = [cell.strip().lower() for cell in row]
+            missing = [c for c in CSV_REQUIRED if c not in header]
+            if missing:
+                raise ManifestError(
+                    where,
+                    f"header lacks column {', '.join(missing)} "
+                    f"(expected {','.join(CSV_REQUIRED)}[,{','.join(CSV_OPTIONAL)}])",
+                )
+            unknown = [c for c in header if c not in CSV_REQUIRED + CSV_OPTIONAL]
+            if unknown:
+                raise ManifestError(where, f"unknown column {', '.join(unknown)}")
+            if len(set(header)) != len(header):
+                raise ManifestError(where, "a column appears twice in the header")
+            continue
+        if len(row) != len(header):
+            raise ManifestError(where, f"{len(row)} fields where the header has {len(header)}")
+        record = {name: cell.strip() for name, cell in zip(header, row, strict=True)}
+        kind = record["kind"].lower()
+        if kind not in ("meter", "group"):
+            raise ManifestError(where, f"unknown kind {record['kind']!r}: use meter or group")
+        yield make_pull(
+            kind=kind,
+            ids=[record["id"]],
+            start=_date(record["start"], where, "start"),
+            end=_date(record["end"], where, "end"),
+            format=record.get("format") or defaults.format,
+            time_type=record.get("time_type") or defaults.time_type,
+            chunk=record.get("chunk") or defaults.chunk,
+            where=where,
+        )
+    if header is None:
+        raise ManifestError(str(path), "empty manifest: nothing to fetch")

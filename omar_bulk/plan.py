@@ -1,0 +1,216 @@
+"""From pulls (ids x a date range) to the items a run requests, lazily.
+
+A *pull* is one line of intent: these meters or groups, this inclusive range of trade dates,
+this format. An *item* is one request: one id, one chunk of the range. A manifest of hundreds
+of meters over decades expands to hundreds of thousands of items, so nothing here holds the
+expansion in memory: ``Plan`` re-reads its pulls on every pass and yields items one by one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from .errors import ManifestError
+
+KINDS = ("meter", "group")
+FORMATS = ("mdef", "csv")
+TIME_TYPES = ("PST", "DST")
+MAX_ID_LENGTH = 200
+
+_ONE_DAY = timedelta(days=1)
+_DAYS = re.compile(r"^([1-9][0-9]{0,4})d$")
+
+
+@dataclass(frozen=True, slots=True)
+class Chunking:
+    """How a date range is cut: calendar ``month`` or ``week``, fixed ``days``, or ``none``."""
+
+    unit: str
+    days: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> Chunking:
+        value = text.strip().lower()
+        if value in ("month", "week", "none"):
+            return cls(value)
+        if value == "day":
+            return cls("days", 1)
+        match = _DAYS.match(value)
+        if match:
+            return cls("days", int(match.group(1)))
+        raise ValueError(f"unknown chunk {text!r}: use month, week, day, <N>d (e.g. 7d) or none")
+
+    def __str__(self) -> str:
+        return f"{self.days}d" if self.unit == "days" else self.unit
+
+    def split(self, start: date, end: date) -> Iterator[tuple[date, date]]:
+        """Yield inclusive (first, last) chunks that never overlap and exactly cover start..end.
+
+        Calendar chunks (month, week) are aligned to the calendar, so the first and the last may
+        be partial; a range shorter than one chunk is a single chunk.
+        """
+        cursor = start
+        while cursor <= end:
+            if self.unit == "month":
+                if cursor.month == 12:
+                    boundary = date(cursor.year + 1, 1, 1)
+                else:
+                    boundary = date(cursor.year, cursor.month + 1, 1)
+                last = boundary - _ONE_DAY
+            elif self.unit == "week":  # ISO weeks: Monday to Sunday
+                last = cursor + timedelta(days=6 - cursor.weekday())
+            elif self.unit == "days":
+                last = cursor + timedelta(days=self.days - 1)
+            else:
+                last = end
+            last = min(last, end)
+            yield cursor, last
+            cursor = last + _ONE_DAY
+
+    def count(self, start: date, end: date) -> int:
+        """Number of chunks ``split`` yields, without building them where it can."""
+        if start > end:
+            return 0
+        if self.unit == "none":
+            return 1
+        if self.unit == "days":
+            return ((end - start).days // self.days) + 1
+        if self.unit == "month":
+            return (end.year - start.year) * 12 + end.month - start.month + 1
+        monday_first = start - timedelta(days=start.weekday())
+        monday_last = end - timedelta(days=end.weekday())
+        return (monday_last - monday_first).days // 7 + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Pull:
+    """One manifest entry: ids of one kind crossed with one inclusive date range."""
+
+    kind: str
+    ids: tuple[str, ...]
+    start: date
+    end: date
+    format: str
+    time_type: str
+    chunking: Chunking
+    where: str = ""
+
+    def items(self) -> Iterator[Item]:
+        for ident in self.ids:
+            for first, last in self.chunking.split(self.start, self.end):
+                yield Item(self.kind, ident, first, last, self.format, self.time_type)
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One request: one meter or group, one chunk of dates, one format and time type."""
+
+    kind: str
+    id: str
+    start: date
+    end: date
+    format: str
+    time_type: str
+
+    @property
+    def series(self) -> tuple[str, str, str, str]:
+        """Items of one series land in one folder and may overlap only by mistake."""
+        return (self.kind, self.id, self.format, self.time_type)
+
+
+def check_id(ident: str, where: str) -> str:
+    """Return a usable meter or group id, or raise: ids become folder and file names."""
+    if not ident:
+        raise ManifestError(where, "empty id")
+    if len(ident) > MAX_ID_LENGTH:
+        raise ManifestError(where, f"id longer than {MAX_ID_LENGTH} characters")
+    if "/" in ident or "\\" in ident or ".." in ident or ident in (".",):
+        raise ManifestError(where, f"id {ident!r} holds '/', '\\' or '..': ids become file names")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in ident):
+        raise ManifestError(where, f"id {ident!r} holds control characters")
+    return ident
+
+
+def make_pull(
+    *,
+    kind: str,
+    ids: Iterable[str],
+    start: date,
+    end: date,
+    format: str,
+    time_type: str,
+    chunk: str | Chunking,
+    where: str,
+) -> Pull:
+    """Validate one pull's fields and build it; every manifest form goes through here."""
+    if kind not in KINDS:
+        raise ManifestError(where, f"unknown kind {kind!r}: use meter or group")
+    fmt = format.strip().lower()
+    if fmt not in FORMATS:
+        raise ManifestError(where, f"unknown format {format!r}: use mdef or csv")
+    tt = time_type.strip().upper()
+    if tt not in TIME_TYPES:
+        raise ManifestError(where, f"unknown time type {time_type!r}: use PST or DST")
+    if isinstance(chunk, Chunking):
+        chunking = chunk
+    else:
+        try:
+            chunking = Chunking.parse(chunk)
+        except ValueError as exc:
+            raise ManifestError(where, str(exc)) from None
+    if end < start:
+        raise ManifestError(where, f"end {end.isoformat()} is before start {start.isoformat()}")
+    checked = tuple(check_id(i, where) for i in ids)
+    return Pull(kind, checked, start, end, fmt, tt, chunking, where)
+
+
+class Plan:
+    """A re-iterable, lazily expanded set of items, duplicates removed.
+
+    ``source`` is called afresh for each pass and yields validated pulls (a manifest re-reads
+    its file). Exact duplicates (the same id, chunk, format and time type planned twice) are
+    dropped; only series that appear in more than one place are tracked for that, by a digest
+    per item, so an ordinary plan costs no memory per item.
+    """
+
+    def __init__(self, source: Callable[[], Iterable[Pull]], *, name: str = "plan") -> None:
+        self._source = source
+        self.name = name
+        self._repeated: frozenset[tuple[str, str, str, str]] | None = None
+        self._count: int | None = None
+
+    def survey(self) -> int:
+        """Read every pull once (raising on the first bad one) and return the item count."""
+        if self._count is not None:
+            return self._count
+        seen: Counter[tuple[str, str, str, str]] = Counter()
+        raw = 0
+        for pull in self._source():
+            per_id = pull.chunking.count(pull.start, pull.end)
+            raw += per_id * len(pull.ids)
+            for ident in pull.ids:
+                seen[(pull.kind, ident, pull.format, pull.time_type)] += 1
+        self._repeated = frozenset(key for key, n in seen.items() if n > 1)
+        self._count = sum(1 for _ in self) if self._repeated else raw
+        if self._count == 0:
+            raise ManifestError(self.name, "nothing to fetch")
+        return self._count
+
+    def __iter__(self) -> Iterator[Item]:
+        if self._repeated is None:
+            self.survey()
+        repeated = self._repeated or frozenset()
+        done: set[bytes] = set()
+        for pull in self._source():
+            for item in pull.items():
+                if repeated and item.series in repeated:
+                    digest = hashlib.blake2b(repr(item).encode(), digest_size=8).digest()
+                    if digest in done:
+                        continue
+                    done.add(digest)
+                yield item

@@ -1,0 +1,82 @@
+"""The OMAR-Online download specification's URL rules, and where each file lands.
+
+Specification, section 3.1: the program name sits directly under the base URL, the parameters
+follow in a fixed order, dates travel as ``MM%2FDD%2FYYYY``, and ``group`` repeats the id when
+downloading by group and is present but empty when downloading by meter (resource). Section 3.2:
+``getMDEF.jsp`` produces MDEF files, ``getSQMDCsvForDownload.jsp`` CSV files.
+
+URLs are built here as finished strings, already percent-encoded; the transport must send them
+untouched (see ``fetch``: yarl would otherwise turn ``%2F`` back into ``/``).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import PurePosixPath
+from urllib.parse import quote
+
+from .plan import Item
+
+PROD_URL = "https://omar-online.caiso.com:444/"
+TEST_URL = "https://omar-onlinetest.caiso.com:444/"
+ENVIRONMENTS = {"prod": PROD_URL, "test": TEST_URL}
+
+PROGRAMS = {"mdef": "getMDEF.jsp", "csv": "getSQMDCsvForDownload.jsp"}
+FILE_FORMATS = {"mdef": "MDEF", "csv": "CSV"}
+EXTENSIONS = {"mdef": "mdef", "csv": "csv"}
+
+#: Parameter names in the order the specification lists them.
+PARAMETERS = (
+    "requestedFormat",
+    "datasourceType",
+    "groupOrMeter",
+    "selectedMeters",
+    "startDate",
+    "endDate",
+    "timeType",
+    "fileFormat",
+    "group",
+)
+
+
+def wire_date(day: date) -> str:
+    """``MM%2FDD%2FYYYY``: the specification's date with its slashes encoded."""
+    return f"{day.month:02d}%2F{day.day:02d}%2F{day.year:04d}"
+
+
+def quote_id(ident: str) -> str:
+    """Percent-encode an id for the query; letters, digits and ``-._~`` stay as they are."""
+    return quote(ident, safe="")
+
+
+def normalise_base_url(base_url: str) -> str:
+    """The base URL with exactly one trailing slash, so programs sit directly under it."""
+    return base_url.rstrip("/") + "/"
+
+
+def request_url(base_url: str, item: Item) -> str:
+    """The full request URL for ``item``, exactly as it must go on the wire."""
+    ident = quote_id(item.id)
+    by_group = item.kind == "group"
+    values = (
+        "download",
+        "SQMD",
+        "group" if by_group else "meter",
+        ident,
+        wire_date(item.start),
+        wire_date(item.end),
+        item.time_type,
+        FILE_FORMATS[item.format],
+        ident if by_group else "",
+    )
+    query = "&".join(f"{name}={value}" for name, value in zip(PARAMETERS, values, strict=True))
+    return f"{base_url}{PROGRAMS[item.format]}?{query}"
+
+
+def relative_path(item: Item) -> PurePosixPath:
+    """``{meter|group}/{ID}/{ID}_{YYYYMMDD}_{YYYYMMDD}_{PST|DST}.{mdef|csv}``."""
+    name = (
+        f"{item.id}_{item.start:%Y%m%d}_{item.end:%Y%m%d}_{item.time_type}."
+        f"{EXTENSIONS[item.format]}"
+    )
+    return PurePosixPath(item.kind, item.id, name)

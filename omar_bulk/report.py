@@ -1,0 +1,60 @@
+"""The JSON report: a summary and one entry per item, written atomically at the end.
+
+Items are spooled to an anonymous temporary file as they finish, so a run of a million items
+does not hold a million dictionaries; the final file is assembled once, then renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO
+
+from .results import ItemResult, Summary
+from .storage import translate_os_error
+
+
+class ReportWriter:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._spool: IO[str] = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
+        self._count = 0
+
+    def add(self, result: ItemResult) -> None:
+        self._spool.write(json.dumps(result.as_report(), ensure_ascii=False))
+        self._spool.write("\n")
+        self._count += 1
+
+    def write(self, summary: Summary) -> Path:
+        """Write the report file; the spool is consumed."""
+        target = self.path
+        temp = target.with_name(f".{target.name}.tmp")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write('{"summary": ')
+                out.write(json.dumps(summary.as_report()))
+                out.write(', "items": [')
+                self._spool.seek(0)
+                for index, line in enumerate(self._spool):
+                    if index:
+                        out.write(",")
+                    out.write("\n  ")
+                    out.write(line.rstrip("\n"))
+                out.write("\n]}\n")
+            os.replace(temp, target)
+        except OSError as exc:
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
+            raise translate_os_error(exc, target) from exc
+        finally:
+            self._spool.close()
+        return target
+
+    def close(self) -> None:
+        self._spool.close()

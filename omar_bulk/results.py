@@ -1,0 +1,156 @@
+"""What a run produces, as plain immutable data, and the hook through which it reports live.
+
+The engine knows nothing of terminals: it calls an ``Observer`` (``progress.py`` renders one
+with rich; a cron job can pass ``NullObserver`` or its own logger) and returns a ``RunResult``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from .plan import Item
+
+DOWNLOADED = "downloaded"
+SKIPPED = "skipped"
+EMPTY = "empty"
+FAILED = "failed"
+STATUSES = (DOWNLOADED, SKIPPED, EMPTY, FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    """The outcome of one planned item."""
+
+    item: Item
+    url: str
+    path: Path
+    status: str
+    bytes: int = 0
+    sha256: str | None = None
+    attempts: int = 0
+    error: str | None = None
+
+    def as_report(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "path": str(self.path),
+            "status": self.status,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "attempts": self.attempts,
+            "error": self.error,
+        }
+
+
+@dataclass(slots=True)
+class Tally:
+    """Counts kept while a run goes; frozen into a ``Summary`` at the end."""
+
+    planned: int = 0
+    downloaded: int = 0
+    skipped: int = 0
+    empty: int = 0
+    failed: int = 0
+    bytes: int = 0
+
+    def add(self, result: ItemResult) -> None:
+        setattr(self, result.status, getattr(self, result.status) + 1)
+        if result.status == DOWNLOADED:
+            self.bytes += result.bytes
+
+    @property
+    def done(self) -> int:
+        return self.downloaded + self.skipped + self.empty + self.failed
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    planned: int
+    downloaded: int
+    skipped: int
+    empty: int
+    failed: int
+    bytes: int
+    seconds: float
+    interrupted: bool = False
+    not_attempted: int = 0
+
+    @classmethod
+    def of(cls, tally: Tally, seconds: float, *, interrupted: bool = False) -> Summary:
+        return cls(
+            planned=tally.planned,
+            downloaded=tally.downloaded,
+            skipped=tally.skipped,
+            empty=tally.empty,
+            failed=tally.failed,
+            bytes=tally.bytes,
+            seconds=round(seconds, 3),
+            interrupted=interrupted,
+            not_attempted=max(0, tally.planned - tally.done),
+        )
+
+    def as_report(self) -> dict[str, Any]:
+        return {
+            "planned": self.planned,
+            "downloaded": self.downloaded,
+            "skipped": self.skipped,
+            "empty": self.empty,
+            "failed": self.failed,
+            "bytes": self.bytes,
+            "seconds": self.seconds,
+            "interrupted": self.interrupted,
+            "not_attempted": self.not_attempted,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """Everything a caller needs after a run: counts, failures, where the report is."""
+
+    summary: Summary
+    failures: tuple[ItemResult, ...] = ()
+    more_failures: int = 0
+    report: Path | None = None
+    aborted: str | None = None
+    exit_code: int = 0
+    warnings: tuple[str, ...] = field(default=())
+
+
+class Observer(Protocol):
+    """Live events of a run. Calls come from the event loop thread and must return quickly."""
+
+    def planned(self, total: int) -> None: ...
+
+    def started(self, item: Item, path: Path, attempt: int) -> None: ...
+
+    def received(self, item: Item, nbytes: int, expected: int | None) -> None: ...
+
+    def retrying(self, item: Item, attempt: int, reason: str, delay: float) -> None: ...
+
+    def finished(self, result: ItemResult) -> None: ...
+
+    def notice(self, message: str) -> None: ...
+
+
+class NullObserver:
+    """Observes nothing: for schedulers and tests that read the ``RunResult`` only."""
+
+    def planned(self, total: int) -> None:
+        pass
+
+    def started(self, item: Item, path: Path, attempt: int) -> None:
+        pass
+
+    def received(self, item: Item, nbytes: int, expected: int | None) -> None:
+        pass
+
+    def retrying(self, item: Item, attempt: int, reason: str, delay: float) -> None:
+        pass
+
+    def finished(self, result: ItemResult) -> None:
+        pass
+
+    def notice(self, message: str) -> None:
+        pass

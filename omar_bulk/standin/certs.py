@@ -1,0 +1,197 @@
+"""Throwaway certificates for the stand-in server and its clients, made in seconds.
+
+``TestPKI.create(folder)`` writes a private CA, a server certificate for the loopback names and
+a client identity in every form omar-bulk accepts. Nothing here is fit for production use.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+#: Password of the stand-in's encrypted client files. They are throwaway test credentials.
+DEMO_PASSWORD = "omar-demo"
+
+LOOPBACK_NAMES = ("localhost",)
+LOOPBACK_ADDRESSES = ("127.0.0.1", "::1")
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "omar-bulk stand-in (not CAISO)"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _write(path: Path, data: bytes) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    return path
+
+
+@dataclass(frozen=True)
+class Authority:
+    """A certificate authority that can issue server and client certificates."""
+
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+    @classmethod
+    def create(cls, common_name: str = "omar-bulk stand-in CA") -> Authority:
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.now(UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(common_name))
+            .issuer_name(_name(common_name))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(key, hashes.SHA256())
+        )
+        return cls(cert, key)
+
+    def issue(
+        self,
+        common_name: str,
+        *,
+        server: bool = False,
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
+    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        """A leaf certificate: for loopback server names, or for a client."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.now(UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(common_name))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before or now - timedelta(days=1))
+            .not_valid_after(not_after or now + timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+        )
+        if server:
+            names: list[x509.GeneralName] = [x509.DNSName(n) for n in LOOPBACK_NAMES]
+            names += [x509.IPAddress(ipaddress.ip_address(a)) for a in LOOPBACK_ADDRESSES]
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        return builder.sign(self.key, hashes.SHA256()), key
+
+
+def pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey, password: str | None = None) -> bytes:
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(password.encode())
+        if password
+        else serialization.NoEncryption()
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+
+
+def write_client(
+    folder: Path,
+    stem: str,
+    cert: x509.Certificate,
+    key: ec.EllipticCurvePrivateKey,
+    ca: x509.Certificate,
+    password: str = DEMO_PASSWORD,
+) -> None:
+    """Write one client identity in every accepted form under ``folder/stem*``."""
+    _write(folder / f"{stem}.pem", pem(cert) + key_pem(key))
+    _write(folder / f"{stem}-cert.pem", pem(cert))
+    _write(folder / f"{stem}-key.pem", key_pem(key))
+    _write(folder / f"{stem}-key-encrypted.pem", key_pem(key, password))
+    p12 = pkcs12.serialize_key_and_certificates(
+        stem.encode(), key, cert, [ca], serialization.BestAvailableEncryption(password.encode())
+    )
+    _write(folder / f"{stem}.p12", p12)
+    nopass = pkcs12.serialize_key_and_certificates(
+        stem.encode(), key, cert, [ca], serialization.NoEncryption()
+    )
+    _write(folder / f"{stem}-nopass.p12", nopass)
+
+
+@dataclass(frozen=True)
+class TestPKI:
+    """The files of one stand-in PKI, by role."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    folder: Path
+    authority: Authority
+
+    @property
+    def ca(self) -> Path:
+        """The CA that signs the server and the clients; give it to ``--ca-bundle``."""
+        return self.folder / "ca.pem"
+
+    @property
+    def server(self) -> Path:
+        return self.folder / "server.pem"
+
+    @property
+    def client_p12(self) -> Path:
+        """The client identity as a browser exports it: PKCS#12 under ``DEMO_PASSWORD``."""
+        return self.folder / "client.p12"
+
+    @property
+    def client_pem(self) -> Path:
+        return self.folder / "client.pem"
+
+    @classmethod
+    def create(cls, folder: Path) -> TestPKI:
+        """Make a CA, a loopback server certificate and a client identity in ``folder``."""
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        authority = Authority.create()
+        _write(folder / "ca.pem", pem(authority.cert))
+        server_cert, server_key = authority.issue("localhost", server=True)
+        _write(folder / "server.pem", pem(server_cert) + pem(authority.cert) + key_pem(server_key))
+        client_cert, client_key = authority.issue("omar-bulk demo client")
+        write_client(folder, "client", client_cert, client_key, authority.cert)
+        return cls(folder, authority)
+
+    def client(self, stem: str, **validity: datetime) -> Path:
+        """Issue another client identity (say, an expired one); return its PEM path."""
+        cert, key = self.authority.issue(stem, **validity)
+        write_client(self.folder, stem, cert, key, self.authority.cert)
+        return self.folder / f"{stem}.pem"

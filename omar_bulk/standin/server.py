@@ -1,0 +1,371 @@
+"""The stand-in OMAR-Online server: aiohttp behind mutual TLS, strict about every parameter.
+
+The expected parameters are written out here on their own, from the specification, rather than
+imported from ``omar_bulk.protocol``: the server is the check on the client, not its echo.
+Validation runs on the raw query string exactly as received, so a client that sends ``/`` where
+the specification says ``%2F`` gets a 400.
+
+Faults are injected per request. ``Faults.script`` maps an id to the faults its successive
+requests meet (``"503"``, then ``"cut"``...; a trailing ``*`` repeats one forever), and
+``Faults.rate`` adds seeded random faults for demos. Fault names:
+
+    503 429 500   an error status (503 and 429 carry Retry-After)
+    cut           headers promise the whole body, half is sent, the connection drops
+    stall         half the body is sent, then silence for ``stall_seconds``
+    short         Content-Length larger than the body actually sent, then the connection closes
+    login         a 200 HTML login page, as when the session is unknown
+    expire        the session is dropped, then the login page
+    redirect      a 302 to the login page
+    empty         200 with an empty body (no data for the range)
+    html          a 200 HTML error page that is not a login page
+    404 403 400   that status with an HTML page
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import secrets
+import ssl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from .bodies import csv_body, mdef_body
+from .certs import TestPKI
+
+FAULT_NAMES = (
+    "503", "429", "500", "cut", "stall", "short", "login", "expire", "redirect",
+    "empty", "html", "404", "403", "400",
+)  # fmt: skip
+
+# From the specification, section 3.1, in its order.
+SPEC_ORDER = (
+    "requestedFormat",
+    "datasourceType",
+    "groupOrMeter",
+    "selectedMeters",
+    "startDate",
+    "endDate",
+    "timeType",
+    "fileFormat",
+    "group",
+)
+SPEC_PROGRAMS = {"/getMDEF.jsp": "MDEF", "/getSQMDCsvForDownload.jsp": "CSV"}
+_WIRE_DATE = re.compile(r"^(\d\d)%2[Ff](\d\d)%2[Ff](\d\d\d\d)$")
+SESSION_COOKIE = "JSESSIONID"
+
+
+@dataclass
+class Faults:
+    """What the stand-in does besides answering correctly. Mutable: tests adjust it live."""
+
+    latency: float = 0.0
+    retry_after: float = 1.0
+    stall_seconds: float = 60.0
+    script: dict[str, list[str]] = field(default_factory=dict)
+    rate: float = 0.0
+    kinds: tuple[str, ...] = ("503", "500", "cut")
+    seed: int = 0
+    session_requests: int = 0
+    revision: int = 0
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request as the server received it."""
+
+    line: str
+    path: str
+    raw_query: str
+    session: str | None
+    status: int
+    fault: str | None
+
+
+class StandIn:
+    """The server's state: sessions, fault script and the log of requests seen."""
+
+    def __init__(self, pki: TestPKI, faults: Faults | None = None) -> None:
+        self.pki = pki
+        self.faults = faults or Faults()
+        self.log: list[Seen] = []
+        self.sessions: dict[str, int] = {}
+        self.logins = 0
+        self._rng = random.Random(self.faults.seed)
+        self._lock = threading.Lock()
+        self.base_url = ""
+
+    # -- the application ------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/", self._login)
+        for path in SPEC_PROGRAMS:
+            app.router.add_get(path, self._download)
+        return app
+
+    def ssl_context(self, *, max_tls: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(self.pki.server))
+        context.load_verify_locations(cafile=str(self.pki.ca))
+        context.verify_mode = ssl.CERT_REQUIRED
+        if max_tls is not None:
+            context.maximum_version = max_tls
+        return context
+
+    def downloads(self) -> list[Seen]:
+        """Download requests seen so far (not logins)."""
+        return [s for s in self.log if s.path in SPEC_PROGRAMS]
+
+    async def _login(self, request: web.Request) -> web.Response:
+        token = secrets.token_hex(16)
+        with self._lock:
+            self.sessions[token] = 0
+            self.logins += 1
+        self._record(request, 200, None)
+        response = _page("OMAR-Online", "Welcome to the omar-bulk stand-in of OMAR-Online.")
+        response.set_cookie(SESSION_COOKIE, token, path="/", secure=True, httponly=True)
+        return response
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        raw_query = request.raw_path.partition("?")[2]
+        params, problem = _validate(request.path, raw_query)
+        if problem:
+            self._record(request, 400, None)
+            return _page("Bad request", problem, status=400)
+        ident = params["selectedMeters"]
+        fault = self._next_fault(ident)
+        if self.faults.latency:
+            await asyncio.sleep(self.faults.latency)
+        session = request.cookies.get(SESSION_COOKIE)
+        with self._lock:
+            known = session in self.sessions
+            if known and fault == "expire":
+                del self.sessions[session]  # type: ignore[arg-type]
+                known = False
+            if known:
+                self.sessions[session] += 1  # type: ignore[index]
+                limit = self.faults.session_requests
+                if limit and self.sessions[session] > limit:  # type: ignore[index]
+                    del self.sessions[session]  # type: ignore[arg-type]
+                    known = False
+        if not known or fault in ("login", "expire"):
+            self._record(request, 200, fault or "no session")
+            return _login_page()
+        if fault == "redirect":
+            self._record(request, 302, fault)
+            raise web.HTTPFound("/")
+        if fault in ("503", "429", "500", "404", "403", "400"):
+            status = int(fault)
+            self._record(request, status, fault)
+            headers = {"Retry-After": f"{self.faults.retry_after:g}"} if status in (503, 429) else {}
+            return _page(f"Error {status}", "The stand-in was told to fail.", status, headers)
+        if fault == "html":
+            self._record(request, 200, fault)
+            return _page("OMAR-Online Error", "Unable to process the request at this time.")
+        body = b"" if fault == "empty" else self._body(request.path, params)
+        self._record(request, 200, fault)
+        if fault in ("cut", "stall", "short"):
+            return await self._broken(request, body, fault)
+        content_type = "text/csv" if SPEC_PROGRAMS[request.path] == "CSV" else (
+            "application/octet-stream"
+        )
+        return web.Response(body=body, content_type=content_type)
+
+    async def _broken(self, request: web.Request, body: bytes, fault: str) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_length = len(body) + (1000 if fault == "short" else 0)
+        response.content_type = "application/octet-stream"
+        await response.prepare(request)
+        await response.write(body[: len(body) // 2] if fault != "short" else body)
+        if fault == "stall":
+            await asyncio.sleep(self.faults.stall_seconds)
+        if request.transport is not None:
+            request.transport.close()
+        return response
+
+    def _body(self, path: str, params: dict[str, str]) -> bytes:
+        make = mdef_body if SPEC_PROGRAMS[path] == "MDEF" else csv_body
+        return make(
+            params["groupOrMeter"],
+            params["selectedMeters"],
+            _parse_wire_date(params["startDate"]),
+            _parse_wire_date(params["endDate"]),
+            params["timeType"],
+            self.faults.revision,
+        )
+
+    def _next_fault(self, ident: str) -> str | None:
+        with self._lock:
+            queue = self.faults.script.get(ident)
+            if queue:
+                head = queue[0]
+                if head.endswith("*"):
+                    return head[:-1]
+                return queue.pop(0)
+            if self.faults.rate and self._rng.random() < self.faults.rate:
+                return self._rng.choice(self.faults.kinds)
+        return None
+
+    def _record(self, request: web.Request, status: int, fault: str | None) -> None:
+        version = f"HTTP/{request.version.major}.{request.version.minor}"
+        seen = Seen(
+            line=f"{request.method} {request.raw_path} {version}",
+            path=request.path,
+            raw_query=request.raw_path.partition("?")[2],
+            session=request.cookies.get(SESSION_COOKIE),
+            status=status,
+            fault=fault,
+        )
+        with self._lock:
+            self.log.append(seen)
+
+
+def _validate(path: str, raw_query: str) -> tuple[dict[str, str], str | None]:
+    """Check a raw query against the specification; return its decoded values or a reason."""
+    pairs = [part.partition("=") for part in raw_query.split("&")] if raw_query else []
+    names = tuple(name for name, _, _ in pairs)
+    if names != SPEC_ORDER:
+        return {}, f"parameters must be exactly {'&'.join(SPEC_ORDER)} in that order; got {names}"
+    if any(not sep for _, sep, _ in pairs):
+        return {}, "every parameter needs '='"
+    raw = {name: value for name, _, value in pairs}
+    if raw["requestedFormat"] != "download":
+        return {}, "requestedFormat must be 'download'"
+    if raw["datasourceType"] != "SQMD":
+        return {}, "datasourceType must be 'SQMD'"
+    if raw["groupOrMeter"] not in ("group", "meter"):
+        return {}, "groupOrMeter must be 'group' or 'meter'"
+    for name in ("startDate", "endDate"):
+        if not _WIRE_DATE.match(raw[name]):
+            return {}, f"{name} must be MM%2FDD%2FYYYY, got {raw[name]!r}"
+        try:
+            _parse_wire_date(raw[name])
+        except ValueError:
+            return {}, f"{name} is not a calendar date: {raw[name]!r}"
+    if _parse_wire_date(raw["startDate"]) > _parse_wire_date(raw["endDate"]):
+        return {}, "startDate is after endDate"
+    if raw["timeType"] not in ("PST", "DST"):
+        return {}, "timeType must be 'PST' or 'DST'"
+    if raw["fileFormat"] != SPEC_PROGRAMS.get(path):
+        return {}, f"fileFormat {raw['fileFormat']!r} does not match program {path}"
+    if not raw["selectedMeters"]:
+        return {}, "selectedMeters is empty"
+    if raw["groupOrMeter"] == "group" and raw["group"] != raw["selectedMeters"]:
+        return {}, "by group, group must equal selectedMeters"
+    if raw["groupOrMeter"] == "meter" and raw["group"] != "":
+        return {}, "by meter, group must be present and empty"
+    decoded = {name: unquote(value) for name, value in raw.items()}
+    decoded["startDate"], decoded["endDate"] = raw["startDate"], raw["endDate"]
+    return decoded, None
+
+
+def _parse_wire_date(value: str) -> date:
+    match = _WIRE_DATE.match(value)
+    if not match:
+        raise ValueError(value)
+    month, day, year = (int(g) for g in match.groups())
+    return date(year, month, day)
+
+
+def _page(
+    title: str, message: str, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    html = (
+        f"<!DOCTYPE html>\n<html><head><title>{title}</title></head>"
+        f"<body><h1>{title}</h1><p>{message}</p></body></html>\n"
+    )
+    return web.Response(text=html, status=status, content_type="text/html", headers=headers)
+
+
+def _login_page() -> web.Response:
+    return _page("OMAR-Online Login", "Your session has expired. Please log in with your certificate.")
+
+
+# -- running it ----------------------------------------------------------------------------
+
+
+class Running:
+    """A started stand-in: its state, its URL, and a way to stop it."""
+
+    def __init__(self, state: StandIn, runner: web.AppRunner, port: int, host: str) -> None:
+        self.state = state
+        self.runner = runner
+        self.port = port
+        self.host = host
+        shown = f"[{host}]" if ":" in host else host
+        self.base_url = f"https://{shown}:{port}/"
+        state.base_url = self.base_url
+
+
+async def start(
+    state: StandIn,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    max_tls: ssl.TLSVersion | None = None,
+) -> Running:
+    """Start serving ``state`` on ``host:port`` (0: any free port) in the running loop."""
+    runner = web.AppRunner(state.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=state.ssl_context(max_tls=max_tls))
+    await site.start()
+    server = site._server
+    assert server is not None
+    sockets: Any = getattr(server, "sockets", ())
+    bound = sockets[0].getsockname()[1]
+    return Running(state, runner, bound, host)
+
+
+@contextmanager
+def serve_in_thread(
+    pki: TestPKI,
+    faults: Faults | None = None,
+    *,
+    host: str = "127.0.0.1",
+    max_tls: ssl.TLSVersion | None = None,
+) -> Iterator[Running]:
+    """Run a stand-in in a background thread with its own loop, for tests and the demo."""
+    state = StandIn(pki, faults)
+    loop = asyncio.new_event_loop()
+    ready: list[Running] = []
+    failure: list[BaseException] = []
+    started = threading.Event()
+
+    def main() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            ready.append(loop.run_until_complete(start(state, host=host, max_tls=max_tls)))
+        except BaseException as exc:  # reported to the caller below
+            failure.append(exc)
+            started.set()
+            return
+        started.set()
+        loop.run_forever()
+        loop.run_until_complete(ready[0].runner.cleanup())
+        loop.close()
+
+    thread = threading.Thread(target=main, name="omar-standin", daemon=True)
+    thread.start()
+    started.wait()
+    if failure:
+        raise failure[0]
+    try:
+        yield ready[0]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+
+
+def make_pki(folder: Path) -> TestPKI:
+    """A fresh stand-in PKI in ``folder``."""
+    return TestPKI.create(folder)

@@ -1,0 +1,221 @@
+"""Every TLS decision of a run: the client identity, its validity, and the one SSL context.
+
+The client certificate comes as PKCS#12 (``.p12``/``.pfx``, as browsers export it) or as PEM
+holding the certificate and possibly the key, with an optional separate PEM key that may be
+encrypted. Python's ``ssl`` reads only PEM files, so the identity is parsed here with
+``cryptography`` and handed to OpenSSL through a private temporary file whose key is encrypted
+under a one-time random password; the file lives only for the duration of ``load_cert_chain``.
+The user's password is asked for only when a file needs one and is never stored or printed.
+
+Server verification is always on: the system trust store plus ``--ca-bundle``. There is no
+switch to turn it off.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import ssl
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from .errors import CertificateError, UsageError
+
+PasswordSource = Callable[[str], str | None]
+"""Called with a description of what needs unlocking; returns the password or None."""
+
+EXPIRY_WARNING = timedelta(days=14)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientIdentity:
+    """A client certificate chain and its private key, parsed and checked to belong together."""
+
+    subject: str
+    not_before: datetime
+    not_after: datetime
+    source: str
+    chain: tuple[x509.Certificate, ...] = field(repr=False)
+    key: PrivateKeyTypes = field(repr=False)
+
+    def validity_warnings(self, now: datetime | None = None) -> list[str]:
+        """Raise CertificateError outside the validity period; warn when expiry is near."""
+        now = now or datetime.now(UTC)
+        if now < self.not_before:
+            raise CertificateError(
+                f"client certificate {self.source} is not valid until "
+                f"{self.not_before:%Y-%m-%d %H:%M} UTC"
+            )
+        if now >= self.not_after:
+            raise CertificateError(
+                f"client certificate {self.source} expired on {self.not_after:%Y-%m-%d %H:%M} UTC;"
+                " ask your certificate administrator for a new one"
+            )
+        left = self.not_after - now
+        if left <= EXPIRY_WARNING:
+            return [
+                f"client certificate {self.source} expires in {left.days} day(s), "
+                f"on {self.not_after:%Y-%m-%d}"
+            ]
+        return []
+
+    def install(self, context: ssl.SSLContext) -> None:
+        """Load this identity into ``context`` without ever writing the key unencrypted."""
+        one_time = secrets.token_urlsafe(32).encode()
+        key_pem = self.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(one_time),
+        )
+        chain_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in self.chain)
+        fd, name = tempfile.mkstemp(prefix="omar-bulk-", suffix=".pem")  # created 0600
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(chain_pem + key_pem)
+            context.load_cert_chain(name, password=one_time)
+        except ssl.SSLError as exc:
+            raise CertificateError(
+                f"OpenSSL refused the client certificate {self.source}: {exc.reason}"
+            ) from None
+        finally:
+            os.unlink(name)
+
+
+def load_identity(
+    cert: Path, key: Path | None = None, *, password: PasswordSource | None = None
+) -> ClientIdentity:
+    """Read a PKCS#12 or PEM client certificate (and key), asking ``password`` if needed."""
+    data = _read(cert, "certificate")
+    if b"-----BEGIN" not in data:
+        if key is not None:
+            raise CertificateError(f"--key is for PEM certificates; {cert} is PKCS#12")
+        chain, private = _load_pkcs12(cert, data, password)
+    else:
+        chain = _load_pem_chain(cert, data)
+        if key is not None:
+            private = _load_pem_key(key, _read(key, "key"), password)
+        elif b"PRIVATE KEY-----" in data:
+            private = _load_pem_key(cert, data, password)
+        else:
+            raise CertificateError(
+                f"{cert} holds a certificate but no private key: give the key with --key"
+            )
+    leaf = chain[0]
+    if _public(leaf.public_key()) != _public(private.public_key()):
+        raise CertificateError(f"the private key does not belong to the certificate in {cert}")
+    return ClientIdentity(
+        subject=leaf.subject.rfc4514_string(),
+        not_before=leaf.not_valid_before_utc,
+        not_after=leaf.not_valid_after_utc,
+        source=str(cert),
+        chain=tuple(chain),
+        key=private,
+    )
+
+
+def create_ssl_context(
+    identity: ClientIdentity | None, *, ca_bundle: Path | None = None
+) -> ssl.SSLContext:
+    """One client context for the run: TLS 1.2 or newer, server verified, our identity loaded."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca_bundle is not None:
+        if not ca_bundle.is_file():
+            raise UsageError(f"--ca-bundle {ca_bundle}: no such file")
+        try:
+            context.load_verify_locations(cafile=str(ca_bundle))
+        except (ssl.SSLError, ValueError) as exc:
+            raise UsageError(f"--ca-bundle {ca_bundle}: not a PEM certificate file ({exc})") from None
+    if identity is not None:
+        identity.install(context)
+    return context
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise CertificateError(f"{what} file {path}: no such file") from None
+    except IsADirectoryError:
+        raise CertificateError(f"{what} file {path}: is a folder") from None
+    except OSError as exc:
+        raise CertificateError(f"{what} file {path}: cannot read ({exc.strerror})") from None
+
+
+def _public(key: object) -> bytes:
+    return key.public_bytes(  # type: ignore[attr-defined, no-any-return]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _load_pkcs12(
+    path: Path, data: bytes, password: PasswordSource | None
+) -> tuple[list[x509.Certificate], PrivateKeyTypes]:
+    if not data.startswith(b"\x30"):  # every DER structure, PKCS#12 included, is a SEQUENCE
+        raise CertificateError(f"{path} is not a certificate (neither PEM nor PKCS#12)")
+    parsed = None
+    for attempt in (None, b""):
+        try:
+            parsed = pkcs12.load_key_and_certificates(data, attempt)
+            break
+        except ValueError:
+            continue
+    if parsed is None:
+        secret = password(f"password for {path}") if password else None
+        if secret is None:
+            raise CertificateError(
+                f"{path} is protected by a password: set OMAR_CERT_PASSWORD, "
+                "or run on a terminal to be asked"
+            )
+        try:
+            parsed = pkcs12.load_key_and_certificates(data, secret.encode())
+        except ValueError:
+            raise CertificateError(
+                f"cannot open {path}: wrong password, or not a PKCS#12 file"
+            ) from None
+    private, leaf, extra = parsed
+    if leaf is None or private is None:
+        raise CertificateError(f"{path} holds no client certificate with its private key")
+    return [leaf, *extra], private
+
+
+def _load_pem_chain(path: Path, data: bytes) -> list[x509.Certificate]:
+    try:
+        chain = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        if b"PRIVATE KEY-----" in data:
+            raise CertificateError(
+                f"{path} holds a private key but no certificate: give the certificate with --cert"
+                " and the key with --key"
+            ) from None
+        raise CertificateError(f"{path} is not a PEM certificate") from None
+    return chain
+
+
+def _load_pem_key(path: Path, data: bytes, password: PasswordSource | None) -> PrivateKeyTypes:
+    if b"PRIVATE KEY-----" not in data:
+        raise CertificateError(f"{path} holds no PEM private key")
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        pass  # encrypted: ask below
+    except ValueError:
+        raise CertificateError(f"{path}: the private key cannot be read") from None
+    secret = password(f"password for the key in {path}") if password else None
+    if secret is None:
+        raise CertificateError(
+            f"the key in {path} is encrypted: set OMAR_CERT_PASSWORD, or run on a terminal to be"
+            " asked"
+        )
+    try:
+        return serialization.load_pem_private_key(data, password=secret.encode())
+    except (ValueError, TypeError):
+        raise CertificateError(f"cannot decrypt the key in {path}: wrong password") from None
