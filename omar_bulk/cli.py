@@ -282,4 +282,4 @@ def _terminate_as_interrupt() -> None:
 
 
 def main() -> None:
-    app()
+    app(prog_name="omar-bulk")

@@ -129,7 +129,7 @@ def _read_text(path: Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise ManifestError(f"{path}:{line}", "not UTF-8 text") from None
+        raise ManifestError(f"{path}:{line}", "not a text file (not UTF-8)") from None
 
 
 # --- TOML -------------------------------------------------------------------------------
@@ -235,7 +235,7 @@ def _csv_pulls(path: Path, defaults: Defaults) -> Iterator[Pull]:
         try:
             yield from _csv_rows(path, reader, defaults)
         except UnicodeDecodeError:
-            raise ManifestError(f"{path}:{reader.line_num + 1}", "not UTF-8 text") from None
+            raise ManifestError(f"{path}:{reader.line_num + 1}", "not a text file (not UTF-8)") from None
         except csv.Error as exc:
             raise ManifestError(f"{path}:{reader.line_num}", f"CSV: {exc}") from None
 

@@ -29,6 +29,7 @@ import re
 import secrets
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -89,6 +90,7 @@ class Seen:
     session: str | None
     status: int
     fault: str | None
+    at: float = 0.0
 
 
 class StandIn:
@@ -225,6 +227,7 @@ class StandIn:
             session=request.cookies.get(SESSION_COOKIE),
             status=status,
             fault=fault,
+            at=time.monotonic(),
         )
         with self._lock:
             self.log.append(seen)

@@ -1,0 +1,60 @@
+"""The request URLs follow the download specification to the letter."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from omar_bulk.plan import Item
+from omar_bulk.protocol import PROD_URL, relative_path, request_url, wire_date
+
+SPEC_SAMPLE = (
+    "https://omar-online.caiso.com:444/getMDEF.jsp?requestedFormat=download&datasourceType=SQMD"
+    "&groupOrMeter=group&selectedMeters=123&startDate=07%2F05%2F2000&endDate=07%2F08%2F2000"
+    "&timeType=PST&fileFormat=MDEF&group=123"
+)
+
+
+def test_group_request_matches_the_specification_sample_exactly() -> None:
+    """Section 3.1's sample URL, character for character."""
+    item = Item("group", "123", date(2000, 7, 5), date(2000, 7, 8), "mdef", "PST")
+    assert request_url(PROD_URL, item) == SPEC_SAMPLE
+
+
+def test_meter_request_leaves_group_present_but_empty() -> None:
+    item = Item("meter", "MTR9", date(2021, 12, 1), date(2021, 12, 31), "csv", "DST")
+    assert request_url(PROD_URL, item) == (
+        "https://omar-online.caiso.com:444/getSQMDCsvForDownload.jsp?requestedFormat=download"
+        "&datasourceType=SQMD&groupOrMeter=meter&selectedMeters=MTR9&startDate=12%2F01%2F2021"
+        "&endDate=12%2F31%2F2021&timeType=DST&fileFormat=CSV&group="
+    )
+
+
+def test_ids_are_percent_encoded_where_they_need_it() -> None:
+    item = Item("group", "A B&C=D%", date(2020, 1, 1), date(2020, 1, 2), "mdef", "PST")
+    url = request_url(PROD_URL, item)
+    assert "selectedMeters=A%20B%26C%3DD%25&" in url
+    assert url.endswith("group=A%20B%26C%3DD%25")
+
+
+def test_plain_ids_are_left_as_they_are() -> None:
+    item = Item("meter", "ABC_123-x.y~z", date(2020, 1, 1), date(2020, 1, 2), "mdef", "PST")
+    assert "selectedMeters=ABC_123-x.y~z&" in request_url(PROD_URL, item)
+
+
+@given(st.dates(min_value=date(1000, 1, 1)))
+def test_wire_dates_are_month_day_year_with_encoded_slashes(day: date) -> None:
+    text = wire_date(day)
+    month, rest = text.split("%2F", 1)
+    dd, year = rest.split("%2F")
+    assert (int(year), int(month), int(dd)) == (day.year, day.month, day.day)
+    assert len(month) == 2 and len(dd) == 2 and len(year) == 4
+
+
+def test_output_layout() -> None:
+    item = Item("meter", "M1", date(2020, 2, 1), date(2020, 2, 29), "csv", "DST")
+    assert str(relative_path(item)) == "meter/M1/M1_20200201_20200229_DST.csv"
+    item = Item("group", "G", date(2020, 1, 1), date(2020, 1, 31), "mdef", "PST")
+    assert str(relative_path(item)) == "group/G/G_20200101_20200131_PST.mdef"
