@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -128,7 +128,6 @@ def fetch(
     ] = None,
 ) -> None:
     """Download every planned file that is not already on disk and verified."""
-    _terminate_as_interrupt()
     try:
         from .manifest import Defaults, adhoc_plan, load_manifest
         from .protocol import ENVIRONMENTS
@@ -181,14 +180,18 @@ def fetch(
 def run_with_display(settings: object, progress: bool | None) -> int:
     """Run with the right display for where we are; print the summary; return the exit code."""
     from .progress import make_observer, render_summary, stderr_console
+    from .run import StopSignal
     from .run import fetch as run_fetch
     from .settings import Settings
 
+    global _CURRENT_STOP
     assert isinstance(settings, Settings)
     console = stderr_console()
     show = console.is_terminal if progress is None else progress
+    stop = StopSignal()
+    _CURRENT_STOP = stop
     with make_observer(show, console) as observer:
-        result = run_fetch(settings, observer=observer)
+        result = run_fetch(settings, observer=observer, stop=stop)
     render_summary(result, console)
     return result.exit_code
 
@@ -261,7 +264,6 @@ def demo(
     """A real backfill against the bundled stand-in server, faults included."""
     from .demo import run_demo
 
-    _terminate_as_interrupt()
     try:
         code = run_demo(out=out, progress=progress)
     except OmarBulkError as exc:
@@ -271,15 +273,19 @@ def demo(
     raise typer.Exit(code)
 
 
-def _terminate_as_interrupt() -> None:
-    """Until the run installs its own handlers, SIGTERM behaves like Ctrl-C."""
+_CURRENT_STOP: Any = None
 
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
 
-    if hasattr(signal, "SIGTERM"):
-        signal.signal(signal.SIGTERM, handler)
+def on_signal(signum: int, frame: object) -> None:
+    """SIGINT/SIGTERM for the whole command: unwind while starting, stop a run gracefully."""
+    stop = _CURRENT_STOP
+    if stop is not None and stop.armed:
+        stop.request()
+        return
+    raise KeyboardInterrupt
 
 
 def main() -> None:
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     app(prog_name="omar-bulk")

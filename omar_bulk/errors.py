@@ -9,6 +9,7 @@
     ├── UnreachableError (1)       no session could be opened: nothing was attempted
     └── ItemError                  one item failed; becomes a result, never ends the run
         ├── RetryableError         worth another attempt (network, 5xx, 429, cut body)
+        │   ├── ConnectionDropped  closed or reset with no answer at all
         │   └── SessionExpired     the login session is gone: log in again, then retry
         └── PermanentError         another attempt would get the same answer (404, HTML page)
 
@@ -72,6 +73,14 @@ class RetryableError(ItemError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ConnectionDropped(RetryableError):
+    """The server closed or reset the connection without answering.
+
+    Usually a blip; when it happens to every attempt at opening the session, it is how some
+    servers refuse a client certificate without a TLS alert.
+    """
 
 
 class SessionExpired(RetryableError):

@@ -31,6 +31,7 @@ from yarl import URL
 
 from .errors import (
     AuthError,
+    ConnectionDropped,
     ItemError,
     LocalWriteError,
     OmarBulkError,
@@ -103,7 +104,11 @@ def classify_client_error(exc: BaseException, timeout: float) -> OmarBulkError:
     if isinstance(exc, aiohttp.ClientPayloadError):
         return RetryableError("body cut short: the connection broke during the transfer")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return RetryableError("the server closed the connection without an answer")
+        return ConnectionDropped("the server closed the connection without an answer")
+    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(
+        exc.os_error, ConnectionResetError
+    ):
+        return ConnectionDropped(f"the server reset the connection to {exc.host}:{exc.port}")
     if isinstance(exc, aiohttp.ClientConnectorError):
         return RetryableError(f"cannot connect to {exc.host}:{exc.port}: {exc.strerror or exc}")
     if isinstance(exc, aiohttp.ClientError | OSError):
@@ -202,7 +207,7 @@ class Engine:
     # -- control ---------------------------------------------------------------------------
 
     def interrupt(self) -> None:
-        """Stop starting work and cancel what is in flight (a signal handler calls this)."""
+        """Stop starting work and cancel what is in flight (called in the loop on a signal)."""
         if self.interrupted:
             self.observer.notice("already stopping; cleaning up")
             return
@@ -258,17 +263,26 @@ class Engine:
     async def _open_session(self) -> None:
         """Request the base URL once so every download carries the session cookie."""
         last: OmarBulkError | None = None
+        all_dropped = True
         for attempt in range(1, self.settings.retries + 2):
             try:
                 await self._login()
                 return
             except RetryableError as exc:
                 last = exc
+                all_dropped = all_dropped and isinstance(exc, ConnectionDropped)
                 if attempt > self.settings.retries:
                     break
                 delay = self._backoff(attempt, exc.retry_after)
                 self.observer.notice(f"login failed ({exc}); retrying in {delay:.1f} s")
                 await asyncio.sleep(delay)
+        if all_dropped:
+            raise AuthError(
+                f"could not open a session at {self.settings.base_url}: every attempt was closed"
+                " without an answer right after the TLS handshake, which is how some servers"
+                " refuse a client certificate; check that --cert is the certificate registered"
+                " for OMAR-Online"
+            )
         raise UnreachableError(
             f"could not open a session at {self.settings.base_url}: {last}; nothing was fetched,"
             " run the same command again later"
@@ -279,7 +293,7 @@ class Engine:
         url = URL(self.settings.base_url, encoded=True)
         try:
             async with self._session.get(url, allow_redirects=True) as response:
-                await response.read()
+                body = await _read_upto(response, WHOLE_BODY_LIMIT)
                 status = response.status
                 reason = response.reason or ""
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
@@ -288,6 +302,11 @@ class Engine:
             raise AuthError(
                 f"the server refused the login with {status} {reason}: check that the certificate"
                 " is registered for OMAR-Online"
+            )
+        if status == 400 and b"certificate" in body.lower():
+            # nginx and others answer a refused client certificate with a 400 page
+            raise AuthError(
+                f"the server refused our client certificate: {page_headline(body)!r}"
             )
         if status == 429 or status >= 500:
             raise RetryableError(f"login answered {status} {reason}")

@@ -12,13 +12,14 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from .errors import LocalWriteError, OmarBulkError, UsageError
+from .errors import OmarBulkError, UsageError
 from .journal import Journal, hash_matches, vouches
 from .protocol import relative_path, request_url
 from .report import ReportWriter
@@ -30,62 +31,122 @@ REPORT_NAME = "last-run.json"
 INTERRUPTED = 130
 
 
-def fetch(settings: Settings, *, observer: Observer | None = None) -> RunResult:
-    """Run ``settings`` to the end and return its result. Blocking; installs signal handlers
-    for Ctrl-C and SIGTERM when called from the main thread."""
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(fetch_async(settings, observer=observer))
+class StopSignal:
+    """Ctrl-C and SIGTERM, carried from a signal handler into a run.
+
+    Before it is ``armed`` a signal should unwind the stack as usual (KeyboardInterrupt: the
+    run has not started, nothing needs cleaning up). Once armed, ``request`` asks the run to stop
+    gracefully: stop starting work, cancel transfers, remove ``.part`` files, write the journal
+    and report. It is safe to call from a signal handler at any moment, even after the run.
+    """
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.requested = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._target: Callable[[], None] | None = None
+
+    def request(self) -> None:
+        self.requested = True
+        loop, target = self._loop, self._target
+        if loop is not None and target is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(target)
+
+    def bind(self, loop: asyncio.AbstractEventLoop, target: Callable[[], None]) -> None:
+        self._loop, self._target = loop, target
+
+    def unbind(self) -> None:
+        self._loop = self._target = None
 
 
-async def fetch_async(settings: Settings, *, observer: Observer | None = None) -> RunResult:
-    """``fetch`` for callers inside an event loop."""
-    from .fetch import Engine
+def fetch(
+    settings: Settings, *, observer: Observer | None = None, stop: StopSignal | None = None
+) -> RunResult:
+    """Run ``settings`` to the end and return its result. Blocking.
+
+    The certificate is loaded (and its password asked for) first, while Ctrl-C still simply
+    raises KeyboardInterrupt. Without ``stop``, Ctrl-C and SIGTERM are routed to the run for its
+    duration when called from the main thread, and the previous handlers restored after.
+    """
+    context, warnings = open_tls(settings)
+    own = stop is None
+    stop = stop or StopSignal()
+    with _route_signals(stop) if own else contextlib.nullcontext():
+        stop.armed = True
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(
+                fetch_async(
+                    settings, observer=observer, stop=stop, ssl_context=context, warnings=warnings
+                )
+            )
+
+
+def open_tls(settings: Settings) -> tuple[ssl.SSLContext, list[str]]:
+    """Load and check the client identity; build the run's SSL context. May ask a password."""
     from .tls import create_ssl_context, load_identity
 
+    if settings.cert is None:
+        raise UsageError("a client certificate is required: give --cert (or OMAR_CERT)")
+    identity = load_identity(settings.cert, settings.key, password=settings.password)
+    warnings = identity.validity_warnings()
+    return create_ssl_context(identity, ca_bundle=settings.ca_bundle), warnings
+
+
+async def fetch_async(
+    settings: Settings,
+    *,
+    observer: Observer | None = None,
+    stop: StopSignal | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    warnings: list[str] | None = None,
+) -> RunResult:
+    """``fetch`` for callers inside an event loop (they handle signals themselves)."""
+    from .fetch import Engine
+
     observer = observer or NullObserver()
+    stop = stop or StopSignal()
     started = time.monotonic()
-    stop = _Stopper()
+    warnings = list(warnings or [])
+    if ssl_context is None:
+        ssl_context, more = open_tls(settings)
+        warnings += more
     tally = Tally(planned=settings.plan.survey())
     observer.planned(tally.planned)
-    warnings: list[str] = []
-    with _signals(stop):
-        assert settings.cert is not None  # Settings insists on it for real runs
-        identity = load_identity(settings.cert, settings.key, password=settings.password)
-        warnings += identity.validity_warnings()
-        context = create_ssl_context(identity, ca_bundle=settings.ca_bundle)
-        storage = Storage(settings.out_dir)
-        storage.prepare()
-        with _lock(storage.state / "lock"):
-            journal = Journal.open(storage.state, warn=warnings)
-            try:
-                _remove_leftovers(journal, storage)
-                journal.begin_run()
-                for message in warnings:
-                    observer.notice(message)
-                report = ReportWriter(settings.report or storage.state / REPORT_NAME)
-                engine = Engine(
-                    settings,
-                    ssl_context=context,
-                    journal=journal,
-                    storage=storage,
-                    report=report,
-                    observer=observer,
-                    tally=tally,
-                )
-                stop.engine = engine
-                aborted: OmarBulkError | None = None
-                if not stop.requested:
-                    try:
-                        await engine.run(settings.plan)
-                    except OmarBulkError as fatal:
-                        aborted = fatal
-                interrupted = stop.requested
-                _remove_leftovers(journal, storage)
-                summary = Summary.of(tally, time.monotonic() - started, interrupted=interrupted)
-                journal.end_run(summary.as_report(), interrupted=interrupted)
-                report_path = report.write(summary)
-            finally:
-                journal.close()
+    storage = Storage(settings.out_dir)
+    storage.prepare()
+    with _lock(storage.state / "lock"):
+        journal = Journal.open(storage.state, warn=warnings)
+        try:
+            _remove_leftovers(journal, storage)
+            journal.begin_run()
+            for message in warnings:
+                observer.notice(message)
+            report = ReportWriter(settings.report or storage.state / REPORT_NAME)
+            engine = Engine(
+                settings,
+                ssl_context=ssl_context,
+                journal=journal,
+                storage=storage,
+                report=report,
+                observer=observer,
+                tally=tally,
+            )
+            stop.bind(asyncio.get_running_loop(), engine.interrupt)
+            aborted: OmarBulkError | None = None
+            if not stop.requested:
+                try:
+                    await engine.run(settings.plan)
+                except OmarBulkError as fatal:
+                    aborted = fatal
+            stop.unbind()
+            interrupted = stop.requested
+            _remove_leftovers(journal, storage)
+            summary = Summary.of(tally, time.monotonic() - started, interrupted=interrupted)
+            journal.end_run(summary.as_report(), interrupted=interrupted)
+            report_path = report.write(summary)
+        finally:
+            stop.unbind()
+            journal.close()
     if aborted is not None:
         code = aborted.exit_code
     elif interrupted:
@@ -139,37 +200,21 @@ def _remove_leftovers(journal: Journal, storage: Storage) -> None:
         journal.clear_inflight(leftovers)
 
 
-class _Stopper:
-    """Signal target that exists before the engine does, so Ctrl-C works during start-up."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.engine: Any = None
-
-    def __call__(self) -> None:
-        self.requested = True
-        if self.engine is not None:
-            self.engine.interrupt()
-
-
 @contextlib.contextmanager
-def _signals(stop: _Stopper) -> Iterator[None]:
+def _route_signals(stop: StopSignal) -> Iterator[None]:
+    """Route Ctrl-C and SIGTERM to ``stop`` for the duration; restore what was there."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    loop = asyncio.get_running_loop()
-    installed = []
+    previous = {}
     for number in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(number, stop)
-            installed.append(number)
-        except (NotImplementedError, RuntimeError):  # not on this platform or loop
-            pass
+        previous[number] = signal.getsignal(number)
+        signal.signal(number, lambda _signum, _frame: stop.request())
     try:
         yield
     finally:
-        for number in installed:
-            loop.remove_signal_handler(number)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 @contextlib.contextmanager
@@ -211,4 +256,4 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-__all__ = ["INTERRUPTED", "LocalWriteError", "fetch", "fetch_async", "planned_urls"]
+__all__ = ["INTERRUPTED", "StopSignal", "fetch", "fetch_async", "open_tls", "planned_urls"]

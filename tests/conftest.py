@@ -5,6 +5,7 @@ Everything here stays on loopback and in temporary folders.
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,9 +16,24 @@ import pytest
 from typer.testing import CliRunner
 
 from omar_bulk.cli import app
-from omar_bulk.standin.bodies import csv_body, mdef_body
 from omar_bulk.standin.certs import DEMO_PASSWORD, TestPKI
-from omar_bulk.standin.server import Faults, Running, serve_in_thread
+from omar_bulk.standin.server import Faults, Running, body_for, serve_in_thread
+
+
+LOOPBACK = {"localhost", "127.0.0.1", "::1", b"localhost", b"127.0.0.1", b"::1", None}
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never resolve, and so never reach, any host but this machine."""
+    real = socket.getaddrinfo
+
+    def guarded(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if host not in LOOPBACK:
+            raise socket.gaierror(socket.EAI_NONAME, f"tests are loopback only, not {host!r}")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", guarded)
 
 
 @pytest.fixture(scope="session")
@@ -83,9 +99,8 @@ def offline_cli(pki: TestPKI, tmp_path: Path) -> Cli:
 
 
 def expected_body(kind: str, ident: str, start: date, end: date, fmt: str = "mdef",
-                  time_type: str = "PST", revision: int = 0) -> bytes:
-    make = mdef_body if fmt == "mdef" else csv_body
-    return make(kind, ident, start, end, time_type, revision)
+                  time_type: str = "PST", faults: Faults | None = None) -> bytes:
+    return body_for(fmt, kind, ident, start, end, time_type, faults)
 
 
 def journal_rows(out: Path) -> dict[str, tuple[str, int, str | None]]:

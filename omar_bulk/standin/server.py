@@ -78,6 +78,10 @@ class Faults:
     seed: int = 0
     session_requests: int = 0
     revision: int = 0
+    #: Bytes of filler appended to every body (to make big files), and seconds between
+    #: 64 KiB pieces of a body (to make slow ones).
+    padding: int = 0
+    trickle: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -181,7 +185,25 @@ class StandIn:
         content_type = "text/csv" if SPEC_PROGRAMS[request.path] == "CSV" else (
             "application/octet-stream"
         )
+        if self.faults.trickle and body:
+            return await self._trickle(request, body, content_type)
         return web.Response(body=body, content_type=content_type)
+
+    async def _trickle(
+        self, request: web.Request, body: bytes, content_type: str
+    ) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_length = len(body)
+        response.content_type = content_type
+        await response.prepare(request)
+        try:
+            for offset in range(0, len(body), 65536):
+                await response.write(body[offset : offset + 65536])
+                await asyncio.sleep(self.faults.trickle)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client went away mid-body (interrupted, timed out): nothing to do
+        return response
 
     async def _broken(self, request: web.Request, body: bytes, fault: str) -> web.StreamResponse:
         response = web.StreamResponse()
@@ -196,14 +218,14 @@ class StandIn:
         return response
 
     def _body(self, path: str, params: dict[str, str]) -> bytes:
-        make = mdef_body if SPEC_PROGRAMS[path] == "MDEF" else csv_body
-        return make(
+        return body_for(
+            SPEC_PROGRAMS[path].lower(),
             params["groupOrMeter"],
             params["selectedMeters"],
             _parse_wire_date(params["startDate"]),
             _parse_wire_date(params["endDate"]),
             params["timeType"],
-            self.faults.revision,
+            self.faults,
         )
 
     def _next_fault(self, ident: str) -> str | None:
@@ -231,6 +253,24 @@ class StandIn:
         )
         with self._lock:
             self.log.append(seen)
+
+
+def body_for(
+    fmt: str,
+    kind: str,
+    ident: str,
+    start: date,
+    end: date,
+    time_type: str,
+    faults: Faults | None = None,
+) -> bytes:
+    """The exact bytes the stand-in answers a good request with (tests compare against it)."""
+    faults = faults or Faults()
+    make = mdef_body if fmt == "mdef" else csv_body
+    body = make(kind, ident, start, end, time_type, faults.revision)
+    if faults.padding:
+        body += b"#" * faults.padding
+    return body
 
 
 def _validate(path: str, raw_query: str) -> tuple[dict[str, str], str | None]:

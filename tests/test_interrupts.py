@@ -1,0 +1,138 @@
+"""Ctrl-C, SIGTERM and kill -9 in the middle of a run: nothing partial stays, a rerun finishes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from omar_bulk.standin.certs import DEMO_PASSWORD, TestPKI
+from omar_bulk.standin.server import Faults, Running, serve_in_thread
+
+from .conftest import Cli, data_files, expected_body, journal_rows
+
+METERS = ["A", "B", "C"]
+ARGS = ["--start", "2024-01-01", "--end", "2024-06-30"]  # 3 meters x 6 months = 18 items
+
+
+@pytest.fixture
+def slow_server(pki: TestPKI) -> Iterator[Running]:
+    """Bodies of ~2 MiB sent in 64 KiB pieces 20 ms apart: each transfer takes ~0.7 s."""
+    faults = Faults(retry_after=0, padding=2 << 20, trickle=0.02)
+    with serve_in_thread(pki, faults) as running:
+        yield running
+
+
+def start_run(pki: TestPKI, server: Running, out: Path, *extra: str) -> subprocess.Popen[str]:
+    args = [sys.executable, "-m", "omar_bulk", "fetch", "--base-url", server.base_url,
+            "--cert", str(pki.client_p12), "--ca-bundle", str(pki.ca), "--out", str(out),
+            "--concurrency", "3", "--no-progress", *extra]
+    for meter in METERS:
+        args += ["--meter", meter]
+    args += ARGS
+    env = {**os.environ, "OMAR_CERT_PASSWORD": DEMO_PASSWORD}
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def wait_for(condition, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def parts(out: Path) -> list[Path]:
+    return list(out.rglob("*.part"))
+
+
+def assert_every_file_is_exact(out: Path, server: Running) -> None:
+    files = data_files(out)
+    assert len(files) == 18
+    for path in files:
+        meter, first, last, _ = path.stem.split("_")
+        start = date(int(first[:4]), int(first[4:6]), int(first[6:]))
+        end = date(int(last[:4]), int(last[4:6]), int(last[6:]))
+        assert path.read_bytes() == expected_body("meter", meter, start, end,
+                                                  faults=server.state.faults), path
+    assert parts(out) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_mid_transfer_exits_130_cleanly(
+    pki: TestPKI, slow_server: Running, tmp_path: Path, signum: int
+) -> None:
+    out = tmp_path / "out"
+    process = start_run(pki, slow_server, out)
+    wait_for(lambda: len(parts(out)) >= 2)  # transfers in flight, .part files on disk
+    sent = time.monotonic()
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=5)
+    assert time.monotonic() - sent < 5
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert parts(out) == []
+    report = json.loads((out / ".omar-bulk" / "last-run.json").read_text())
+    assert report["summary"]["interrupted"] is True
+    rows = journal_rows(out)
+    for rel, (status, size, _sha) in rows.items():
+        assert status == "downloaded" and (out / rel).stat().st_size == size
+    assert len(data_files(out)) == len(rows)
+
+
+def test_a_second_ctrl_c_during_shutdown_changes_nothing(
+    pki: TestPKI, slow_server: Running, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    process = start_run(pki, slow_server, out)
+    wait_for(lambda: len(parts(out)) >= 2)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=5)
+    assert process.returncode == 130, stderr
+    assert parts(out) == []
+    assert json.loads((out / ".omar-bulk" / "last-run.json").read_text())["summary"]
+
+
+@pytest.mark.parametrize("delay", [0.15, 0.3, 0.5, 0.8])
+def test_ctrl_c_at_any_moment_of_start_up_exits_130(
+    pki: TestPKI, slow_server: Running, tmp_path: Path, delay: float
+) -> None:
+    """Wherever the signal lands (imports, manifest, certificate, journal, first requests)."""
+    out = tmp_path / "out"
+    process = start_run(pki, slow_server, out)
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert parts(out) == []
+
+
+def test_kill_9_then_rerun_finishes_with_exact_files(
+    pki: TestPKI, slow_server: Running, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    process = start_run(pki, slow_server, out)
+    wait_for(lambda: len(data_files(out)) >= 2 and len(parts(out)) >= 1)
+    process.kill()
+    process.wait()
+    left = parts(out)
+    assert left, "the kill should have left .part files behind"
+    done_before = {rel for rel, row in journal_rows(out).items() if row[0] == "downloaded"}
+    before = len(slow_server.state.downloads())
+    rerun = Cli(pki, out, slow_server)("fetch", *sum((["--meter", m] for m in METERS), []),
+                                       *ARGS, "--concurrency", "3")
+    assert rerun.exit_code == 0, rerun.stderr
+    assert_every_file_is_exact(out, slow_server)
+    asked = len(slow_server.state.downloads()) - before
+    assert asked == 18 - len(done_before)

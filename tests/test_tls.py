@@ -1,0 +1,224 @@
+"""Client certificates in every accepted form, their failures, and fatal TLS errors."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from omar_bulk.errors import CertificateError
+from omar_bulk.standin.certs import DEMO_PASSWORD, TestPKI
+from omar_bulk.standin.server import serve_in_thread
+from omar_bulk.tls import create_ssl_context, load_identity
+
+from .conftest import Cli, data_files
+
+ONE = ["--meter", "M1", "--start", "2024-02-01", "--end", "2024-02-02"]
+
+
+@pytest.mark.parametrize(
+    ("cert", "key", "password"),
+    [
+        ("client.p12", None, DEMO_PASSWORD),
+        ("client-nopass.p12", None, None),
+        ("client.pem", None, None),
+        ("client-cert.pem", "client-key.pem", None),
+        ("client-cert.pem", "client-key-encrypted.pem", DEMO_PASSWORD),
+    ],
+)
+def test_every_certificate_form_downloads(
+    cli: Cli, pki: TestPKI, cert: str, key: str | None, password: str | None
+) -> None:
+    args = ["fetch", *ONE, "--cert", str(pki.folder / cert)]
+    if key:
+        args += ["--key", str(pki.folder / key)]
+    env = {"OMAR_CERT_PASSWORD": password} if password else {"OMAR_CERT_PASSWORD": None}
+    outcome = cli(*args, env=env)  # type: ignore[arg-type]
+    assert outcome.exit_code == 0, outcome.stderr
+    assert len(data_files(cli.out)) == 1
+
+
+def test_server_and_certificate_options_come_from_the_environment(
+    cli: Cli, pki: TestPKI
+) -> None:
+    assert cli.server is not None
+    env = {
+        "OMAR_BASE_URL": cli.server.base_url,
+        "OMAR_CERT": str(pki.folder / "client-cert.pem"),
+        "OMAR_KEY": str(pki.folder / "client-key.pem"),
+        "OMAR_CA_BUNDLE": str(pki.ca),
+    }
+    outcome = cli("fetch", *ONE, "--out", str(cli.out), env=env, auth=False)
+    assert outcome.exit_code == 0, outcome.stderr
+    assert len(data_files(cli.out)) == 1
+
+
+def test_a_wrong_password_is_exit_2_and_never_echoed(offline_cli: Cli, pki: TestPKI) -> None:
+    secret = "s3cr3t-Wr0ng-pa55"
+    outcome = offline_cli("fetch", *ONE, "--base-url", "https://127.0.0.1:9/",
+                          env={"OMAR_CERT_PASSWORD": secret})
+    assert outcome.exit_code == 2
+    assert "wrong password" in outcome.stderr
+    assert secret not in outcome.stderr + outcome.stdout
+
+
+def test_an_encrypted_key_without_a_password_asks_for_one(offline_cli: Cli, pki: TestPKI) -> None:
+    outcome = offline_cli(
+        "fetch", *ONE, "--base-url", "https://127.0.0.1:9/",
+        "--cert", str(pki.folder / "client-cert.pem"),
+        "--key", str(pki.folder / "client-key-encrypted.pem"),
+        env={"OMAR_CERT_PASSWORD": None},  # type: ignore[dict-item]
+    )
+    assert outcome.exit_code == 2
+    assert "OMAR_CERT_PASSWORD" in outcome.stderr
+
+
+@pytest.mark.parametrize(
+    ("validity", "message"),
+    [
+        ({"not_after": datetime.now(UTC) - timedelta(days=1)}, "expired"),
+        ({"not_before": datetime.now(UTC) + timedelta(days=3)}, "not valid until"),
+    ],
+)
+def test_a_certificate_outside_its_validity_is_exit_2_before_any_request(
+    cli: Cli, pki: TestPKI, validity: dict[str, datetime], message: str
+) -> None:
+    if "not_after" in validity:
+        validity["not_before"] = validity["not_after"] - timedelta(days=30)
+    stem = "expired" if "not_after" in validity else "future"
+    cert = pki.client(stem, **validity)
+    outcome = cli("fetch", *ONE, "--cert", str(cert))
+    assert outcome.exit_code == 2
+    assert message in outcome.stderr
+    assert cli.server is not None and cli.server.state.log == []
+
+
+def test_a_certificate_expiring_soon_warns_and_runs(cli: Cli, pki: TestPKI) -> None:
+    cert = pki.client("soon", not_after=datetime.now(UTC) + timedelta(days=5))
+    outcome = cli("fetch", *ONE, "--cert", str(cert))
+    assert outcome.exit_code == 0
+    assert "expires in 4 day(s)" in outcome.stderr or "expires in 5 day(s)" in outcome.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"hello, I am not a certificate\n", "not a certificate"),
+        (bytes(range(256)), "not a certificate"),
+        (b"\x30\x82\x01\x00" + b"\x00" * 300, "wrong password, or not a PKCS#12"),
+        (b"-----BEGIN CERTIFICATE-----\nnonsense\n-----END CERTIFICATE-----\n", "not a PEM"),
+    ],
+)
+def test_a_file_that_is_not_a_certificate_is_exit_2(
+    offline_cli: Cli, tmp_path: Path, content: bytes, message: str
+) -> None:
+    bogus = tmp_path / "bogus.p12"
+    bogus.write_bytes(content)
+    outcome = offline_cli("fetch", *ONE, "--base-url", "https://127.0.0.1:9/", "--cert", str(bogus))
+    assert outcome.exit_code == 2
+    assert message in outcome.stderr
+    assert "Traceback" not in outcome.stderr
+
+
+def test_a_missing_certificate_file_is_exit_2(offline_cli: Cli, tmp_path: Path) -> None:
+    outcome = offline_cli("fetch", *ONE, "--base-url", "https://127.0.0.1:9/",
+                          "--cert", str(tmp_path / "nope.p12"))
+    assert outcome.exit_code == 2
+    assert "no such file" in outcome.stderr
+
+
+def test_a_key_that_belongs_to_another_certificate_is_refused(pki: TestPKI) -> None:
+    other = pki.client("other")
+    with pytest.raises(CertificateError, match="does not belong"):
+        load_identity(pki.folder / "client-cert.pem", other.with_name("other-key.pem"))
+
+
+def test_the_key_never_reaches_the_disk_unencrypted(
+    pki: TestPKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[Path, bytes]] = []
+    original = ssl.SSLContext.load_cert_chain
+
+    def spy(self: ssl.SSLContext, certfile: str, keyfile: str | None = None,
+            password: object = None) -> None:
+        seen.append((Path(certfile), Path(certfile).read_bytes()))
+        original(self, certfile, keyfile, password)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssl.SSLContext, "load_cert_chain", spy)
+    identity = load_identity(pki.client_p12, password=lambda _w: DEMO_PASSWORD)
+    create_ssl_context(identity)
+    ((path, content),) = seen
+    assert b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in content
+    assert b"-----BEGIN PRIVATE KEY-----" not in content
+    assert not path.exists()  # removed as soon as OpenSSL has read it
+
+
+@pytest.fixture
+def stranger(tmp_path: Path) -> TestPKI:
+    """A client identity from a CA the stand-in does not trust."""
+    return TestPKI.create(tmp_path / "stranger")
+
+
+@pytest.mark.parametrize("max_tls", [None, ssl.TLSVersion.TLSv1_2], ids=["tls1.3", "tls1.2"])
+def test_a_server_that_drops_our_certificate_silently_aborts_with_exit_3(
+    pki: TestPKI, stranger: TestPKI, tmp_path: Path, max_tls: ssl.TLSVersion | None
+) -> None:
+    """asyncio servers close the connection without a TLS alert; every login attempt fails so."""
+    with serve_in_thread(pki, max_tls=max_tls) as server:
+        run = Cli(pki, tmp_path / "out", server)
+        outcome = run("fetch", "--meter", "M1", "--start", "2024-01-01", "--end", "2024-12-31",
+                      "--cert", str(stranger.client_pem), "--retries", "2")
+        assert server.state.log == []  # not one HTTP request got through
+    assert outcome.exit_code == 3
+    assert "refuse a client certificate" in outcome.stderr
+    assert "1 planned" not in outcome.stderr and "12 not attempted" in outcome.stderr
+
+
+@pytest.fixture
+def openssl_server(pki: TestPKI, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A real OpenSSL server that refuses unknown client certificates with a TLS alert."""
+    binary = shutil.which("openssl")
+    assert binary, "the openssl command is part of the base system"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args = [binary, "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(pki.server),
+            "-CAfile", str(pki.ca), "-Verify", "1", "-verify_return_error", "-www", "-quiet",
+            *request.param]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            with socket.socket() as attempt:
+                if attempt.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        yield f"https://127.0.0.1:{port}/"
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.parametrize("openssl_server", [[], ["-no_tls1_3"]], ids=["tls1.3", "tls1.2"],
+                         indirect=True)
+def test_a_tls_alert_refusing_our_certificate_aborts_at_once_with_exit_3(
+    offline_cli: Cli, pki: TestPKI, stranger: TestPKI, openssl_server: str
+) -> None:
+    outcome = offline_cli("fetch", *ONE, "--base-url", openssl_server,
+                          "--cert", str(stranger.client_pem), "--retries", "50")
+    assert outcome.exit_code == 3
+    assert "refused our client certificate (TLS alert" in outcome.stderr
+    assert "retrying" not in outcome.stderr  # fatal at the first alert, never retried
+
+
+def test_an_unverifiable_server_aborts_with_exit_3_and_a_hint(cli: Cli, tmp_path: Path) -> None:
+    other_ca = TestPKI.create(tmp_path / "other").ca
+    outcome = cli("fetch", *ONE, "--ca-bundle", str(other_ca))
+    assert outcome.exit_code == 3
+    assert "does not verify" in outcome.stderr and "--ca-bundle" in outcome.stderr
