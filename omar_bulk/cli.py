@@ -71,7 +71,9 @@ def fetch(
     meter: Annotated[
         list[str] | None, typer.Option("--meter", help="Meter (resource) id; repeatable.")
     ] = None,
-    group: Annotated[list[str] | None, typer.Option("--group", help="Group id; repeatable.")] = None,
+    group: Annotated[
+        list[str] | None, typer.Option("--group", help="Group id; repeatable.")
+    ] = None,
     start: Annotated[
         str | None, typer.Option(help="First trade date, YYYY-MM-DD (with --meter/--group).")
     ] = None,

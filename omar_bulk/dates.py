@@ -6,7 +6,7 @@ from datetime import date, datetime
 
 
 def parse_date(value: object) -> date:
-    """A ``date`` from a TOML date or a ``YYYY-MM-DD`` string; ValueError with a reason otherwise."""
+    """A ``date`` from a TOML date or a ``YYYY-MM-DD`` string; ValueError saying why not."""
     if isinstance(value, datetime):
         raise ValueError(f"{value.isoformat()} has a time of day; give a date (YYYY-MM-DD)")
     if isinstance(value, date):

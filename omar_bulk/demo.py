@@ -8,7 +8,6 @@ from datetime import date
 from pathlib import Path
 
 from .errors import UsageError
-from .manifest import Defaults
 from .plan import Plan, make_pull
 from .standin.certs import DEMO_PASSWORD, TestPKI
 from .standin.server import FAULT_NAMES, Faults, StandIn, serve_in_thread, start
@@ -39,16 +38,42 @@ def run_demo(*, out: Path | None, progress: bool | None) -> int:
     def pulls() -> list:  # type: ignore[type-arg]
         first, last = date(2023, 1, 1), date(2024, 12, 31)
         return [
-            make_pull(kind="meter", ids=DEMO_METERS, start=first, end=last, format="mdef",
-                      time_type="PST", chunk="month", where="demo"),
-            make_pull(kind="group", ids=[DEMO_GROUP], start=first, end=last, format="csv",
-                      time_type="PST", chunk="month", where="demo"),
-            make_pull(kind="meter", ids=["MTR_RETIRED_99"], start=date(2024, 12, 1), end=last,
-                      format="mdef", time_type="PST", chunk="month", where="demo"),
+            make_pull(
+                kind="meter",
+                ids=DEMO_METERS,
+                start=first,
+                end=last,
+                format="mdef",
+                time_type="PST",
+                chunk="month",
+                where="demo",
+            ),
+            make_pull(
+                kind="group",
+                ids=[DEMO_GROUP],
+                start=first,
+                end=last,
+                format="csv",
+                time_type="PST",
+                chunk="month",
+                where="demo",
+            ),
+            make_pull(
+                kind="meter",
+                ids=["MTR_RETIRED_99"],
+                start=date(2024, 12, 1),
+                end=last,
+                format="mdef",
+                time_type="PST",
+                chunk="month",
+                where="demo",
+            ),
         ]
 
     with serve_in_thread(pki, faults) as server:
-        console.print(f"[bold]stand-in OMAR-Online[/] at {server.base_url} (certificates in {pki.folder})")
+        console.print(
+            f"[bold]stand-in OMAR-Online[/] at {server.base_url} (certificates in {pki.folder})"
+        )
         console.print(
             f"backfilling {len(DEMO_METERS)} meters (MDEF) and group {DEMO_GROUP} (CSV), "
             "2023-01 to 2024-12, monthly, into " + str(out)

@@ -15,15 +15,17 @@ aiohttp's exceptions become omar-bulk's in one place, ``classify_client_error``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import hashlib
+import math
 import random
 import re
 import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 import aiohttp
@@ -151,7 +153,7 @@ def parse_retry_after(value: str | None) -> float | None:
         except (TypeError, ValueError):
             return None
         seconds = when.timestamp() - time.time()
-    if seconds != seconds:  # NaN
+    if math.isnan(seconds):
         return None
     return min(max(seconds, 0.0), RETRY_AFTER_CAP)
 
@@ -296,7 +298,7 @@ class Engine:
                 body = await _read_upto(response, WHOLE_BODY_LIMIT)
                 status = response.status
                 reason = response.reason or ""
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise classify_client_error(exc, self.settings.timeout) from exc
         if status in (401, 403):
             raise AuthError(
@@ -305,9 +307,7 @@ class Engine:
             )
         if status == 400 and b"certificate" in body.lower():
             # nginx and others answer a refused client certificate with a 400 page
-            raise AuthError(
-                f"the server refused our client certificate: {page_headline(body)!r}"
-            )
+            raise AuthError(f"the server refused our client certificate: {page_headline(body)!r}")
         if status == 429 or status >= 500:
             raise RetryableError(f"login answered {status} {reason}")
         if status >= 400:
@@ -377,13 +377,13 @@ class Engine:
 
     def _finish(self, result: ItemResult, mtime_ns: int | None) -> None:
         if result.status != SKIPPED:
-            self.journal.record(str(result.path.relative_to(self.storage.root).as_posix()),
-                                result, mtime_ns)
+            self.journal.record(
+                str(result.path.relative_to(self.storage.root).as_posix()), result, mtime_ns
+            )
         self.report.add(result)
         self.tally.add(result)
-        if result.status == FAILED:
-            if len(self.failures) < 1000:
-                self.failures.append(result)
+        if result.status == FAILED and len(self.failures) < 1000:
+            self.failures.append(result)
         self.observer.finished(result)
 
     async def _fetch(self, work: Work) -> tuple[ItemResult, int | None]:
@@ -399,15 +399,22 @@ class Engine:
                 status, size, digest, mtime = await self._attempt(work)
                 return ItemResult(work.item, work.url, final, status, size, digest, attempts), mtime
             except PermanentError as exc:
-                return ItemResult(work.item, work.url, final, FAILED, attempts=attempts,
-                                  error=str(exc)), None
+                return ItemResult(
+                    work.item, work.url, final, FAILED, attempts=attempts, error=str(exc)
+                ), None
             except RetryableError as exc:
                 if attempts > self.settings.retries:
                     error = str(exc)
                     if isinstance(exc, SessionExpired):
                         error += " (the session could not be kept open)"
-                    return ItemResult(work.item, work.url, final, FAILED, attempts=attempts,
-                                      error=f"{error}; gave up after {attempts} attempts"), None
+                    return ItemResult(
+                        work.item,
+                        work.url,
+                        final,
+                        FAILED,
+                        attempts=attempts,
+                        error=f"{error}; gave up after {attempts} attempts",
+                    ), None
                 if isinstance(exc, SessionExpired):
                     await self._relogin_or_wait(generation)
                     delay = 0.0
@@ -436,12 +443,13 @@ class Engine:
         """One request for one item: (status, bytes, sha256, mtime_ns) or an ItemError."""
         assert self._session is not None
         try:
-            async with self._session.get(URL(work.url, encoded=True),
-                                         allow_redirects=False) as response:
+            async with self._session.get(
+                URL(work.url, encoded=True), allow_redirects=False
+            ) as response:
                 return await self._receive(response, work)
         except (ItemError, AuthError, LocalWriteError):
             raise
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise classify_client_error(exc, self.settings.timeout) from exc
 
     async def _receive(
@@ -530,10 +538,8 @@ class Engine:
             return DOWNLOADED, received, hasher.hexdigest(), mtime
         except BaseException:
             if handle is not None:
-                try:
+                with contextlib.suppress(OSError, asyncio.CancelledError):
                     await asyncio.shield(handle.close())
-                except (OSError, asyncio.CancelledError):
-                    pass
             if marked:
                 self.storage.discard(work.rel)
             raise

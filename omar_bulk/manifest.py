@@ -140,8 +140,8 @@ def _toml_pulls(path: Path, defaults: Defaults) -> list[Pull]:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = re.search(r"line (\d+)", str(exc))
-        where = f"{path}:{line.group(1)}" if line else str(path)
+        found = re.search(r"line (\d+)", str(exc))
+        where = f"{path}:{found.group(1)}" if found else str(path)
         raise ManifestError(where, f"TOML syntax: {exc}") from None
     lines = text.splitlines()
     header_lines = [n for n, ln in enumerate(lines, 1) if re.match(r"\s*\[\[\s*pull\s*\]\]", ln)]
@@ -235,7 +235,9 @@ def _csv_pulls(path: Path, defaults: Defaults) -> Iterator[Pull]:
         try:
             yield from _csv_rows(path, reader, defaults)
         except UnicodeDecodeError:
-            raise ManifestError(f"{path}:{reader.line_num + 1}", "not a text file (not UTF-8)") from None
+            raise ManifestError(
+                f"{path}:{reader.line_num + 1}", "not a text file (not UTF-8)"
+            ) from None
         except csv.Error as exc:
             raise ManifestError(f"{path}:{reader.line_num}", f"CSV: {exc}") from None
 

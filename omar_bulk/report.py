@@ -6,6 +6,7 @@ does not hold a million dictionaries; the final file is assembled once, then ren
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -47,10 +48,8 @@ class ReportWriter:
                 out.write("\n]}\n")
             os.replace(temp, target)
         except OSError as exc:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(temp)
-            except OSError:
-                pass
             raise translate_os_error(exc, target) from exc
         finally:
             self._spool.close()

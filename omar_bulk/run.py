@@ -164,7 +164,9 @@ async def fetch_async(
     )
 
 
-def planned_urls(settings: Settings, *, notice: Callable[[str], None] | None = None) -> Iterator[str]:
+def planned_urls(
+    settings: Settings, *, notice: Callable[[str], None] | None = None
+) -> Iterator[str]:
     """Every URL a real run with ``settings`` would request now, sending nothing.
 
     Reads the journal, if there is one, exactly as a real run would, and creates nothing.

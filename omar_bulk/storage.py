@@ -10,6 +10,7 @@ with a message that says what is wrong and where.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -123,10 +124,8 @@ class Storage:
     def discard(self, rel: PurePosixPath | str) -> None:
         """Remove ``rel``'s ``.part`` file if there is one. Never raises."""
         rel = PurePosixPath(rel)
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(self.part(rel))
-        except OSError:
-            pass
 
     def save_error_page(self, rel: PurePosixPath, body: bytes) -> Path:
         """Keep an HTML answer for diagnosis; return where it went."""

@@ -133,7 +133,9 @@ def create_ssl_context(
         try:
             context.load_verify_locations(cafile=str(ca_bundle))
         except (ssl.SSLError, ValueError) as exc:
-            raise UsageError(f"--ca-bundle {ca_bundle}: not a PEM certificate file ({exc})") from None
+            raise UsageError(
+                f"--ca-bundle {ca_bundle}: not a PEM certificate file ({exc})"
+            ) from None
     if identity is not None:
         identity.install(context)
     return context

@@ -19,7 +19,6 @@ from omar_bulk.cli import app
 from omar_bulk.standin.certs import DEMO_PASSWORD, TestPKI
 from omar_bulk.standin.server import Faults, Running, body_for, serve_in_thread
 
-
 LOOPBACK = {"localhost", "127.0.0.1", "::1", b"localhost", b"127.0.0.1", b"::1", None}
 
 
@@ -71,7 +70,9 @@ class Cli:
     def __call__(self, *args: str, env: dict[str, str] | None = None, auth: bool = True) -> Outcome:
         argv = list(args)
         if auth and argv and argv[0] == "fetch":
-            extra = ["--out", str(self.out), "--retry-wait", "0.01"]
+            extra = [] if "--out" in argv else ["--out", str(self.out)]
+            if "--retry-wait" not in argv:
+                extra += ["--retry-wait", "0.01"]
             if self.server is not None and "--base-url" not in argv:
                 extra += ["--base-url", self.server.base_url]
             if "--cert" not in argv:
@@ -98,8 +99,15 @@ def offline_cli(pki: TestPKI, tmp_path: Path) -> Cli:
     return Cli(pki, tmp_path / "out", None)
 
 
-def expected_body(kind: str, ident: str, start: date, end: date, fmt: str = "mdef",
-                  time_type: str = "PST", faults: Faults | None = None) -> bytes:
+def expected_body(
+    kind: str,
+    ident: str,
+    start: date,
+    end: date,
+    fmt: str = "mdef",
+    time_type: str = "PST",
+    faults: Faults | None = None,
+) -> bytes:
     return body_for(fmt, kind, ident, start, end, time_type, faults)
 
 
@@ -108,7 +116,9 @@ def journal_rows(out: Path) -> dict[str, tuple[str, int, str | None]]:
     try:
         return {
             path: (status, size, sha)
-            for path, status, size, sha in db.execute("SELECT path, status, bytes, sha256 FROM items")
+            for path, status, size, sha in db.execute(
+                "SELECT path, status, bytes, sha256 FROM items"
+            )
         }
     finally:
         db.close()

@@ -42,8 +42,19 @@ def test_a_backfill_lands_every_file_byte_for_byte(cli: Cli) -> None:
 
 def test_the_server_receives_the_specified_request_lines(cli: Cli) -> None:
     """Asserted on the raw request line the server saw, not on a URL object."""
-    outcome = cli("fetch", "--group", "G 1", "--start", "2024-02-01", "--end", "2024-02-29",
-                  "--format", "CSV", "--time-type", "dst")
+    outcome = cli(
+        "fetch",
+        "--group",
+        "G 1",
+        "--start",
+        "2024-02-01",
+        "--end",
+        "2024-02-29",
+        "--format",
+        "CSV",
+        "--time-type",
+        "dst",
+    )
     assert outcome.exit_code == 0, outcome.stderr
     assert cli.server is not None
     assert downloads(cli.server) == [
@@ -79,7 +90,11 @@ def test_the_report_lists_every_item(cli: Cli, tmp_path: Path) -> None:
     data = json.loads(report.read_text())
     summary = data["summary"]
     assert {k: summary[k] for k in ("planned", "downloaded", "skipped", "empty", "failed")} == {
-        "planned": 6, "downloaded": 6, "skipped": 0, "empty": 0, "failed": 0,
+        "planned": 6,
+        "downloaded": 6,
+        "skipped": 0,
+        "empty": 0,
+        "failed": 0,
     }
     assert summary["bytes"] == sum(f.stat().st_size for f in data_files(cli.out))
     assert summary["seconds"] > 0
@@ -171,8 +186,17 @@ def test_transient_faults_are_retried_and_the_file_is_whole(
 ) -> None:
     faults.script = {"M1": [fault, fault]}
     report = tmp_path / "r.json"
-    outcome = cli("fetch", "--meter", "M1", "--start", "2024-02-01", "--end", "2024-02-29",
-                  "--report", str(report))
+    outcome = cli(
+        "fetch",
+        "--meter",
+        "M1",
+        "--start",
+        "2024-02-01",
+        "--end",
+        "2024-02-29",
+        "--report",
+        str(report),
+    )
     assert outcome.exit_code == 0, outcome.stderr
     (item,) = json.loads(report.read_text())["items"]
     assert item["status"] == "downloaded" and item["attempts"] == 3
@@ -184,8 +208,20 @@ def test_transient_faults_are_retried_and_the_file_is_whole(
 def test_retry_after_is_honoured(cli: Cli, faults: Faults, tmp_path: Path) -> None:
     faults.retry_after = 0.3
     faults.script = {"M1": ["503"]}
-    assert cli("fetch", "--meter", "M1", "--start", "2024-02-01", "--end", "2024-02-02",
-               "--retry-wait", "0").exit_code == 0
+    assert (
+        cli(
+            "fetch",
+            "--meter",
+            "M1",
+            "--start",
+            "2024-02-01",
+            "--end",
+            "2024-02-02",
+            "--retry-wait",
+            "0",
+        ).exit_code
+        == 0
+    )
     assert cli.server is not None
     first, second = cli.server.state.downloads()
     assert second.at - first.at >= 0.3
@@ -196,8 +232,19 @@ def test_retries_give_up_after_the_limit_with_the_reason(
 ) -> None:
     faults.script = {"M1": ["503*"]}
     report = tmp_path / "r.json"
-    outcome = cli("fetch", "--meter", "M1", "--start", "2024-02-01", "--end", "2024-02-02",
-                  "--retries", "2", "--report", str(report))
+    outcome = cli(
+        "fetch",
+        "--meter",
+        "M1",
+        "--start",
+        "2024-02-01",
+        "--end",
+        "2024-02-02",
+        "--retries",
+        "2",
+        "--report",
+        str(report),
+    )
     assert outcome.exit_code == 1
     (item,) = json.loads(report.read_text())["items"]
     assert item["status"] == "failed" and item["attempts"] == 3
@@ -220,8 +267,17 @@ def test_an_html_page_with_status_200_is_kept_aside_not_saved_as_data(
 ) -> None:
     faults.script = {"M1": ["html"]}
     report = tmp_path / "r.json"
-    outcome = cli("fetch", "--meter", "M1", "--start", "2024-02-01", "--end", "2024-02-02",
-                  "--report", str(report))
+    outcome = cli(
+        "fetch",
+        "--meter",
+        "M1",
+        "--start",
+        "2024-02-01",
+        "--end",
+        "2024-02-02",
+        "--report",
+        str(report),
+    )
     assert outcome.exit_code == 1
     (item,) = json.loads(report.read_text())["items"]
     assert "'OMAR-Online Error'" in item["error"]
@@ -235,22 +291,34 @@ def test_an_empty_body_is_recorded_as_empty_not_failed(
 ) -> None:
     faults.script = {"M1": ["empty*"]}
     report = tmp_path / "r.json"
-    outcome = cli("fetch", "--meter", "M1", "--start", "2024-02-01", "--end", "2024-02-02",
-                  "--report", str(report))
+    outcome = cli(
+        "fetch",
+        "--meter",
+        "M1",
+        "--start",
+        "2024-02-01",
+        "--end",
+        "2024-02-02",
+        "--report",
+        str(report),
+    )
     assert outcome.exit_code == 0
     (item,) = json.loads(report.read_text())["items"]
     assert item["status"] == "empty" and item["bytes"] == 0
     assert data_files(cli.out) == []
     assert "0 skipped, 1 empty" in outcome.stderr
-    assert "1 skipped, 0 empty" in cli("fetch", "--meter", "M1", "--start", "2024-02-01",
-                                       "--end", "2024-02-02").stderr
+    assert (
+        "1 skipped, 0 empty"
+        in cli("fetch", "--meter", "M1", "--start", "2024-02-01", "--end", "2024-02-02").stderr
+    )
 
 
 def test_a_stalled_body_times_out_and_is_retried(cli: Cli, faults: Faults) -> None:
     faults.stall_seconds = 5
     faults.script = {"M1": ["stall"]}
-    outcome = cli("fetch", "--meter", "M1", "--start", "2024-02-01", "--end", "2024-02-29",
-                  "--timeout", "0.5")
+    outcome = cli(
+        "fetch", "--meter", "M1", "--start", "2024-02-01", "--end", "2024-02-29", "--timeout", "0.5"
+    )
     assert outcome.exit_code == 0, outcome.stderr
     assert data_files(cli.out)[0].read_bytes() == expected_body(
         "meter", "M1", date(2024, 2, 1), date(2024, 2, 29)
@@ -259,8 +327,20 @@ def test_a_stalled_body_times_out_and_is_retried(cli: Cli, faults: Faults) -> No
 
 def test_a_body_shorter_than_its_content_length_is_retried(cli: Cli, faults: Faults) -> None:
     faults.script = {"M1": ["short"]}
-    assert cli("fetch", "--meter", "M1", "--start", "2024-02-01", "--end", "2024-02-29",
-               "--timeout", "2").exit_code == 0
+    assert (
+        cli(
+            "fetch",
+            "--meter",
+            "M1",
+            "--start",
+            "2024-02-01",
+            "--end",
+            "2024-02-29",
+            "--timeout",
+            "2",
+        ).exit_code
+        == 0
+    )
     assert cli.server is not None and len(cli.server.state.downloads()) == 2
 
 
@@ -276,8 +356,21 @@ def test_sessions_are_reopened_once_per_expiry_not_once_per_worker(
     cli: Cli, faults: Faults
 ) -> None:
     faults.session_requests = 4
-    outcome = cli("fetch", "--meter", "A", "--meter", "B", "--meter", "C", "--start",
-                  "2022-01-01", "--end", "2023-12-31", "--concurrency", "4")
+    outcome = cli(
+        "fetch",
+        "--meter",
+        "A",
+        "--meter",
+        "B",
+        "--meter",
+        "C",
+        "--start",
+        "2022-01-01",
+        "--end",
+        "2023-12-31",
+        "--concurrency",
+        "4",
+    )
     assert outcome.exit_code == 0, outcome.stderr
     assert cli.server is not None
     state = cli.server.state
@@ -297,5 +390,8 @@ def test_journal_records_outcome_size_and_hash(cli: Cli, faults: Faults) -> None
             assert status == "failed" and sha is None
         else:
             body = (cli.out / path).read_bytes()
-            assert (status, size, sha) == ("downloaded", len(body),
-                                           hashlib.sha256(body).hexdigest())
+            assert (status, size, sha) == (
+                "downloaded",
+                len(body),
+                hashlib.sha256(body).hexdigest(),
+            )

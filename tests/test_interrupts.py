@@ -32,15 +32,31 @@ def slow_server(pki: TestPKI) -> Iterator[Running]:
 
 
 def start_run(pki: TestPKI, server: Running, out: Path, *extra: str) -> subprocess.Popen[str]:
-    args = [sys.executable, "-m", "omar_bulk", "fetch", "--base-url", server.base_url,
-            "--cert", str(pki.client_p12), "--ca-bundle", str(pki.ca), "--out", str(out),
-            "--concurrency", "3", "--no-progress", *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "omar_bulk",
+        "fetch",
+        "--base-url",
+        server.base_url,
+        "--cert",
+        str(pki.client_p12),
+        "--ca-bundle",
+        str(pki.ca),
+        "--out",
+        str(out),
+        "--concurrency",
+        "3",
+        "--no-progress",
+        *extra,
+    ]
     for meter in METERS:
         args += ["--meter", meter]
     args += ARGS
     env = {**os.environ, "OMAR_CERT_PASSWORD": DEMO_PASSWORD}
-    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_for(condition, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
@@ -61,8 +77,9 @@ def assert_every_file_is_exact(out: Path, server: Running) -> None:
         meter, first, last, _ = path.stem.split("_")
         start = date(int(first[:4]), int(first[4:6]), int(first[6:]))
         end = date(int(last[:4]), int(last[4:6]), int(last[6:]))
-        assert path.read_bytes() == expected_body("meter", meter, start, end,
-                                                  faults=server.state.faults), path
+        assert path.read_bytes() == expected_body(
+            "meter", meter, start, end, faults=server.state.faults
+        ), path
     assert parts(out) == []
 
 
@@ -130,8 +147,9 @@ def test_kill_9_then_rerun_finishes_with_exact_files(
     assert left, "the kill should have left .part files behind"
     done_before = {rel for rel, row in journal_rows(out).items() if row[0] == "downloaded"}
     before = len(slow_server.state.downloads())
-    rerun = Cli(pki, out, slow_server)("fetch", *sum((["--meter", m] for m in METERS), []),
-                                       *ARGS, "--concurrency", "3")
+    rerun = Cli(pki, out, slow_server)(
+        "fetch", *[arg for m in METERS for arg in ("--meter", m)], *ARGS, "--concurrency", "3"
+    )
     assert rerun.exit_code == 0, rerun.stderr
     assert_every_file_is_exact(out, slow_server)
     asked = len(slow_server.state.downloads()) - before

@@ -83,15 +83,28 @@ BAD_TOML = [
     ("[[pull]]\nmeters = ['a/b']\nstart = 2024-01-01\nend = 2024-01-02\n", 1, "'/'"),
     ("[[pull]]\nmeters = ['a\\\\b']\nstart = 2024-01-01\nend = 2024-01-02\n", 1, "'/'"),
     ("[[pull]]\nmeters = ['..']\nstart = 2024-01-01\nend = 2024-01-02\n", 1, "'..'"),
-    ("[[pull]]\nmeters = [\"a\\u0001\"]\nstart = 2024-01-01\nend = 2024-01-02\n", 1, "control"),
+    ('[[pull]]\nmeters = ["a\\u0001"]\nstart = 2024-01-01\nend = 2024-01-02\n', 1, "control"),
     ("[[pull]]\nmeters = ['M1']\nend = 2024-01-02\n", 1, "no start"),
-    ("[[pull]]\nmeters = ['M1']\nstart = 2024-01-01\nend = 2024-01-02\nformat = 'xml'\n", 1,
-     "unknown format"),
-    ("[[pull]]\nmeters = ['M1']\nstart = 2024-01-01\nend = 2024-01-02\ntime_type = 'UTC'\n", 1,
-     "unknown time type"),
-    ("[[pull]]\nmeters = ['M1']\nstart = 2024-01-01T10:00:00\nend = 2024-01-02\n", 1, "time of day"),
-    ("[[pull]]\nmeters = ['M1']\nstart = 2024-01-01\nend = 2024-01-02\nchunk = 'yearly'\n", 1,
-     "unknown chunk"),
+    (
+        "[[pull]]\nmeters = ['M1']\nstart = 2024-01-01\nend = 2024-01-02\nformat = 'xml'\n",
+        1,
+        "unknown format",
+    ),
+    (
+        "[[pull]]\nmeters = ['M1']\nstart = 2024-01-01\nend = 2024-01-02\ntime_type = 'UTC'\n",
+        1,
+        "unknown time type",
+    ),
+    (
+        "[[pull]]\nmeters = ['M1']\nstart = 2024-01-01T10:00:00\nend = 2024-01-02\n",
+        1,
+        "time of day",
+    ),
+    (
+        "[[pull]]\nmeters = ['M1']\nstart = 2024-01-01\nend = 2024-01-02\nchunk = 'yearly'\n",
+        1,
+        "unknown chunk",
+    ),
     ("# nothing here\n", None, "nothing to fetch"),
     ("[[pull]]\nmeters = []\nstart = 2024-01-01\nend = 2024-01-02\n", 1, "no ids"),
 ]
@@ -112,8 +125,11 @@ BAD_CSV = [
     ("kind,id,start\nmeter,M1,2024-01-01\n", 1, "lacks column end"),
     ("kind,id,start,end\nmeter,M1,2024-01-32,2024-02-01\n", 2, "bad date"),
     ("kind,id,start,end\nmeter,M1,2024-02-01,2024-01-01\n", 2, "before start"),
-    ("kind,id,start,end\nmeter,M1,2024-01-01,2024-01-02\nbuilding,B,2024-01-01,2024-01-02\n", 3,
-     "unknown kind"),
+    (
+        "kind,id,start,end\nmeter,M1,2024-01-01,2024-01-02\nbuilding,B,2024-01-01,2024-01-02\n",
+        3,
+        "unknown kind",
+    ),
     ("kind,id,start,end\nmeter,../etc,2024-01-01,2024-01-02\n", 2, "'..'"),
     ("kind,id,start,end\nmeter,M1,2024-01-01\n", 2, "3 fields"),
     ("kind,id,start,end,colour\n", 1, "unknown column colour"),
@@ -146,9 +162,7 @@ def test_a_huge_csv_line_is_refused_with_its_line(tmp_path: Path) -> None:
         load_manifest(path)
 
 
-def test_bad_manifests_exit_2_through_the_cli_without_a_request(
-    tmp_path: Path, cli: Cli
-) -> None:
+def test_bad_manifests_exit_2_through_the_cli_without_a_request(tmp_path: Path, cli: Cli) -> None:
     path = write(tmp_path, "m.csv", "kind,id,start,end\nmeter,M1,2024-02-01,2024-01-01\n")
     outcome = cli("fetch", str(path))
     assert outcome.exit_code == 2
@@ -169,8 +183,16 @@ text_or_bytes = st.one_of(
     st.binary(max_size=300),
     st.lists(
         st.sampled_from(
-            ["kind,id,start,end", "meter,M1,2024-01-01,2024-01-31", "group,G,2024-02-01,x",
-             "meter,a/b,2024-01-01,2024-01-02", ",,,", "kind,id", "\x00", "\"unterminated"]
+            [
+                "kind,id,start,end",
+                "meter,M1,2024-01-01,2024-01-31",
+                "group,G,2024-02-01,x",
+                "meter,a/b,2024-01-01,2024-01-02",
+                ",,,",
+                "kind,id",
+                "\x00",
+                '"unterminated',
+            ]
         ),
         max_size=6,
     ).map("\n".join),

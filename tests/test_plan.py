@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import tracemalloc
 from datetime import date, timedelta
 
@@ -25,7 +26,7 @@ def test_chunks_never_overlap_and_cover_the_range_exactly(
     chunks = list(chunking.split(start, end))
     assert chunks[0][0] == start
     assert chunks[-1][1] == end
-    for (_, last), (first, _) in zip(chunks, chunks[1:], strict=False):
+    for (_, last), (first, _) in itertools.pairwise(chunks):
         assert first == last + timedelta(days=1)  # contiguous: no gap, no overlap
     for first, last in chunks:
         assert first <= last
@@ -82,8 +83,16 @@ def test_unknown_chunks_are_refused(bad: str) -> None:
 
 
 def pull(ids: list[str], start: date, end: date, chunk: str = "month", kind: str = "meter"):
-    return make_pull(kind=kind, ids=ids, start=start, end=end, format="mdef", time_type="PST",
-                     chunk=chunk, where="test")
+    return make_pull(
+        kind=kind,
+        ids=ids,
+        start=start,
+        end=end,
+        format="mdef",
+        time_type="PST",
+        chunk=chunk,
+        where="test",
+    )
 
 
 def test_exact_duplicates_are_planned_once() -> None:

@@ -45,9 +45,7 @@ def test_every_certificate_form_downloads(
     assert len(data_files(cli.out)) == 1
 
 
-def test_server_and_certificate_options_come_from_the_environment(
-    cli: Cli, pki: TestPKI
-) -> None:
+def test_server_and_certificate_options_come_from_the_environment(cli: Cli, pki: TestPKI) -> None:
     assert cli.server is not None
     env = {
         "OMAR_BASE_URL": cli.server.base_url,
@@ -62,8 +60,9 @@ def test_server_and_certificate_options_come_from_the_environment(
 
 def test_a_wrong_password_is_exit_2_and_never_echoed(offline_cli: Cli, pki: TestPKI) -> None:
     secret = "s3cr3t-Wr0ng-pa55"
-    outcome = offline_cli("fetch", *ONE, "--base-url", "https://127.0.0.1:9/",
-                          env={"OMAR_CERT_PASSWORD": secret})
+    outcome = offline_cli(
+        "fetch", *ONE, "--base-url", "https://127.0.0.1:9/", env={"OMAR_CERT_PASSWORD": secret}
+    )
     assert outcome.exit_code == 2
     assert "wrong password" in outcome.stderr
     assert secret not in outcome.stderr + outcome.stdout
@@ -71,9 +70,14 @@ def test_a_wrong_password_is_exit_2_and_never_echoed(offline_cli: Cli, pki: Test
 
 def test_an_encrypted_key_without_a_password_asks_for_one(offline_cli: Cli, pki: TestPKI) -> None:
     outcome = offline_cli(
-        "fetch", *ONE, "--base-url", "https://127.0.0.1:9/",
-        "--cert", str(pki.folder / "client-cert.pem"),
-        "--key", str(pki.folder / "client-key-encrypted.pem"),
+        "fetch",
+        *ONE,
+        "--base-url",
+        "https://127.0.0.1:9/",
+        "--cert",
+        str(pki.folder / "client-cert.pem"),
+        "--key",
+        str(pki.folder / "client-key-encrypted.pem"),
         env={"OMAR_CERT_PASSWORD": None},  # type: ignore[dict-item]
     )
     assert outcome.exit_code == 2
@@ -128,8 +132,9 @@ def test_a_file_that_is_not_a_certificate_is_exit_2(
 
 
 def test_a_missing_certificate_file_is_exit_2(offline_cli: Cli, tmp_path: Path) -> None:
-    outcome = offline_cli("fetch", *ONE, "--base-url", "https://127.0.0.1:9/",
-                          "--cert", str(tmp_path / "nope.p12"))
+    outcome = offline_cli(
+        "fetch", *ONE, "--base-url", "https://127.0.0.1:9/", "--cert", str(tmp_path / "nope.p12")
+    )
     assert outcome.exit_code == 2
     assert "no such file" in outcome.stderr
 
@@ -146,8 +151,9 @@ def test_the_key_never_reaches_the_disk_unencrypted(
     seen: list[tuple[Path, bytes]] = []
     original = ssl.SSLContext.load_cert_chain
 
-    def spy(self: ssl.SSLContext, certfile: str, keyfile: str | None = None,
-            password: object = None) -> None:
+    def spy(
+        self: ssl.SSLContext, certfile: str, keyfile: str | None = None, password: object = None
+    ) -> None:
         seen.append((Path(certfile), Path(certfile).read_bytes()))
         original(self, certfile, keyfile, password)  # type: ignore[arg-type]
 
@@ -173,8 +179,19 @@ def test_a_server_that_drops_our_certificate_silently_aborts_with_exit_3(
     """asyncio servers close the connection without a TLS alert; every login attempt fails so."""
     with serve_in_thread(pki, max_tls=max_tls) as server:
         run = Cli(pki, tmp_path / "out", server)
-        outcome = run("fetch", "--meter", "M1", "--start", "2024-01-01", "--end", "2024-12-31",
-                      "--cert", str(stranger.client_pem), "--retries", "2")
+        outcome = run(
+            "fetch",
+            "--meter",
+            "M1",
+            "--start",
+            "2024-01-01",
+            "--end",
+            "2024-12-31",
+            "--cert",
+            str(stranger.client_pem),
+            "--retries",
+            "2",
+        )
         assert server.state.log == []  # not one HTTP request got through
     assert outcome.exit_code == 3
     assert "refuse a client certificate" in outcome.stderr
@@ -189,9 +206,22 @@ def openssl_server(pki: TestPKI, request: pytest.FixtureRequest) -> Iterator[str
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    args = [binary, "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(pki.server),
-            "-CAfile", str(pki.ca), "-Verify", "1", "-verify_return_error", "-www", "-quiet",
-            *request.param]
+    args = [
+        binary,
+        "s_server",
+        "-accept",
+        f"127.0.0.1:{port}",
+        "-cert",
+        str(pki.server),
+        "-CAfile",
+        str(pki.ca),
+        "-Verify",
+        "1",
+        "-verify_return_error",
+        "-www",
+        "-quiet",
+        *request.param,
+    ]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(100):
@@ -205,13 +235,22 @@ def openssl_server(pki: TestPKI, request: pytest.FixtureRequest) -> Iterator[str
         process.wait()
 
 
-@pytest.mark.parametrize("openssl_server", [[], ["-no_tls1_3"]], ids=["tls1.3", "tls1.2"],
-                         indirect=True)
+@pytest.mark.parametrize(
+    "openssl_server", [[], ["-no_tls1_3"]], ids=["tls1.3", "tls1.2"], indirect=True
+)
 def test_a_tls_alert_refusing_our_certificate_aborts_at_once_with_exit_3(
     offline_cli: Cli, pki: TestPKI, stranger: TestPKI, openssl_server: str
 ) -> None:
-    outcome = offline_cli("fetch", *ONE, "--base-url", openssl_server,
-                          "--cert", str(stranger.client_pem), "--retries", "50")
+    outcome = offline_cli(
+        "fetch",
+        *ONE,
+        "--base-url",
+        openssl_server,
+        "--cert",
+        str(stranger.client_pem),
+        "--retries",
+        "50",
+    )
     assert outcome.exit_code == 3
     assert "refused our client certificate (TLS alert" in outcome.stderr
     assert "retrying" not in outcome.stderr  # fatal at the first alert, never retried

@@ -30,8 +30,10 @@ def mdef_body(
         "MDEF,SYNTHETIC,omar-bulk stand-in server (not CAISO data)",
         f"HDR,{kind.upper()},{ident},{start:%Y%m%d},{end:%Y%m%d},{time_type},60,KWH",
     ]
-    lines += [f"INT,{stamp},{hour:02d}00,{value},A" for stamp, hour, value in
-              _readings(ident, start, end, revision)]
+    lines += [
+        f"INT,{stamp},{hour:02d}00,{value},A"
+        for stamp, hour, value in _readings(ident, start, end, revision)
+    ]
     lines.append(f"END,{ident},{len(lines) - 2}")
     return ("\r\n".join(lines) + "\r\n").encode("ascii", "backslashreplace")
 

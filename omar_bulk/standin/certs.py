@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 #: Password of the stand-in's encrypted client files. They are throwaway test credentials.
-DEMO_PASSWORD = "omar-demo"
+DEMO_PASSWORD = "omar-demo"  # noqa: S105  (a throwaway test credential, by design)
 
 LOOPBACK_NAMES = ("localhost",)
 LOOPBACK_ADDRESSES = ("127.0.0.1", "::1")
@@ -190,8 +190,10 @@ class TestPKI:
         write_client(folder, "client", client_cert, client_key, authority.cert)
         return cls(folder, authority)
 
-    def client(self, stem: str, **validity: datetime) -> Path:
+    def client(
+        self, stem: str, *, not_before: datetime | None = None, not_after: datetime | None = None
+    ) -> Path:
         """Issue another client identity (say, an expired one); return its PEM path."""
-        cert, key = self.authority.issue(stem, **validity)
+        cert, key = self.authority.issue(stem, not_before=not_before, not_after=not_after)
         write_client(self.folder, stem, cert, key, self.authority.cert)
         return self.folder / f"{stem}.pem"

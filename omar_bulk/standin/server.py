@@ -173,7 +173,9 @@ class StandIn:
         if fault in ("503", "429", "500", "404", "403", "400"):
             status = int(fault)
             self._record(request, status, fault)
-            headers = {"Retry-After": f"{self.faults.retry_after:g}"} if status in (503, 429) else {}
+            headers = (
+                {"Retry-After": f"{self.faults.retry_after:g}"} if status in (503, 429) else {}
+            )
             return _page(f"Error {status}", "The stand-in was told to fail.", status, headers)
         if fault == "html":
             self._record(request, 200, fault)
@@ -182,8 +184,8 @@ class StandIn:
         self._record(request, 200, fault)
         if fault in ("cut", "stall", "short"):
             return await self._broken(request, body, fault)
-        content_type = "text/csv" if SPEC_PROGRAMS[request.path] == "CSV" else (
-            "application/octet-stream"
+        content_type = (
+            "text/csv" if SPEC_PROGRAMS[request.path] == "CSV" else ("application/octet-stream")
         )
         if self.faults.trickle and body:
             return await self._trickle(request, body, content_type)
@@ -331,7 +333,9 @@ def _page(
 
 
 def _login_page() -> web.Response:
-    return _page("OMAR-Online Login", "Your session has expired. Please log in with your certificate.")
+    return _page(
+        "OMAR-Online Login", "Your session has expired. Please log in with your certificate."
+    )
 
 
 # -- running it ----------------------------------------------------------------------------
