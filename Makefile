@@ -18,14 +18,14 @@ demo: $(STAMP)
 	$(BIN)/omar-bulk demo
 
 test: $(STAMP)
-	$(BIN)/ruff check omar_bulk tests benchmarks
-	$(BIN)/ruff format --check omar_bulk tests benchmarks
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check omar_bulk tests benchmarks
-	$(BIN)/ruff format --check omar_bulk tests benchmarks
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
