@@ -204,7 +204,6 @@ class Engine:
         self._login_lock = asyncio.Lock()
         self._limiter = RateLimiter(settings.rate)
         self._rng = random.Random()
-        self._inflight: set[str] = set()
 
     # -- control ---------------------------------------------------------------------------
 
@@ -365,14 +364,7 @@ class Engine:
             work = await queue.get()
             if work is None:
                 return
-            key = work.rel.as_posix()
-            if key in self._inflight:  # cannot happen for a deduplicated plan; cheap to ensure
-                continue
-            self._inflight.add(key)
-            try:
-                result, mtime = await self._fetch(work)
-            finally:
-                self._inflight.discard(key)
+            result, mtime = await self._fetch(work)
             self._finish(result, mtime)
 
     def _finish(self, result: ItemResult, mtime_ns: int | None) -> None:

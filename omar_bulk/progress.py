@@ -41,6 +41,8 @@ class _Amount(ProgressColumn):
         if task.fields.get("overall"):
             done = f"{int(task.completed)}/{int(task.total or 0)} files"
             return Text(f"{done}  {filesize.decimal(task.fields.get('bytes', 0))}")
+        if not task.completed:
+            return Text("waiting for the server", style="dim")
         size = filesize.decimal(int(task.completed))
         if task.total:
             size += f"/{filesize.decimal(int(task.total))}"

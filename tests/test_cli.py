@@ -209,3 +209,46 @@ def test_demo_runs_a_real_backfill(tmp_path: Path) -> None:
     assert "97 planned, 96 downloaded" in result.stderr
     assert "the rerun sent 1 download request(s)" in result.stderr
     assert len(data_files(out)) == 96
+
+
+def test_serve_runs_a_stand_in_that_fetch_can_use(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "omar_bulk", "serve", "--port", "0", "--certs", str(certs)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        first = server.stdout.readline()
+        assert first.startswith("stand-in OMAR-Online listening at https://127.0.0.1:")
+        base_url = first.rsplit(" ", 1)[1].strip()
+        out = tmp_path / "out"
+        fetch = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "omar_bulk",
+                "fetch",
+                "--base-url",
+                base_url,
+                "--cert",
+                str(certs / "client.pem"),
+                "--ca-bundle",
+                str(certs / "ca.pem"),
+                "--out",
+                str(out),
+                *ONE,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert fetch.returncode == 0, fetch.stderr
+        assert len(data_files(out)) == 1
+    finally:
+        server.send_signal(2)
+        server.wait(timeout=10)
+    assert server.returncode == 0

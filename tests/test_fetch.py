@@ -395,3 +395,46 @@ def test_journal_records_outcome_size_and_hash(cli: Cli, faults: Faults) -> None
                 len(body),
                 hashlib.sha256(body).hexdigest(),
             )
+
+
+def test_concurrency_bounds_the_downloads_in_flight(cli: Cli, faults: Faults) -> None:
+    faults.latency = 0.3
+    outcome = cli(
+        "fetch",
+        "--meter",
+        "A",
+        "--meter",
+        "B",
+        "--start",
+        "2024-01-01",
+        "--end",
+        "2024-06-30",
+        "--concurrency",
+        "4",
+    )
+    assert outcome.exit_code == 0
+    assert cli.server is not None and cli.server.state.max_active == 4
+
+
+def test_rate_spaces_request_starts(cli: Cli) -> None:
+    outcome = cli(
+        "fetch",
+        "--meter",
+        "A",
+        "--start",
+        "2024-01-01",
+        "--end",
+        "2024-01-08",
+        "--chunk",
+        "day",
+        "--rate",
+        "20",
+        "--concurrency",
+        "8",
+    )
+    assert outcome.exit_code == 0
+    assert cli.server is not None
+    starts = [s.at for s in cli.server.state.downloads()]
+    assert len(starts) == 8
+    # 8 starts at most 20 per second: the first and the last are at least 7/20 s apart
+    assert starts[-1] - starts[0] >= 7 / 20 - 0.01

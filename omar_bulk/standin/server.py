@@ -106,6 +106,8 @@ class StandIn:
         self.log: list[Seen] = []
         self.sessions: dict[str, int] = {}
         self.logins = 0
+        self.active = 0
+        self.max_active = 0
         self._rng = random.Random(self.faults.seed)
         self._lock = threading.Lock()
         self.base_url = ""
@@ -143,6 +145,16 @@ class StandIn:
         return response
 
     async def _download(self, request: web.Request) -> web.StreamResponse:
+        with self._lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        try:
+            return await self._answer(request)
+        finally:
+            with self._lock:
+                self.active -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         raw_query = request.raw_path.partition("?")[2]
         params, problem = _validate(request.path, raw_query)
         if problem:
