@@ -13,7 +13,8 @@ import os
 import sqlite3
 import time
 from dataclasses import dataclass
-from pathlib import Path
+import json
+from pathlib import Path, PurePosixPath
 
 from .errors import LocalWriteError
 from .results import DOWNLOADED, EMPTY, ItemResult
@@ -80,25 +81,104 @@ class Journal:
         self.run_id = 0
 
     @classmethod
-    def open(cls, folder: Path, *, warn: list[str] | None = None) -> Journal:
-        """Open (or create) the journal in ``folder``; set aside one that is damaged."""
+    def open(
+        cls, folder: Path, *, warn: list[str] | None = None, data_root: Path | None = None
+    ) -> Journal:
+        """Open (or create) the journal in ``folder``.
+
+        A damaged journal is set aside, and a new one is rebuilt from what can still be read
+        of it and of the last report, keeping only entries whose file under ``data_root``
+        still has the recorded size and SHA-256. Nothing else is trusted: the rest is fetched
+        again. A missing journal beside existing data files gets a warning for the same reason.
+        """
         path = folder / JOURNAL_NAME
+        notes = warn if warn is not None else []
+        fresh = not path.exists()
         try:
-            return cls(path, cls._connect(path))
+            return cls._opened(path, fresh, notes, data_root)
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
                 raise LocalWriteError(f"the journal {path} is locked by another process") from exc
-            aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
-            for suffix in ("", "-wal", "-shm"):
-                source = Path(str(path) + suffix)
-                if source.exists():
-                    os.replace(source, Path(str(aside) + suffix))
-            if warn is not None:
-                warn.append(
-                    f"the journal was damaged ({exc}); moved it to {aside.name} and started a new"
-                    " one: files already on disk will be fetched again"
-                )
-            return cls(path, cls._connect(path))
+            if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
+                raise _write_error(exc, path) from exc
+            damage = str(exc)
+        candidates = _salvage_journal(path)
+        aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(str(path) + suffix)
+            if source.exists():
+                os.replace(source, Path(str(aside) + suffix))
+        journal = cls(path, cls._connect(path))
+        kept, total = journal._rebuild(candidates, folder, data_root)
+        notes.append(
+            f"the journal was damaged ({damage}); it was moved to {aside.name} and a new one"
+            f" rebuilt: {kept} of {total} recorded files still match their size and SHA-256 and"
+            " are kept, everything else will be fetched again"
+        )
+        return journal
+
+    @classmethod
+    def _opened(cls, path: Path, fresh: bool, notes: list[str], data_root: Path | None) -> Journal:
+        journal = cls(path, cls._connect(path))
+        if fresh and data_root is not None and _has_data(data_root):
+            kept, total = journal._rebuild([], path.parent, data_root)
+            notes.append(
+                f"there was no journal in {path.parent} but data files are present:"
+                f" {kept} of them match the last report's size and SHA-256 and are kept;"
+                " nothing vouches for the others, so they will be fetched again"
+            )
+        return journal
+
+    def _rebuild(
+        self, candidates: list[tuple[object, ...]], folder: Path, data_root: Path | None
+    ) -> tuple[int, int]:
+        """Adopt candidates (and the last report's entries) whose files still verify."""
+        from .protocol import parse_relative_path, relative_path
+
+        by_path: dict[str, tuple[int, str]] = {}
+        for row in candidates:
+            key, status, size, sha = row[0], row[8], row[9], row[10]
+            if status == DOWNLOADED and isinstance(key, str) and isinstance(sha, str):
+                by_path[key] = (int(size), sha)  # type: ignore[call-overload]
+        by_path.update(_report_entries(folder / "last-run.json", data_root))
+        if data_root is None:
+            return 0, len(by_path)
+        kept = 0
+        with self._db:
+            self._db.execute("BEGIN")
+            for key, (size, sha) in by_path.items():
+                item = parse_relative_path(PurePosixPath(key))
+                if item is None or relative_path(item).as_posix() != key:
+                    continue
+                final = data_root.joinpath(*PurePosixPath(key).parts)
+                entry = Entry(key, DOWNLOADED, size, sha, None)
+                good, _ = vouches(entry, final)
+                if good is not False and hash_matches(entry, final)[0]:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO items (path, kind, id, start, end, format,"
+                        " time_type, url, status, bytes, sha256, attempts, error, mtime_ns,"
+                        " fetched_at, run_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        (
+                            key,
+                            item.kind,
+                            item.id,
+                            item.start.isoformat(),
+                            item.end.isoformat(),
+                            item.format,
+                            item.time_type,
+                            "",
+                            DOWNLOADED,
+                            size,
+                            sha,
+                            0,
+                            None,
+                            final.stat().st_mtime_ns,
+                            time.time(),
+                            0,
+                        ),
+                    )
+                    kept += 1
+        return kept, len(by_path)
 
     @classmethod
     def open_readonly(cls, folder: Path) -> Journal | None:
@@ -261,3 +341,47 @@ def hash_matches(entry: Entry, final: Path) -> tuple[bool, str | None]:
     if digest.hexdigest() == entry.sha256:
         return True, None
     return False, f"{final} changed since it was fetched; fetching it again"
+
+
+def _salvage_journal(path: Path) -> list[tuple[object, ...]]:
+    """Whatever rows of a damaged journal can still be read (often none)."""
+    rows: list[tuple[object, ...]] = []
+    try:
+        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return rows
+    try:
+        for row in db.execute("SELECT * FROM items"):
+            rows.append(tuple(row))
+    except sqlite3.Error:
+        pass  # keep what was read before the damage
+    finally:
+        db.close()
+    return rows
+
+
+def _report_entries(report: Path, data_root: Path | None) -> dict[str, tuple[int, str]]:
+    """(size, sha256) of the files the last report says were downloaded or skipped."""
+    if data_root is None:
+        return {}
+    try:
+        items = json.loads(report.read_text(encoding="utf-8"))["items"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    entries = {}
+    for entry in items if isinstance(items, list) else []:
+        try:
+            if entry["status"] in ("downloaded", "skipped") and entry["sha256"]:
+                key = Path(entry["path"]).resolve().relative_to(data_root.resolve()).as_posix()
+                entries[key] = (int(entry["bytes"]), str(entry["sha256"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return entries
+
+
+def _has_data(root: Path) -> bool:
+    for kind in ("meter", "group"):
+        folder = root / kind
+        if folder.is_dir() and any(folder.iterdir()):
+            return True
+    return False

@@ -11,7 +11,7 @@ untouched (see ``fetch``: yarl would otherwise turn ``%2F`` back into ``/``).
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from pathlib import PurePosixPath
 from urllib.parse import quote
 
@@ -71,6 +71,26 @@ def request_url(base_url: str, item: Item) -> str:
     )
     query = "&".join(f"{name}={value}" for name, value in zip(PARAMETERS, values, strict=True))
     return f"{base_url}{PROGRAMS[item.format]}?{query}"
+
+
+def parse_relative_path(rel: PurePosixPath) -> Item | None:
+    """The item a path of the output layout belongs to, or None if it is not one."""
+    parts = rel.parts
+    if len(parts) != 3 or parts[0] not in ("meter", "group"):
+        return None
+    kind, ident, name = parts
+    stem, _, extension = name.rpartition(".")
+    fmt = {v: k for k, v in EXTENSIONS.items()}.get(extension)
+    pieces = stem.rsplit("_", 3)
+    if fmt is None or len(pieces) != 4 or pieces[0] != ident or pieces[3] not in ("PST", "DST"):
+        return None
+    try:
+        start = datetime.strptime(pieces[1], "%Y%m%d").date()
+        end = datetime.strptime(pieces[2], "%Y%m%d").date()
+    except ValueError:
+        return None
+    item = Item(kind, ident, start, end, fmt, pieces[3])
+    return item if relative_path(item) == rel else None
 
 
 def relative_path(item: Item) -> PurePosixPath:

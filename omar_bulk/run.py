@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from .errors import OmarBulkError, UsageError
+from .errors import LocalWriteError, OmarBulkError, UsageError
 from .journal import Journal, hash_matches, vouches
 from .protocol import relative_path, request_url
 from .report import ReportWriter
@@ -115,7 +115,7 @@ async def fetch_async(
     storage = Storage(settings.out_dir)
     storage.prepare()
     with _lock(storage.state / "lock"):
-        journal = Journal.open(storage.state, warn=warnings)
+        journal = Journal.open(storage.state, warn=warnings, data_root=storage.root)
         try:
             _remove_leftovers(journal, storage)
             journal.begin_run()
@@ -140,10 +140,22 @@ async def fetch_async(
                     aborted = fatal
             stop.unbind()
             interrupted = stop.requested
-            _remove_leftovers(journal, storage)
+            # Finishing must survive the very failure that may have ended the run (a full
+            # disk): each step is tried, and what fails is reported, not raised.
+            late: list[OmarBulkError] = []
+            _attempt(late, lambda: _remove_leftovers(journal, storage))
             summary = Summary.of(tally, time.monotonic() - started, interrupted=interrupted)
-            journal.end_run(summary.as_report(), interrupted=interrupted)
-            report_path = report.write(summary)
+            _attempt(late, lambda: journal.end_run(summary.as_report(), interrupted=interrupted))
+            report_path: Path | None = None
+            try:
+                report_path = report.write(summary)
+            except OmarBulkError as exc:
+                late.append(type(exc)(f"the report was not written: {exc}"))
+            for problem in late:
+                observer.notice(str(problem))
+                warnings.append(str(problem))
+            if aborted is None:
+                aborted = next((p for p in late if isinstance(p, LocalWriteError)), None)
         finally:
             stop.unbind()
             journal.close()
@@ -200,6 +212,13 @@ def _remove_leftovers(journal: Journal, storage: Storage) -> None:
         storage.discard(key)
     if leftovers:
         journal.clear_inflight(leftovers)
+
+
+def _attempt(problems: list[OmarBulkError], step: Callable[[], object]) -> None:
+    try:
+        step()
+    except OmarBulkError as exc:
+        problems.append(exc)
 
 
 @contextlib.contextmanager

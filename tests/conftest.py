@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from omar_bulk.cli import app
 from omar_bulk.standin.certs import DEMO_PASSWORD, TestPKI
-from omar_bulk.standin.server import Faults, Running, body_for, serve_in_thread
+from omar_bulk.standin.server import Faults, ServerThread, body_for, serve_in_thread
 
 LOOPBACK = {"localhost", "127.0.0.1", "::1", b"localhost", b"127.0.0.1", b"::1", None}
 
@@ -46,7 +46,7 @@ def faults() -> Faults:
 
 
 @pytest.fixture
-def server(pki: TestPKI, faults: Faults) -> Iterator[Running]:
+def server(pki: TestPKI, faults: Faults) -> Iterator[ServerThread]:
     with serve_in_thread(pki, faults) as running:
         yield running
 
@@ -65,7 +65,7 @@ class Cli:
 
     pki: TestPKI
     out: Path
-    server: Running | None = None
+    server: ServerThread | None = None
 
     def __call__(self, *args: str, env: dict[str, str] | None = None, auth: bool = True) -> Outcome:
         argv = list(args)
@@ -89,7 +89,7 @@ class Cli:
 
 
 @pytest.fixture
-def cli(pki: TestPKI, tmp_path: Path, server: Running) -> Cli:
+def cli(pki: TestPKI, tmp_path: Path, server: ServerThread) -> Cli:
     return Cli(pki, tmp_path / "out", server)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from omar_bulk.standin.server import Faults, Running
+from omar_bulk.standin.server import Faults, ServerThread
 
 from .conftest import Cli, data_files, expected_body, journal_rows
 
@@ -22,7 +22,7 @@ MONTHS = [
 ]
 
 
-def downloads(server: Running) -> list[str]:
+def downloads(server: ServerThread) -> list[str]:
     return [seen.line for seen in server.state.downloads()]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from omar_bulk.standin.certs import DEMO_PASSWORD, TestPKI
-from omar_bulk.standin.server import Faults, Running, serve_in_thread
+from omar_bulk.standin.server import Faults, ServerThread, serve_in_thread
 
 from .conftest import Cli, data_files, expected_body, journal_rows
 
@@ -24,14 +24,14 @@ ARGS = ["--start", "2024-01-01", "--end", "2024-06-30"]  # 3 meters x 6 months =
 
 
 @pytest.fixture
-def slow_server(pki: TestPKI) -> Iterator[Running]:
+def slow_server(pki: TestPKI) -> Iterator[ServerThread]:
     """Bodies of ~2 MiB sent in 64 KiB pieces 20 ms apart: each transfer takes ~0.7 s."""
     faults = Faults(retry_after=0, padding=2 << 20, trickle=0.02)
     with serve_in_thread(pki, faults) as running:
         yield running
 
 
-def start_run(pki: TestPKI, server: Running, out: Path, *extra: str) -> subprocess.Popen[str]:
+def start_run(pki: TestPKI, server: ServerThread, out: Path, *extra: str) -> subprocess.Popen[str]:
     args = [
         sys.executable,
         "-m",
@@ -70,7 +70,7 @@ def parts(out: Path) -> list[Path]:
     return list(out.rglob("*.part"))
 
 
-def assert_every_file_is_exact(out: Path, server: Running) -> None:
+def assert_every_file_is_exact(out: Path, server: ServerThread) -> None:
     files = data_files(out)
     assert len(files) == 18
     for path in files:
@@ -85,7 +85,7 @@ def assert_every_file_is_exact(out: Path, server: Running) -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_mid_transfer_exits_130_cleanly(
-    pki: TestPKI, slow_server: Running, tmp_path: Path, signum: int
+    pki: TestPKI, slow_server: ServerThread, tmp_path: Path, signum: int
 ) -> None:
     out = tmp_path / "out"
     process = start_run(pki, slow_server, out)
@@ -106,7 +106,7 @@ def test_a_signal_mid_transfer_exits_130_cleanly(
 
 
 def test_a_second_ctrl_c_during_shutdown_changes_nothing(
-    pki: TestPKI, slow_server: Running, tmp_path: Path
+    pki: TestPKI, slow_server: ServerThread, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
     process = start_run(pki, slow_server, out)
@@ -122,7 +122,7 @@ def test_a_second_ctrl_c_during_shutdown_changes_nothing(
 
 @pytest.mark.parametrize("delay", [0.15, 0.3, 0.5, 0.8])
 def test_ctrl_c_at_any_moment_of_start_up_exits_130(
-    pki: TestPKI, slow_server: Running, tmp_path: Path, delay: float
+    pki: TestPKI, slow_server: ServerThread, tmp_path: Path, delay: float
 ) -> None:
     """Wherever the signal lands (imports, manifest, certificate, journal, first requests)."""
     out = tmp_path / "out"
@@ -136,7 +136,7 @@ def test_ctrl_c_at_any_moment_of_start_up_exits_130(
 
 
 def test_kill_9_then_rerun_finishes_with_exact_files(
-    pki: TestPKI, slow_server: Running, tmp_path: Path
+    pki: TestPKI, slow_server: ServerThread, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
     process = start_run(pki, slow_server, out)

@@ -13,6 +13,7 @@ requests meet (``"503"``, then ``"cut"``...; a trailing ``*`` repeats one foreve
     cut           headers promise the whole body, half is sent, the connection drops
     stall         half the body is sent, then silence for ``stall_seconds``
     short         Content-Length larger than the body actually sent, then the connection closes
+    long          Content-Length 100 bytes smaller than the body, and the whole body sent
     login         a 200 HTML login page, as when the session is unknown
     expire        the session is dropped, then the login page
     redirect      a 302 to the login page
@@ -44,7 +45,7 @@ from .bodies import csv_body, mdef_body
 from .certs import TestPKI
 
 FAULT_NAMES = (
-    "503", "429", "500", "cut", "stall", "short", "login", "expire", "redirect",
+    "503", "429", "500", "cut", "stall", "short", "long", "login", "expire", "redirect",
     "empty", "html", "404", "403", "400",
 )  # fmt: skip
 
@@ -194,7 +195,7 @@ class StandIn:
             return _page("OMAR-Online Error", "Unable to process the request at this time.")
         body = b"" if fault == "empty" else self._body(request.path, params)
         self._record(request, 200, fault)
-        if fault in ("cut", "stall", "short"):
+        if fault in ("cut", "stall", "short", "long"):
             return await self._broken(request, body, fault)
         content_type = (
             "text/csv" if SPEC_PROGRAMS[request.path] == "CSV" else ("application/octet-stream")
@@ -220,6 +221,16 @@ class StandIn:
         return response
 
     async def _broken(self, request: web.Request, body: bytes, fault: str) -> web.StreamResponse:
+        if fault == "long" and request.transport is not None:
+            # Raw bytes: aiohttp's own writer would not send more than it announced.
+            head = (
+                f"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                f"Content-Length: {max(len(body) - 100, 0)}\r\n\r\n"
+            ).encode()
+            request.transport.write(head + body)
+            await asyncio.sleep(0.05)
+            request.transport.close()
+            return web.Response(status=200)  # never sent: the transport is closed
         response = web.StreamResponse()
         response.content_length = len(body) + (1000 if fault == "short" else 0)
         response.content_type = "application/octet-stream"
@@ -385,6 +396,56 @@ async def start(
     return Running(state, runner, bound, host)
 
 
+class ServerThread:
+    """A stand-in running in a background thread with its own loop; it can be stopped and
+    started again on the same port (a server restart, or refused connections for a while)."""
+
+    def __init__(
+        self,
+        pki: TestPKI,
+        faults: Faults | None = None,
+        *,
+        host: str = "127.0.0.1",
+        max_tls: ssl.TLSVersion | None = None,
+    ) -> None:
+        self.state = StandIn(pki, faults)
+        self.host = host
+        self.max_tls = max_tls
+        self.port = 0
+        self.base_url = ""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="omar-standin", daemon=True
+        )
+        self._running: Running | None = None
+
+    def _call(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)
+
+    def start(self) -> None:
+        """Start listening (again, on the same port once one was chosen)."""
+        if not self._thread.is_alive():
+            self._thread.start()
+        running = self._call(
+            start(self.state, host=self.host, port=self.port, max_tls=self.max_tls)
+        )
+        self._running = running
+        self.port = running.port
+        self.base_url = running.base_url
+
+    def stop(self) -> None:
+        """Stop listening and drop every connection: clients get refused until ``start``."""
+        if self._running is not None:
+            self._call(self._running.runner.cleanup())
+            self._running = None
+
+    def close(self) -> None:
+        self.stop()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+
 @contextmanager
 def serve_in_thread(
     pki: TestPKI,
@@ -392,37 +453,14 @@ def serve_in_thread(
     *,
     host: str = "127.0.0.1",
     max_tls: ssl.TLSVersion | None = None,
-) -> Iterator[Running]:
+) -> Iterator[ServerThread]:
     """Run a stand-in in a background thread with its own loop, for tests and the demo."""
-    state = StandIn(pki, faults)
-    loop = asyncio.new_event_loop()
-    ready: list[Running] = []
-    failure: list[BaseException] = []
-    started = threading.Event()
-
-    def main() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            ready.append(loop.run_until_complete(start(state, host=host, max_tls=max_tls)))
-        except BaseException as exc:  # reported to the caller below
-            failure.append(exc)
-            started.set()
-            return
-        started.set()
-        loop.run_forever()
-        loop.run_until_complete(ready[0].runner.cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=main, name="omar-standin", daemon=True)
-    thread.start()
-    started.wait()
-    if failure:
-        raise failure[0]
+    server = ServerThread(pki, faults, host=host, max_tls=max_tls)
     try:
-        yield ready[0]
+        server.start()
+        yield server
     finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
+        server.close()
 
 
 def make_pki(folder: Path) -> TestPKI:
