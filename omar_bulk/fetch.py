@@ -204,6 +204,7 @@ class Engine:
         self._login_lock = asyncio.Lock()
         self._limiter = RateLimiter(settings.rate)
         self._rng = random.Random()
+        self._folders: set[str] = set()
 
     # -- control ---------------------------------------------------------------------------
 
@@ -488,7 +489,6 @@ class Engine:
     async def _save_body(
         self, response: aiohttp.ClientResponse, work: Work, expected: int | None
     ) -> tuple[str, int, str | None, int | None]:
-        key = work.rel.as_posix()
         hasher = hashlib.sha256()
         pending = bytearray()
         received = 0
@@ -503,7 +503,7 @@ class Engine:
                 if handle is None and len(pending) > WHOLE_BODY_LIMIT:
                     if looks_like_html(bytes(pending[:64]), None):
                         await self._html_answer(bytes(pending), work)
-                    self.journal.mark_inflight(key)
+                    self._use_folder(work.rel)
                     marked = True
                     handle = await self.storage.open_part(work.rel)
                 if handle is not None and len(pending) >= WRITE_SIZE:
@@ -518,7 +518,7 @@ class Engine:
                     return EMPTY, 0, None, None
                 if looks_like_html(bytes(pending[:64]), None):
                     await self._html_answer(bytes(pending), work)
-                self.journal.mark_inflight(key)
+                self._use_folder(work.rel)
                 marked = True
                 mtime = await asyncio.to_thread(self.storage.write_whole, work.rel, bytes(pending))
                 return DOWNLOADED, received, hasher.hexdigest(), mtime
@@ -535,6 +535,13 @@ class Engine:
             if marked:
                 self.storage.discard(work.rel)
             raise
+
+    def _use_folder(self, rel: PurePosixPath) -> None:
+        """Tell the journal, once per folder and run, before a ``.part`` file goes there."""
+        folder = rel.parent.as_posix()
+        if folder not in self._folders:
+            self.journal.use_folder(folder)
+            self._folders.add(folder)
 
     async def _write(self, handle: Any, data: bytearray, work: Work) -> None:
         try:

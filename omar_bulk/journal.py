@@ -1,19 +1,21 @@
 """The journal: what each planned file's last outcome was, so a rerun fetches only the rest.
 
 SQLite in WAL mode under ``OUT/.omar-bulk/``. Each outcome is committed the moment it is known,
-so a run killed at any instant loses at most the items in flight. Before a ``.part`` file is
-created its path is committed to ``inflight``; a later run removes whatever ``.part`` files
-those rows point to, which are exactly the ones a killed run left behind.
+so a run killed at any instant loses at most the items in flight: one small commit per item.
+
+``.part`` files can only be left behind by a run that did not finish. Before a run first writes
+into an id's folder it commits that folder to ``folders``, once per folder and run; the next
+run sweeps the folders of every unfinished run for ``.part`` files.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import time
 from dataclasses import dataclass
-import json
 from pathlib import Path, PurePosixPath
 
 from .errors import LocalWriteError
@@ -23,7 +25,7 @@ JOURNAL_NAME = "journal.sqlite3"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
-    path TEXT PRIMARY KEY,
+    path TEXT PRIMARY KEY NOT NULL,
     kind TEXT NOT NULL,
     id TEXT NOT NULL,
     start TEXT NOT NULL,
@@ -39,11 +41,12 @@ CREATE TABLE IF NOT EXISTS items (
     mtime_ns INTEGER,
     fetched_at REAL NOT NULL,
     run_id INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS inflight (
-    path TEXT PRIMARY KEY,
-    run_id INTEGER NOT NULL
-);
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS folders (
+    run_id INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    PRIMARY KEY (run_id, path)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
     started REAL NOT NULL,
@@ -121,7 +124,7 @@ class Journal:
     def _opened(cls, path: Path, fresh: bool, notes: list[str], data_root: Path | None) -> Journal:
         journal = cls(path, cls._connect(path))
         if fresh and data_root is not None and _has_data(data_root):
-            kept, total = journal._rebuild([], path.parent, data_root)
+            kept, _ = journal._rebuild([], path.parent, data_root)
             notes.append(
                 f"there was no journal in {path.parent} but data files are present:"
                 f" {kept} of them match the last report's size and SHA-256 and are kept;"
@@ -250,52 +253,53 @@ class Journal:
         """Record a new modification time for a file whose content was re-verified."""
         self._execute("UPDATE items SET mtime_ns=? WHERE path=?", (mtime_ns, path))
 
-    def mark_inflight(self, path: str) -> None:
+    def use_folder(self, folder: str) -> None:
+        """Record, before the first ``.part`` file goes there, that this run writes in
+        ``folder`` (relative to the output root)."""
         self._execute(
-            "INSERT OR REPLACE INTO inflight (path, run_id) VALUES (?, ?)", (path, self.run_id)
+            "INSERT OR IGNORE INTO folders (run_id, path) VALUES (?, ?)", (self.run_id, folder)
         )
 
+    def unfinished_folders(self) -> list[str]:
+        """Folders written by runs that never finished (killed), this run's included."""
+        rows = self._db.execute(
+            "SELECT DISTINCT f.path FROM folders f LEFT JOIN runs r ON r.id = f.run_id"
+            " WHERE r.finished IS NULL OR f.run_id = ?",
+            (self.run_id,),
+        )
+        return [row[0] for row in rows]
+
+    def forget_folders(self) -> None:
+        """Every folder recorded so far has been swept: drop the records."""
+        self._execute("DELETE FROM folders", ())
+
     def record(self, key: str, result: ItemResult, mtime_ns: int | None) -> None:
-        """Commit one item's outcome (and clear its in-flight mark) at once."""
+        """Commit one item's outcome at once."""
         item = result.item
         try:
-            with self._db:
-                self._db.execute("BEGIN")
-                self._db.execute(
-                    "INSERT OR REPLACE INTO items (path, kind, id, start, end, format, time_type,"
-                    " url, status, bytes, sha256, attempts, error, mtime_ns, fetched_at, run_id)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        key,
-                        item.kind,
-                        item.id,
-                        item.start.isoformat(),
-                        item.end.isoformat(),
-                        item.format,
-                        item.time_type,
-                        result.url,
-                        result.status,
-                        result.bytes,
-                        result.sha256,
-                        result.attempts,
-                        result.error,
-                        mtime_ns,
-                        time.time(),
-                        self.run_id,
-                    ),
-                )
-                self._db.execute("DELETE FROM inflight WHERE path=?", (key,))
-        except sqlite3.Error as exc:
-            raise _write_error(exc, self.path) from exc
-
-    def inflight(self) -> list[str]:
-        return [row[0] for row in self._db.execute("SELECT path FROM inflight")]
-
-    def clear_inflight(self, paths: list[str]) -> None:
-        try:
-            with self._db:
-                self._db.execute("BEGIN")
-                self._db.executemany("DELETE FROM inflight WHERE path=?", [(p,) for p in paths])
+            self._db.execute(
+                "INSERT OR REPLACE INTO items (path, kind, id, start, end, format, time_type,"
+                " url, status, bytes, sha256, attempts, error, mtime_ns, fetched_at, run_id)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    key,
+                    item.kind,
+                    item.id,
+                    item.start.isoformat(),
+                    item.end.isoformat(),
+                    item.format,
+                    item.time_type,
+                    result.url,
+                    result.status,
+                    result.bytes,
+                    result.sha256,
+                    result.attempts,
+                    result.error,
+                    mtime_ns,
+                    time.time(),
+                    self.run_id,
+                ),
+            )
         except sqlite3.Error as exc:
             raise _write_error(exc, self.path) from exc
 

@@ -206,12 +206,10 @@ def planned_urls(
 
 
 def _remove_leftovers(journal: Journal, storage: Storage) -> None:
-    """Remove the ``.part`` files of items that were in flight when a run stopped."""
-    leftovers = journal.inflight()
-    for key in leftovers:
-        storage.discard(key)
-    if leftovers:
-        journal.clear_inflight(leftovers)
+    """Remove the ``.part`` files that unfinished runs (a killed one, this one) left behind."""
+    for folder in journal.unfinished_folders():
+        storage.sweep_parts(folder)
+    journal.forget_folders()
 
 
 def _attempt(problems: list[OmarBulkError], step: Callable[[], object]) -> None:

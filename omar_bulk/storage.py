@@ -127,6 +127,17 @@ class Storage:
         with contextlib.suppress(OSError):
             os.unlink(self.part(rel))
 
+    def sweep_parts(self, folder: str) -> None:
+        """Remove every ``.part`` file in ``folder`` (relative to the root). Never raises."""
+        try:
+            with os.scandir(self.root.joinpath(*PurePosixPath(folder).parts)) as entries:
+                names = [e.name for e in entries if e.name.endswith(PART_SUFFIX)]
+        except OSError:
+            return
+        for name in names:
+            with contextlib.suppress(OSError):
+                os.unlink(self.root.joinpath(*PurePosixPath(folder).parts, name))
+
     def save_error_page(self, rel: PurePosixPath, body: bytes) -> Path:
         """Keep an HTML answer for diagnosis; return where it went."""
         stamp = time.strftime("%Y%m%dT%H%M%S")

@@ -221,15 +221,16 @@ class StandIn:
         return response
 
     async def _broken(self, request: web.Request, body: bytes, fault: str) -> web.StreamResponse:
-        if fault == "long" and request.transport is not None:
+        transport = request.transport
+        if fault == "long" and transport is not None:
             # Raw bytes: aiohttp's own writer would not send more than it announced.
             head = (
                 f"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
                 f"Content-Length: {max(len(body) - 100, 0)}\r\n\r\n"
             ).encode()
-            request.transport.write(head + body)
+            transport.write(head + body)
             await asyncio.sleep(0.05)
-            request.transport.close()
+            transport.close()
             return web.Response(status=200)  # never sent: the transport is closed
         response = web.StreamResponse()
         response.content_length = len(body) + (1000 if fault == "short" else 0)
