@@ -78,6 +78,8 @@ class Faults:
     kinds: tuple[str, ...] = ("503", "500", "cut")
     seed: int = 0
     session_requests: int = 0
+    #: How an unknown or expired session is answered: a 200 login page, or a 302 to it.
+    expired_redirect: bool = False
     revision: int = 0
     #: Bytes of filler appended to every body (to make big files), and seconds between
     #: 64 KiB pieces of a body (to make slow ones).
@@ -177,6 +179,9 @@ class StandIn:
                 if limit and self.sessions[session] > limit:  # type: ignore[index]
                     del self.sessions[session]  # type: ignore[arg-type]
                     known = False
+        if not known and self.faults.expired_redirect:
+            self._record(request, 302, fault or "no session")
+            raise web.HTTPFound("/")
         if not known or fault in ("login", "expire"):
             self._record(request, 200, fault or "no session")
             return _login_page()
