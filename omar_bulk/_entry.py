@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 
@@ -13,16 +15,28 @@ def _early(signum: int, frame: object) -> None:
 def main() -> None:
     signal.signal(signal.SIGINT, _early)
     signal.signal(signal.SIGTERM, _early)
+    code: int
     try:
         from .cli import main as cli_main
+
+        cli_main()
+        code = 0
     except KeyboardInterrupt:
         print("omar-bulk: interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
-    try:
-        cli_main()
+        code = 130
+    except SystemExit as exit_:
+        if exit_.code is None or isinstance(exit_.code, int):
+            code = exit_.code or 0
+        else:
+            print(exit_.code, file=sys.stderr)
+            code = 1
     finally:
-        # Everything is written by now. Python restores the default handlers while it shuts
-        # down, and a late Ctrl-C there would end the process with a traceback-less SIGINT
-        # status instead of our exit code: ignore signals for the last few milliseconds.
+        # Everything is written by now. Ignore late signals, and leave without the
+        # interpreter's shutdown, which restores default handlers and can turn a Ctrl-C that
+        # lands in its last milliseconds into a different exit status than ours.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
