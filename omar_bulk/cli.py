@@ -118,6 +118,19 @@ def fetch(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Fetch even what the journal says is done.")
     ] = False,
+    revisit_days: Annotated[
+        int | None,
+        typer.Option(
+            help="Fetch again items whose range ends within the last N days (revised data)."
+        ),
+    ] = None,
+    today: Annotated[
+        str | None,
+        typer.Option(
+            help="Resolve relative dates as if today were YYYY-MM-DD (default: "
+            "today in California)."
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print every URL a run would request; send nothing.")
     ] = False,
@@ -135,7 +148,8 @@ def fetch(
         from .protocol import ENVIRONMENTS
         from .settings import Settings
 
-        defaults = Defaults(format=file_format, time_type=time_type, chunk=chunk)
+        anchor = _today(today)
+        defaults = Defaults(format=file_format, time_type=time_type, chunk=chunk, today=anchor)
         if manifest is not None:
             if meter or group or start or end:
                 from .errors import UsageError
@@ -164,6 +178,8 @@ def fetch(
             timeout=timeout,
             retry_wait=retry_wait,
             overwrite=overwrite,
+            revisit_days=revisit_days,
+            today=anchor,
             dry_run=dry_run,
             report=report,
         )
@@ -177,6 +193,20 @@ def fetch(
         typer.echo("omar-bulk: interrupted before anything was fetched", err=True)
         raise typer.Exit(130) from None
     raise typer.Exit(code)
+
+
+def _today(value: str | None) -> Any:
+    """``--today``, checked; None when not given."""
+    if value is None:
+        return None
+    from datetime import date
+
+    from .errors import UsageError
+
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"--today {value!r}: use YYYY-MM-DD") from None
 
 
 def run_with_display(settings: object, progress: bool | None) -> int:

@@ -1,22 +1,62 @@
-"""Trade dates as users write them in manifests and on the command line."""
+"""Trade dates as users write them in manifests and on the command line.
+
+Besides ``YYYY-MM-DD`` (or a TOML date), a date may be ``today``, ``yesterday``, ``-Nd`` (N days
+before today) or ``YYYY-MM`` (a whole month: its first day as a start, its last as an end).
+"Today" is the date in California, where the trade day is defined, unless a caller injects
+another (``--today``, or the ``today`` argument in the library).
+"""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+import re
+from datetime import date, datetime, timedelta
+
+CALIFORNIA = "America/Los_Angeles"
+_RELATIVE = re.compile(r"^-(\d{1,5})d$")
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
 
-def parse_date(value: object) -> date:
-    """A ``date`` from a TOML date or a ``YYYY-MM-DD`` string; ValueError saying why not."""
+def california_today(now: datetime | None = None) -> date:
+    """Today's trade date in California."""
+    from zoneinfo import ZoneInfo
+
+    return (now or datetime.now(tz=ZoneInfo(CALIFORNIA))).astimezone(ZoneInfo(CALIFORNIA)).date()
+
+
+def parse_date(value: object, *, end: bool = False, today: date | None = None) -> date:
+    """A ``date`` from any accepted form; ValueError saying why not.
+
+    ``end`` picks the last day of a ``YYYY-MM`` month instead of the first.
+    """
     if isinstance(value, datetime):
         raise ValueError(f"{value.isoformat()} has a time of day; give a date (YYYY-MM-DD)")
     if isinstance(value, date):
         return value
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            if len(text) != 10:
-                raise ValueError
-            return date.fromisoformat(text)
-        except ValueError:
-            raise ValueError(f"bad date {value!r}: use YYYY-MM-DD") from None
-    raise ValueError(f"bad date {value!r}: use YYYY-MM-DD")
+    if not isinstance(value, str):
+        raise ValueError(f"bad date {value!r}: use YYYY-MM-DD")
+    text = value.strip().lower()
+    if text in ("today", "yesterday") or _RELATIVE.match(text):
+        base = today or california_today()
+        if text == "today":
+            return base
+        if text == "yesterday":
+            return base - timedelta(days=1)
+        days = int(_RELATIVE.match(text).group(1))  # type: ignore[union-attr]
+        return base - timedelta(days=days)
+    month = _MONTH.match(text)
+    if month:
+        year, number = int(month.group(1)), int(month.group(2))
+        if not 1 <= number <= 12:
+            raise ValueError(f"bad month {value!r}: use YYYY-MM")
+        if not end:
+            return date(year, number, 1)
+        following = date(year + 1, 1, 1) if number == 12 else date(year, number + 1, 1)
+        return following - timedelta(days=1)
+    try:
+        if len(text) != 10:
+            raise ValueError
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"bad date {value!r}: use YYYY-MM-DD, YYYY-MM, today, yesterday or -Nd"
+        ) from None

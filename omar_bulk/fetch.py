@@ -25,7 +25,8 @@ import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from datetime import date
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import aiohttp
@@ -50,7 +51,9 @@ from .results import (
     DOWNLOADED,
     EMPTY,
     FAILED,
+    REVISED,
     SKIPPED,
+    UNCHANGED,
     ItemResult,
     Observer,
     Tally,
@@ -72,11 +75,16 @@ _LOGIN_MARKERS = re.compile(
 
 @dataclass(frozen=True, slots=True)
 class Work:
-    """An item on its way to a worker, with what the producer already worked out."""
+    """An item on its way to a worker, with what the producer already worked out.
+
+    ``previous`` is the journal's verified entry when a done item is fetched again
+    (``--revisit-days``, ``--overwrite``): the new bytes are compared with it.
+    """
 
     item: Item
     url: str
     rel: PurePosixPath
+    previous: Entry | None = None
 
 
 def classify_client_error(exc: BaseException, timeout: float) -> OmarBulkError:
@@ -205,6 +213,8 @@ class Engine:
         self._limiter = RateLimiter(settings.rate)
         self._rng = random.Random()
         self._folders: set[str] = set()
+        #: Items whose range ends on or after this date are fetched again (``--revisit-days``).
+        self.revisit_from: date | None = None
 
     # -- control ---------------------------------------------------------------------------
 
@@ -326,25 +336,21 @@ class Engine:
     async def _produce(self, items: Iterable[Item], queue: asyncio.Queue[Work | None]) -> None:
         base = self.settings.base_url
         overwrite = self.settings.overwrite
+        cutoff = self.revisit_from
         for item in items:
             rel = relative_path(item)
-            work = Work(item, request_url(base, item), rel)
-            if not overwrite:
-                entry = self.journal.get(rel.as_posix())
-                if entry is not None and await self._still_good(entry, rel):
-                    self._finish(
-                        ItemResult(
-                            item,
-                            work.url,
-                            self.storage.final(rel),
-                            SKIPPED,
-                            entry.bytes,
-                            entry.sha256,
-                        ),
-                        None,
-                    )
+            url = request_url(base, item)
+            previous = None
+            entry = self.journal.get(rel.as_posix())
+            if entry is not None and entry.status in (DOWNLOADED, EMPTY):
+                again = overwrite or (cutoff is not None and item.end >= cutoff)
+                good = await self._still_good(entry, rel)
+                if good and not again:
+                    final = self.storage.final(rel)
+                    self._finish(ItemResult(item, url, final, SKIPPED, entry.bytes, entry.sha256))
                     continue
-            await queue.put(work)
+                previous = entry if good else None
+            await queue.put(Work(item, url, rel, previous))
         for _ in range(self.settings.concurrency):
             await queue.put(None)
 
@@ -366,12 +372,22 @@ class Engine:
             if work is None:
                 return
             result, mtime = await self._fetch(work)
-            self._finish(result, mtime)
+            self._finish(result, mtime, work)
 
-    def _finish(self, result: ItemResult, mtime_ns: int | None) -> None:
-        if result.status != SKIPPED:
+    def _finish(
+        self, result: ItemResult, mtime_ns: int | None = None, work: Work | None = None
+    ) -> None:
+        if result.status != SKIPPED and work is not None:
+            previous = work.previous
+            archived = None
+            if result.status == REVISED and previous is not None and previous.sha256:
+                archived = self.storage.history_path(work.rel, previous.fetched_at)
             self.journal.record(
-                str(result.path.relative_to(self.storage.root).as_posix()), result, mtime_ns
+                work.rel.as_posix(),
+                result,
+                mtime_ns,
+                previous=previous,
+                archived_as=str(archived.relative_to(self.storage.root)) if archived else None,
             )
         self.report.add(result)
         self.tally.add(result)
@@ -513,21 +529,34 @@ class Engine:
                 raise RetryableError(
                     f"body cut short: {received} of {expected} bytes (Content-Length)"
                 )
+            if handle is None and received and looks_like_html(bytes(pending[:64]), None):
+                await self._html_answer(bytes(pending), work)
+            digest = hasher.hexdigest() if received else None
+            status, archive = self._compare(work, digest)
+            if status == UNCHANGED:
+                if handle is not None:
+                    await handle.close()
+                    handle = None
+                    self.storage.discard(work.rel)
+                previous = work.previous
+                assert previous is not None
+                return UNCHANGED, received, digest, previous.mtime_ns
+            if not received:
+                if archive is not None:
+                    self.storage.retire(work.rel, archive)
+                return status, 0, None, None
             if handle is None:
-                if not received:
-                    return EMPTY, 0, None, None
-                if looks_like_html(bytes(pending[:64]), None):
-                    await self._html_answer(bytes(pending), work)
                 self._use_folder(work.rel)
                 marked = True
-                mtime = await asyncio.to_thread(self.storage.write_whole, work.rel, bytes(pending))
-                return DOWNLOADED, received, hasher.hexdigest(), mtime
+                mtime = await asyncio.to_thread(
+                    self.storage.write_whole, work.rel, bytes(pending), archive
+                )
+                return status, received, digest, mtime
             if pending:
                 await self._write(handle, pending, work)
             await handle.close()
             handle = None
-            mtime = self.storage.commit(work.rel)
-            return DOWNLOADED, received, hasher.hexdigest(), mtime
+            return status, received, digest, self.storage.commit(work.rel, archive)
         except BaseException:
             if handle is not None:
                 with contextlib.suppress(OSError, asyncio.CancelledError):
@@ -535,6 +564,20 @@ class Engine:
             if marked:
                 self.storage.discard(work.rel)
             raise
+
+    def _compare(self, work: Work, digest: str | None) -> tuple[str, Path | None]:
+        """Status of a complete body against the version it would replace, and where that
+        version is to be kept if it changed."""
+        previous = work.previous
+        if previous is None:
+            return (DOWNLOADED if digest else EMPTY), None
+        if (previous.status == EMPTY and digest is None) or (
+            previous.status == DOWNLOADED and previous.sha256 == digest
+        ):
+            return UNCHANGED, None
+        if previous.status == DOWNLOADED:
+            return REVISED, self.storage.history_path(work.rel, previous.fetched_at)
+        return REVISED, None
 
     def _use_folder(self, rel: PurePosixPath) -> None:
         """Tell the journal, once per folder and run, before a ``.part`` file goes there."""

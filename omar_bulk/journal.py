@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .errors import LocalWriteError
-from .results import DOWNLOADED, EMPTY, ItemResult
+from .results import DOWNLOADED, EMPTY, FAILED, REVISED, UNCHANGED, ItemResult
 
 JOURNAL_NAME = "journal.sqlite3"
 
@@ -40,7 +40,17 @@ CREATE TABLE IF NOT EXISTS items (
     error TEXT,
     mtime_ns INTEGER,
     fetched_at REAL NOT NULL,
-    run_id INTEGER NOT NULL
+    run_id INTEGER NOT NULL,
+    revisions INTEGER NOT NULL DEFAULT 0,
+    checked_at REAL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS versions (
+    path TEXT NOT NULL,
+    fetched_at REAL NOT NULL,
+    sha256 TEXT,
+    bytes INTEGER NOT NULL,
+    archived_as TEXT,
+    PRIMARY KEY (path, fetched_at)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS folders (
     run_id INTEGER NOT NULL,
@@ -66,6 +76,7 @@ class Entry:
     bytes: int
     sha256: str | None
     mtime_ns: int | None
+    fetched_at: float = 0.0
 
 
 def _write_error(exc: sqlite3.Error, path: Path) -> LocalWriteError:
@@ -208,7 +219,10 @@ class Journal:
             # commits on power loss, and then the size check on the next run catches it.
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
-            db.execute("SELECT count(*) FROM items").fetchone()
+            # Reads every page once: damage anywhere is found now, not by a write mid-run.
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+            if verdict != "ok":
+                raise sqlite3.DatabaseError(f"integrity check failed: {verdict}")
         except BaseException:
             db.close()
             raise
@@ -245,7 +259,8 @@ class Journal:
 
     def get(self, path: str) -> Entry | None:
         row = self._db.execute(
-            "SELECT path, status, bytes, sha256, mtime_ns FROM items WHERE path=?", (path,)
+            "SELECT path, status, bytes, sha256, mtime_ns, fetched_at FROM items WHERE path=?",
+            (path,),
         ).fetchone()
         return Entry(*row) if row else None
 
@@ -273,33 +288,78 @@ class Journal:
         """Every folder recorded so far has been swept: drop the records."""
         self._execute("DELETE FROM folders", ())
 
-    def record(self, key: str, result: ItemResult, mtime_ns: int | None) -> None:
-        """Commit one item's outcome at once."""
+    def record(
+        self,
+        key: str,
+        result: ItemResult,
+        mtime_ns: int | None,
+        *,
+        previous: Entry | None = None,
+        archived_as: str | None = None,
+    ) -> None:
+        """Commit one item's outcome at once (one transaction, one commit).
+
+        ``previous`` is the verified entry a refetch replaces. A failed refetch leaves it in
+        place (the file on disk is still good; the error is kept); an unchanged one only
+        notes the check; a revision counts one more change and keeps the new version.
+        """
         item = result.item
+        now = time.time()
+        status = result.status
         try:
-            self._db.execute(
-                "INSERT OR REPLACE INTO items (path, kind, id, start, end, format, time_type,"
-                " url, status, bytes, sha256, attempts, error, mtime_ns, fetched_at, run_id)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    key,
-                    item.kind,
-                    item.id,
-                    item.start.isoformat(),
-                    item.end.isoformat(),
-                    item.format,
-                    item.time_type,
-                    result.url,
-                    result.status,
-                    result.bytes,
-                    result.sha256,
-                    result.attempts,
-                    result.error,
-                    mtime_ns,
-                    time.time(),
-                    self.run_id,
-                ),
-            )
+            with self._db:
+                self._db.execute("BEGIN")
+                if previous is not None and status in (FAILED, UNCHANGED):
+                    self._db.execute(
+                        "UPDATE items SET attempts=?, error=?, checked_at=?, run_id=? WHERE path=?",
+                        (result.attempts, result.error, now, self.run_id, key),
+                    )
+                    return
+                if status == REVISED:
+                    state = DOWNLOADED if result.sha256 else EMPTY
+                    self._db.execute(
+                        "UPDATE versions SET archived_as=? WHERE path=? AND archived_as IS NULL",
+                        (archived_as or "", key),
+                    )
+                else:
+                    state = status
+                self._db.execute(
+                    "INSERT INTO items (path, kind, id, start, end, format, time_type, url,"
+                    " status, bytes, sha256, attempts, error, mtime_ns, fetched_at, run_id,"
+                    " revisions, checked_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT(path) DO UPDATE SET url=excluded.url, status=excluded.status,"
+                    " bytes=excluded.bytes, sha256=excluded.sha256, attempts=excluded.attempts,"
+                    " error=excluded.error, mtime_ns=excluded.mtime_ns,"
+                    " fetched_at=excluded.fetched_at, run_id=excluded.run_id,"
+                    " revisions=items.revisions + excluded.revisions,"
+                    " checked_at=excluded.checked_at",
+                    (
+                        key,
+                        item.kind,
+                        item.id,
+                        item.start.isoformat(),
+                        item.end.isoformat(),
+                        item.format,
+                        item.time_type,
+                        result.url,
+                        state,
+                        result.bytes,
+                        result.sha256,
+                        result.attempts,
+                        result.error,
+                        mtime_ns,
+                        now,
+                        self.run_id,
+                        1 if status == REVISED else 0,
+                        now,
+                    ),
+                )
+                if state in (DOWNLOADED, EMPTY):
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO versions (path, fetched_at, sha256, bytes)"
+                        " VALUES (?,?,?,?)",
+                        (key, now, result.sha256, result.bytes),
+                    )
         except sqlite3.Error as exc:
             raise _write_error(exc, self.path) from exc
 

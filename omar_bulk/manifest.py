@@ -28,12 +28,12 @@ import csv
 import re
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from .dates import parse_date
+from .dates import california_today, parse_date
 from .errors import ManifestError
 from .plan import Plan, Pull, make_pull
 
@@ -45,15 +45,20 @@ TOP_KEYS = {"format", "time_type", "chunk", "pull"}
 
 @dataclass(frozen=True, slots=True)
 class Defaults:
-    """What a manifest leaves out: from the command line, else the built-in defaults."""
+    """What a manifest leaves out: from the command line, else the built-in defaults.
+
+    ``today`` anchors relative dates (``today``, ``-60d``); None means today in California.
+    """
 
     format: str = "mdef"
     time_type: str = "PST"
     chunk: str = "month"
+    today: date | None = None
 
 
 def load_manifest(path: Path, defaults: Defaults = Defaults()) -> Plan:
     """Read and check a manifest; return its plan (which re-reads the file on each pass)."""
+    defaults = _anchored(defaults)
     if not path.exists():
         raise ManifestError(str(path), "no such file")
     if not path.is_file():
@@ -78,12 +83,13 @@ def adhoc_plan(
 ) -> Plan:
     """The plan for ``--meter``/``--group`` with ``--start``/``--end`` on the command line."""
     where = "command line"
+    defaults = _anchored(defaults)
     if not meters and not groups:
         raise ManifestError(where, "give a manifest file, or --meter/--group with --start/--end")
     if start is None or end is None:
         raise ManifestError(where, "--meter/--group need both --start and --end")
-    first = _date(start, where, "--start")
-    last = _date(end, where, "--end")
+    first = _date(start, where, "--start", today=defaults.today)
+    last = _date(end, where, "--end", end=True, today=defaults.today)
     pulls = [
         make_pull(
             kind=kind,
@@ -103,6 +109,13 @@ def adhoc_plan(
     return plan
 
 
+def _anchored(defaults: Defaults) -> Defaults:
+    """Fix "today" once, so every pass over a manifest sees the same relative dates."""
+    if defaults.today is not None:
+        return defaults
+    return replace(defaults, today=california_today())
+
+
 def _sniff(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix == ".csv":
@@ -114,9 +127,11 @@ def _sniff(path: Path) -> str:
     return "csv" if head.lower().startswith(b"kind,") else "toml"
 
 
-def _date(value: object, where: str, field: str) -> date:
+def _date(
+    value: object, where: str, field: str, *, end: bool = False, today: date | None = None
+) -> date:
     try:
-        return parse_date(value)
+        return parse_date(value, end=end, today=today)
     except ValueError as exc:
         raise ManifestError(where, f"{field}: {exc}") from None
 
@@ -170,11 +185,13 @@ def _toml_pulls(path: Path, defaults: Defaults) -> list[Pull]:
         where = f"{path}:{line}" if line else f"{path}: pull #{index + 1}"
         if not isinstance(table, dict):
             raise ManifestError(where, "pull must be a [[pull]] table")
-        pulls.extend(_toml_pull(table, base, where))
+        pulls.extend(_toml_pull(table, base, where, defaults.today))
     return pulls
 
 
-def _toml_pull(table: dict[str, Any], base: dict[str, str], where: str) -> list[Pull]:
+def _toml_pull(
+    table: dict[str, Any], base: dict[str, str], where: str, today: date | None
+) -> list[Pull]:
     """One ``[[pull]]`` table: a pull for its meters and one for its groups."""
     for key in table:
         if key not in PULL_KEYS:
@@ -183,8 +200,8 @@ def _toml_pull(table: dict[str, Any], base: dict[str, str], where: str) -> list[
     for key in ("start", "end"):
         if key not in table:
             raise ManifestError(where, f"[[pull]] has no {key}")
-    start = _date(table["start"], where, "start")
-    end = _date(table["end"], where, "end")
+    start = _date(table["start"], where, "start", today=today)
+    end = _date(table["end"], where, "end", end=True, today=today)
     options = {}
     for key in ("format", "time_type", "chunk"):
         value = table.get(key, base[key])
@@ -274,8 +291,8 @@ def _csv_rows(path: Path, reader: Any, defaults: Defaults) -> Iterator[Pull]:
         yield make_pull(
             kind=kind,
             ids=[record["id"]],
-            start=_date(record["start"], where, "start"),
-            end=_date(record["end"], where, "end"),
+            start=_date(record["start"], where, "start", today=defaults.today),
+            end=_date(record["end"], where, "end", end=True, today=defaults.today),
             format=record.get("format") or defaults.format,
             time_type=record.get("time_type") or defaults.time_type,
             chunk=record.get("chunk") or defaults.chunk,

@@ -182,6 +182,8 @@ def render_summary(result: RunResult, console: Console) -> None:
         f"{s.empty} {EMPTY}",
         f"[red]{s.failed} failed[/]" if s.failed else "0 failed",
     ]
+    if s.revised or s.unchanged:
+        parts.append(f"[cyan]{s.revised} revised[/], {s.unchanged} unchanged")
     if s.not_attempted:
         parts.append(f"{s.not_attempted} not attempted")
     console.print(", ".join(parts))

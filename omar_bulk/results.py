@@ -16,7 +16,11 @@ DOWNLOADED = "downloaded"
 SKIPPED = "skipped"
 EMPTY = "empty"
 FAILED = "failed"
-STATUSES = (DOWNLOADED, SKIPPED, EMPTY, FAILED)
+#: A file fetched again (``--revisit-days``, ``--overwrite``) whose bytes changed ...
+REVISED = "revised"
+#: ... or did not.
+UNCHANGED = "unchanged"
+STATUSES = (DOWNLOADED, SKIPPED, EMPTY, FAILED, REVISED, UNCHANGED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,16 +57,25 @@ class Tally:
     skipped: int = 0
     empty: int = 0
     failed: int = 0
+    revised: int = 0
+    unchanged: int = 0
     bytes: int = 0
 
     def add(self, result: ItemResult) -> None:
         setattr(self, result.status, getattr(self, result.status) + 1)
-        if result.status == DOWNLOADED:
+        if result.status in (DOWNLOADED, REVISED):
             self.bytes += result.bytes
 
     @property
     def done(self) -> int:
-        return self.downloaded + self.skipped + self.empty + self.failed
+        return (
+            self.downloaded
+            + self.skipped
+            + self.empty
+            + self.failed
+            + self.revised
+            + self.unchanged
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +89,19 @@ class Summary:
     seconds: float
     interrupted: bool = False
     not_attempted: int = 0
+    revised: int = 0
+    unchanged: int = 0
+    concurrency: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, tally: Tally, seconds: float, *, interrupted: bool = False) -> Summary:
+    def of(
+        cls,
+        tally: Tally,
+        seconds: float,
+        *,
+        interrupted: bool = False,
+        concurrency: dict[str, int] | None = None,
+    ) -> Summary:
         return cls(
             planned=tally.planned,
             downloaded=tally.downloaded,
@@ -89,6 +112,9 @@ class Summary:
             seconds=round(seconds, 3),
             interrupted=interrupted,
             not_attempted=max(0, tally.planned - tally.done),
+            revised=tally.revised,
+            unchanged=tally.unchanged,
+            concurrency=dict(concurrency or {}),
         )
 
     def as_report(self) -> dict[str, Any]:
@@ -100,8 +126,11 @@ class Summary:
             "failed": self.failed,
             "bytes": self.bytes,
             "seconds": self.seconds,
+            "revised": self.revised,
+            "unchanged": self.unchanged,
             "interrupted": self.interrupted,
             "not_attempted": self.not_attempted,
+            "concurrency": self.concurrency,
         }
 
 

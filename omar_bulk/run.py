@@ -131,6 +131,7 @@ async def fetch_async(
                 observer=observer,
                 tally=tally,
             )
+            engine.revisit_from = settings.revisit_from()
             stop.bind(asyncio.get_running_loop(), engine.interrupt)
             aborted: OmarBulkError | None = None
             if not stop.requested:
@@ -185,10 +186,11 @@ def planned_urls(
     """
     journal = None if settings.overwrite else Journal.open_readonly(settings.out_dir / STATE_DIR)
     storage = Storage(settings.out_dir)
+    cutoff = settings.revisit_from()
     try:
         for item in settings.plan:
             rel = relative_path(item)
-            if journal is not None:
+            if journal is not None and (cutoff is None or item.end < cutoff):
                 entry = journal.get(rel.as_posix())
                 if entry is not None:
                     final = storage.final(rel)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .dates import california_today
 from .errors import UsageError
 from .plan import Plan
 from .protocol import normalise_base_url
@@ -34,8 +36,16 @@ class Settings:
     retry_wait: float = 1.0
     max_retry_wait: float = 120.0
     overwrite: bool = False
+    revisit_days: int | None = None
+    today: date | None = None
     dry_run: bool = False
     report: Path | None = None
+
+    def revisit_from(self) -> date | None:
+        """Items whose range ends on or after this date are fetched again, done or not."""
+        if self.revisit_days is None:
+            return None
+        return (self.today or california_today()) - timedelta(days=self.revisit_days)
 
     def __post_init__(self) -> None:
         url = normalise_base_url(self.base_url.strip())
@@ -61,6 +71,8 @@ class Settings:
             raise UsageError("--timeout must be a positive number of seconds")
         if not (self.retry_wait >= 0 and math.isfinite(self.retry_wait)):
             raise UsageError("--retry-wait must be zero or a positive number of seconds")
+        if self.revisit_days is not None and not 0 <= self.revisit_days <= 36600:
+            raise UsageError("--revisit-days must be zero or a positive number of days")
         if self.cert is None and self.key is not None:
             raise UsageError("--key needs --cert")
         if self.cert is None and not self.dry_run:

@@ -14,6 +14,7 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 import time
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -54,6 +55,7 @@ class Storage:
         self.root = root
         self.state = root / STATE_DIR
         self.errors = self.state / "errors"
+        self.history = self.state / "history"
         self._made: set[Path] = set()
 
     def prepare(self) -> None:
@@ -86,10 +88,11 @@ class Storage:
         final = self.final(rel)
         return final.with_name(final.name + PART_SUFFIX)
 
-    def write_whole(self, rel: PurePosixPath, data: bytes) -> int:
+    def write_whole(self, rel: PurePosixPath, data: bytes, archive: Path | None = None) -> int:
         """Write a small body in one go (one thread hop when called via ``to_thread``).
 
-        Returns the new file's ``st_mtime_ns`` for the journal.
+        With ``archive``, the file it replaces is kept there first. Returns the new file's
+        ``st_mtime_ns`` for the journal.
         """
         final = self.final(rel)
         part = self.part(rel)
@@ -97,6 +100,8 @@ class Storage:
         try:
             with open(part, "wb", opener=_opener) as handle:
                 handle.write(data)
+            if archive is not None:
+                self.keep(final, archive)
             os.replace(part, final)
             return os.stat(final).st_mtime_ns
         except OSError as exc:
@@ -112,14 +117,49 @@ class Storage:
         except OSError as exc:
             raise translate_os_error(exc, part) from exc
 
-    def commit(self, rel: PurePosixPath) -> int:
-        """Move a complete ``.part`` into place; return the file's ``st_mtime_ns``."""
+    def commit(self, rel: PurePosixPath, archive: Path | None = None) -> int:
+        """Move a complete ``.part`` into place (keeping the file it replaces in ``archive``);
+        return the file's ``st_mtime_ns``."""
         final = self.final(rel)
         try:
+            if archive is not None:
+                self.keep(final, archive)
             os.replace(self.part(rel), final)
             return os.stat(final).st_mtime_ns
         except OSError as exc:
             raise translate_os_error(exc, final) from exc
+
+    def history_path(self, rel: PurePosixPath, fetched_at: float) -> Path:
+        """Where the version of ``rel`` fetched at ``fetched_at`` is kept once replaced."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(fetched_at))
+        target = self.history.joinpath(*rel.parts)
+        return target.with_name(f"{target.name}.{stamp}")
+
+    def keep(self, final: Path, archive: Path) -> None:
+        """Put the current ``final`` in ``archive``: a hard link, so ``final`` stays in place
+        until the new version replaces it (a copy where links are not possible)."""
+        self.make_dirs(archive.parent)
+        target = archive
+        counter = 1
+        while target.exists():
+            target = archive.with_name(f"{archive.name}-{counter}")
+            counter += 1
+        try:
+            os.link(final, target)
+        except FileNotFoundError:
+            return  # nothing to keep
+        except OSError:
+            shutil.copy2(final, target)
+        os.chmod(target, 0o600)
+
+    def retire(self, rel: PurePosixPath, archive: Path) -> None:
+        """Move ``rel`` out of the data folders into ``archive`` (its new version is empty)."""
+        final = self.final(rel)
+        try:
+            self.keep(final, archive)
+            final.unlink(missing_ok=True)
+        except OSError as exc:
+            raise translate_os_error(exc, archive) from exc
 
     def discard(self, rel: PurePosixPath | str) -> None:
         """Remove ``rel``'s ``.part`` file if there is one. Never raises."""

@@ -101,7 +101,7 @@ def test_a_full_disk_aborts_with_exit_4_and_leaves_no_partial_file(
     real = Storage.write_whole
     calls = {"n": 0}
 
-    def full_after_two(self: Storage, rel, data):  # type: ignore[no-untyped-def]
+    def full_after_two(self: Storage, rel, data, archive=None):  # type: ignore[no-untyped-def]
         calls["n"] += 1
         if calls["n"] > 2:
             part = self.part(rel)
@@ -109,7 +109,7 @@ def test_a_full_disk_aborts_with_exit_4_and_leaves_no_partial_file(
             part.write_bytes(data[: len(data) // 2])  # what a disk filling up leaves behind
             self.discard(rel)
             raise translate_os_error(OSError(errno.ENOSPC, "No space left on device"), part)
-        return real(self, rel, data)
+        return real(self, rel, data, archive)
 
     monkeypatch.setattr(Storage, "write_whole", full_after_two)
     outcome = cli(
