@@ -245,6 +245,49 @@ def _dry_run(settings: object) -> None:
 
 
 @app.command()
+def status(
+    out: Annotated[Path, typer.Argument(help="Output folder of earlier fetches.")] = Path(
+        "omar-data"
+    ),
+    manifest: Annotated[
+        Path | None,
+        typer.Option(help="Also count what this manifest plans but was never fetched."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the view as JSON.")] = False,
+    by: Annotated[str, typer.Option(help="month (a row per id and year) or year.")] = "month",
+    today: Annotated[
+        str | None, typer.Option(help="Resolve the manifest's relative dates as of this date.")
+    ] = None,
+) -> None:
+    """What is on disk, per id and month, from the journal alone. Exit 1 if incomplete."""
+    try:
+        from .coverage import read_coverage
+        from .errors import UsageError
+        from .manifest import Defaults, load_manifest
+
+        if by not in ("month", "year"):
+            raise UsageError(f"--by {by!r}: use month or year")
+        plan = load_manifest(manifest, Defaults(today=_today(today))) if manifest else None
+        view = read_coverage(out, plan=plan)
+    except OmarBulkError as exc:
+        _fail(exc)
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(view.as_json(), indent=2))
+    else:
+        from rich.console import Console
+
+        from .progress import render_coverage
+
+        console = Console(highlight=False)
+        if not console.is_terminal:  # a file or a pipe: never cut the table to 80 columns
+            console = Console(highlight=False, width=200)
+        render_coverage(view, console, by=by)
+    raise typer.Exit(0 if view.complete else 1)
+
+
+@app.command()
 def serve(
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8444,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",

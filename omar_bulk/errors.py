@@ -68,19 +68,27 @@ class ItemError(OmarBulkError):
 
 
 class RetryableError(ItemError):
-    """A failure another attempt may cure."""
+    """A failure another attempt may cure. ``pushback``: the server asked us to slow down."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    pushback = False
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, pushback: bool | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        if pushback is not None:
+            self.pushback = pushback
 
 
 class ConnectionDropped(RetryableError):
     """The server closed or reset the connection without answering.
 
     Usually a blip; when it happens to every attempt at opening the session, it is how some
-    servers refuse a client certificate without a TLS alert.
+    servers refuse a client certificate without a TLS alert. In a burst, it is push-back.
     """
+
+    pushback = True
 
 
 class SessionExpired(RetryableError):

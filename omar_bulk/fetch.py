@@ -45,6 +45,7 @@ from .errors import (
 )
 from .journal import Entry, Journal, hash_matches, vouches
 from .plan import Item
+from .politeness import AdaptiveLimit
 from .protocol import relative_path, request_url
 from .report import ReportWriter
 from .results import (
@@ -211,6 +212,7 @@ class Engine:
         self._generation = 0
         self._login_lock = asyncio.Lock()
         self._limiter = RateLimiter(settings.rate)
+        self.gate = AdaptiveLimit(settings.concurrency, observer.pool)
         self._rng = random.Random()
         self._folders: set[str] = set()
         #: Items whose range ends on or after this date are fetched again (``--revisit-days``).
@@ -402,10 +404,8 @@ class Engine:
         while True:
             attempts += 1
             generation = self._generation
-            await self._limiter.wait()
-            self.observer.started(work.item, final, attempts)
             try:
-                status, size, digest, mtime = await self._attempt(work)
+                status, size, digest, mtime = await self._gated_attempt(work, final, attempts)
                 return ItemResult(work.item, work.url, final, status, size, digest, attempts), mtime
             except PermanentError as exc:
                 return ItemResult(
@@ -431,7 +431,25 @@ class Engine:
                     delay = self._backoff(attempts, exc.retry_after)
                 self.observer.retrying(work.item, attempts, str(exc), delay)
                 if delay:
-                    await asyncio.sleep(delay)
+                    await asyncio.sleep(delay)  # outside the gate: waiting holds no slot
+
+    async def _gated_attempt(
+        self, work: Work, final: Path, attempts: int
+    ) -> tuple[str, int, str | None, int | None]:
+        """One attempt inside the adaptive limit, telling it how the server answered."""
+        epoch = await self.gate.acquire()
+        clean = pushback = False
+        try:
+            await self._limiter.wait()
+            self.observer.started(work.item, final, attempts)
+            outcome = await self._attempt(work)
+            clean = True
+            return outcome
+        except RetryableError as exc:
+            pushback = exc.pushback
+            raise
+        finally:
+            self.gate.release(epoch, clean=clean, pushback=pushback)
 
     async def _relogin_or_wait(self, generation: int) -> None:
         try:
@@ -478,6 +496,7 @@ class Engine:
             raise RetryableError(
                 f"HTTP {status} {reason}",
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                pushback=status in (429, 503),
             )
         content_type = response.headers.get("Content-Type")
         if status != 200:

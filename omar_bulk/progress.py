@@ -24,6 +24,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from .coverage import Cell, Coverage
 from .plan import Item
 from .results import EMPTY, FAILED, ItemResult, RunResult
 
@@ -135,6 +136,15 @@ class RichObserver:
     def notice(self, message: str) -> None:
         self.progress.console.print(f"[yellow]warning:[/] {escape(message)}")
 
+    def pool(self, level: int, maximum: int) -> None:
+        if self._overall is not None:
+            label = (
+                "[bold]omar-bulk"
+                if level == maximum
+                else (f"[bold]omar-bulk[/] [yellow]{level}/{maximum} at once[/]")
+            )
+            self.progress.update(self._overall, description=label)
+
 
 class PlainObserver:
     """For logs and cron: failures and warnings as lines on stderr, no progress noise."""
@@ -167,6 +177,9 @@ class PlainObserver:
     def notice(self, message: str) -> None:
         print(f"warning: {message}", file=self.stream, flush=True)
 
+    def pool(self, level: int, maximum: int) -> None:
+        pass
+
 
 def render_summary(result: RunResult, console: Console) -> None:
     """The closing summary every run prints: counts, bytes, time, report, failures."""
@@ -188,6 +201,12 @@ def render_summary(result: RunResult, console: Console) -> None:
         parts.append(f"{s.not_attempted} not attempted")
     console.print(", ".join(parts))
     console.print(f"{filesize.decimal(s.bytes)} in {_duration(s.seconds)}")
+    pool = s.concurrency
+    if pool.get("decreases"):
+        console.print(
+            f"the server pushed back {pool['decreases']} time(s): downloads at once went as low"
+            f" as {pool['lowest']} of {pool['max']}, ending at {pool['final']}"
+        )
     if result.report:
         console.print(f"report: {escape(str(result.report))}")
     if result.failures:
@@ -210,3 +229,102 @@ def _duration(seconds: float) -> str:
 def make_observer(show_progress: bool, console: Console | None = None) -> Any:
     """A rich display for a terminal, plain lines otherwise."""
     return RichObserver(console) if show_progress else PlainObserver()
+
+
+MARKS = {
+    "downloaded": ("✓", "green"),
+    "revised": ("R", "cyan"),
+    "empty": ("·", "dim"),
+    "failed": ("✗", "bold red"),
+    "missing": ("?", "yellow"),
+}
+MONTH_HEADERS = ("J", "F", "M", "A", "M", "J", "J", "A", "S", "O", "N", "D")
+
+
+def render_coverage(view: Coverage, console: Console, *, by: str = "month") -> None:
+    """The ``status`` table: a row per id and year with a mark per month (or per year)."""
+    from datetime import datetime
+
+    from rich.table import Table
+
+    legend = "  ".join(f"[{style}]{mark}[/] {name}" for name, (mark, style) in MARKS.items())
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    table.add_column("kind")
+    table.add_column("id")
+    if by == "year":
+        years = sorted({m[:4] for s in view.series for m in s.months})
+        for year in years:
+            table.add_column(year, justify="center")
+    else:
+        table.add_column("year")
+        for header in MONTH_HEADERS:
+            table.add_column(header, justify="center", min_width=1)
+    for name in ("files", "failed", "missing", "revised"):
+        table.add_column(name, justify="right")
+    for series in view.series:
+        counts = series.files
+        files = sum(counts.values()) - counts["missing"]
+        tail = [
+            str(files),
+            _count(counts["failed"], "red"),
+            _count(counts["missing"], "yellow"),
+            _count(series.revisions, "cyan"),
+        ]
+        if by == "year":
+            cells = []
+            for year in years:
+                states = [c for m, c in series.months.items() if m.startswith(year)]
+                cells.append(_mark(_worst(states)) if states else "")
+            table.add_row(series.kind, escape(series.label), *cells, *tail)
+            continue
+        first = True
+        for year in sorted({m[:4] for m in series.months}):
+            marks = []
+            for number in range(1, 13):
+                cell = series.months.get(f"{year}-{number:02d}")
+                marks.append(_mark(cell.state, cell.revisions) if cell else "")
+            label = escape(series.label) if first else ""
+            table.add_row(
+                series.kind if first else "", label, year, *marks, *(tail if first else [""] * 4)
+            )
+            first = False
+    console.print(table)
+    console.print(legend)
+    t = view.totals
+    files = sum(t.values()) - t["missing"]
+    summary = (
+        f"{len(view.series)} series, {files} files: {t['downloaded']} downloaded,"
+        f" {t['revised']} revised ({view.revisions} changes), {t['empty']} empty,"
+        f" {t['failed']} failed"
+    )
+    if t["missing"]:
+        summary += f", {t['missing']} planned but never fetched"
+    console.print(summary)
+    if view.last_fetch:
+        when = datetime.fromtimestamp(view.last_fetch).astimezone()
+        console.print(f"last fetch: {when:%Y-%m-%d %H:%M:%S %Z}")
+    if view.failures:
+        console.print("[bold red]failures:[/]")
+        for failure in view.failures[:MAX_LISTED_FAILURES]:
+            console.print(f"  {escape(failure.path)}: {escape(failure.error)}")
+        if len(view.failures) > MAX_LISTED_FAILURES:
+            console.print(f"  ... and {len(view.failures) - MAX_LISTED_FAILURES} more (--json)")
+    verdict = "[green]complete[/]" if view.complete else "[red]incomplete[/]"
+    console.print(f"{verdict}: {view.out}")
+
+
+def _mark(state: str, revisions: int = 0) -> str:
+    mark, style = MARKS[state]
+    if state == "revised" and 1 < revisions < 10:
+        mark = str(revisions)
+    return f"[{style}]{mark}[/]"
+
+
+def _worst(cells: list[Cell]) -> str:
+    from .coverage import SEVERITY
+
+    return min((c.state for c in cells), key=SEVERITY.index)
+
+
+def _count(value: int, style: str) -> str:
+    return f"[{style}]{value}[/]" if value else "0"

@@ -162,6 +162,9 @@ class Observer(Protocol):
 
     def notice(self, message: str) -> None: ...
 
+    def pool(self, level: int, maximum: int) -> None:
+        """The number of downloads allowed at once changed (the server pushed back)."""
+
 
 class NullObserver:
     """Observes nothing: for schedulers and tests that read the ``RunResult`` only."""
@@ -182,4 +185,7 @@ class NullObserver:
         pass
 
     def notice(self, message: str) -> None:
+        pass
+
+    def pool(self, level: int, maximum: int) -> None:
         pass

@@ -145,7 +145,12 @@ async def fetch_async(
             # disk): each step is tried, and what fails is reported, not raised.
             late: list[OmarBulkError] = []
             _attempt(late, lambda: _remove_leftovers(journal, storage))
-            summary = Summary.of(tally, time.monotonic() - started, interrupted=interrupted)
+            summary = Summary.of(
+                tally,
+                time.monotonic() - started,
+                interrupted=interrupted,
+                concurrency=engine.gate.figures(),
+            )
             _attempt(late, lambda: journal.end_run(summary.as_report(), interrupted=interrupted))
             report_path: Path | None = None
             try:

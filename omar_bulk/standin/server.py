@@ -85,6 +85,8 @@ class Faults:
     #: 64 KiB pieces of a body (to make slow ones).
     padding: int = 0
     trickle: float = 0.0
+    #: The next this-many download requests, whatever they are, get a 503 (a push-back storm).
+    storm: int = 0
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ class Seen:
     status: int
     fault: str | None
     at: float = 0.0
+    active: int = 0
 
 
 class StandIn:
@@ -261,6 +264,9 @@ class StandIn:
 
     def _next_fault(self, ident: str) -> str | None:
         with self._lock:
+            if self.faults.storm > 0:
+                self.faults.storm -= 1
+                return "503"
             queue = self.faults.script.get(ident)
             if queue:
                 head = queue[0]
@@ -281,6 +287,7 @@ class StandIn:
             status=status,
             fault=fault,
             at=time.monotonic(),
+            active=self.active,
         )
         with self._lock:
             self.log.append(seen)

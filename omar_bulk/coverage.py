@@ -1,0 +1,192 @@
+"""What is on disk, per id and month, from the journal alone (no network): ``omar-bulk status``.
+
+Each cell of the view is one id's month; the items that overlap it decide its state, the worst
+winning: failed, then missing (planned by ``--manifest`` but never fetched), then revised
+(its data changed at least once), then downloaded, then empty.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from .errors import UsageError
+from .journal import JOURNAL_NAME
+from .plan import Plan
+from .protocol import relative_path
+from .storage import STATE_DIR
+
+FAILED_STATE = "failed"
+MISSING = "missing"
+REVISED_STATE = "revised"
+DOWNLOADED_STATE = "downloaded"
+EMPTY_STATE = "empty"
+#: Worst first: a cell shows the worst state among its items.
+SEVERITY = (FAILED_STATE, MISSING, REVISED_STATE, DOWNLOADED_STATE, EMPTY_STATE)
+_RANK = {state: rank for rank, state in enumerate(SEVERITY)}
+
+
+@dataclass(slots=True)
+class Cell:
+    """One id's month: its state and how many times its data changed."""
+
+    state: str
+    revisions: int = 0
+
+    def merge(self, state: str, revisions: int) -> None:
+        if _RANK[state] < _RANK[self.state]:
+            self.state = state
+        self.revisions += revisions
+
+
+@dataclass(slots=True)
+class Series:
+    """One meter or group in one format and time type."""
+
+    kind: str
+    id: str
+    format: str
+    time_type: str
+    months: dict[str, Cell] = field(default_factory=dict)
+    files: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SEVERITY, 0))
+    revisions: int = 0
+
+    @property
+    def label(self) -> str:
+        extra = [] if self.format == "mdef" else [self.format]
+        extra += [] if self.time_type == "PST" else [self.time_type]
+        return self.id + (f" ({' '.join(extra)})" if extra else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    path: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """The whole view: series by id, overall counts, failures, the last fetch time."""
+
+    out: Path
+    series: tuple[Series, ...]
+    totals: dict[str, int]
+    revisions: int
+    failures: tuple[Failure, ...]
+    last_fetch: float | None
+
+    @property
+    def complete(self) -> bool:
+        return not (self.totals[FAILED_STATE] or self.totals[MISSING])
+
+    def as_json(self) -> dict[str, object]:
+        from datetime import UTC, datetime
+
+        return {
+            "out": str(self.out),
+            "complete": self.complete,
+            "last_fetch": (
+                datetime.fromtimestamp(self.last_fetch, UTC).isoformat(timespec="seconds")
+                if self.last_fetch
+                else None
+            ),
+            "totals": {**self.totals, "revisions": self.revisions},
+            "series": [
+                {
+                    "kind": s.kind,
+                    "id": s.id,
+                    "format": s.format,
+                    "time_type": s.time_type,
+                    "files": s.files,
+                    "revisions": s.revisions,
+                    "months": {
+                        month: {"state": cell.state, "revisions": cell.revisions}
+                        for month, cell in sorted(s.months.items())
+                    },
+                }
+                for s in self.series
+            ],
+            "failures": [{"path": f.path, "error": f.error} for f in self.failures],
+        }
+
+
+def months_between(start: date, end: date) -> list[str]:
+    """``YYYY-MM`` of every month that the inclusive range touches."""
+    months = []
+    year, month = start.year, start.month
+    while (year, month) <= (end.year, end.month):
+        months.append(f"{year:04d}-{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return months
+
+
+def read_coverage(out: Path, *, plan: Plan | None = None) -> Coverage:
+    """Build the view from ``out``'s journal (read-only), and from ``plan`` if given."""
+    path = out / STATE_DIR / JOURNAL_NAME
+    series: dict[tuple[str, str, str, str], Series] = {}
+    totals = dict.fromkeys(SEVERITY, 0)
+    failures: list[Failure] = []
+    seen: set[str] = set()
+    last_fetch: float | None = None
+    revisions_total = 0
+    if path.exists():
+        try:
+            db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+            rows = db.execute(
+                "SELECT path, kind, id, start, end, format, time_type, status, error,"
+                " revisions, fetched_at FROM items"
+            ).fetchall()
+            db.close()
+        except sqlite3.DatabaseError as exc:
+            raise UsageError(f"cannot read the journal {path}: {exc}") from None
+    elif plan is None:
+        raise UsageError(f"{out} has no omar-bulk journal: nothing was fetched there yet")
+    else:
+        rows = []
+    for key, kind, ident, start, end, fmt, time_type, status, error, revisions, fetched in rows:
+        seen.add(key)
+        state = _state(status, error, revisions)
+        entry = series.setdefault(
+            (kind, ident, fmt, time_type), Series(kind, ident, fmt, time_type)
+        )
+        entry.files[state] += 1
+        entry.revisions += revisions
+        totals[state] += 1
+        revisions_total += revisions
+        last_fetch = max(last_fetch or fetched, fetched)
+        if state == FAILED_STATE:
+            failures.append(Failure(key, error or "failed"))
+        for month in months_between(date.fromisoformat(start), date.fromisoformat(end)):
+            cell = entry.months.get(month)
+            if cell is None:
+                entry.months[month] = Cell(state, revisions)
+            else:
+                cell.merge(state, revisions)
+    if plan is not None:
+        for item in plan:
+            key = relative_path(item).as_posix()
+            if key in seen:
+                continue
+            entry = series.setdefault(
+                item.series, Series(item.kind, item.id, item.format, item.time_type)
+            )
+            entry.files[MISSING] += 1
+            totals[MISSING] += 1
+            for month in months_between(item.start, item.end):
+                cell = entry.months.get(month)
+                if cell is None:
+                    entry.months[month] = Cell(MISSING)
+                else:
+                    cell.merge(MISSING, 0)
+    ordered = tuple(sorted(series.values(), key=lambda s: (s.kind, s.id, s.format, s.time_type)))
+    return Coverage(out, ordered, totals, revisions_total, tuple(failures), last_fetch)
+
+
+def _state(status: str, error: str | None, revisions: int) -> str:
+    if status == "failed" or (error and status in ("downloaded", "empty")):
+        return FAILED_STATE  # failed, or data whose latest revisit failed
+    if revisions:
+        return REVISED_STATE
+    return DOWNLOADED_STATE if status == "downloaded" else EMPTY_STATE
