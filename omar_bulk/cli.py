@@ -210,19 +210,30 @@ def _today(value: str | None) -> Any:
 
 
 def run_with_display(settings: object, progress: bool | None) -> int:
-    """Run with the right display for where we are; print the summary; return the exit code."""
-    from .progress import make_observer, render_summary, stderr_console
+    """Run with the right display for where we are; print the summary; return the exit code.
+
+    The rich display is imported only for a terminal: a cron run prints plain lines.
+    """
     from .run import StopSignal
     from .run import fetch as run_fetch
     from .settings import Settings
 
     global _CURRENT_STOP
     assert isinstance(settings, Settings)
-    console = stderr_console()
-    show = console.is_terminal if progress is None else progress
+    show = sys.stderr.isatty() if progress is None else progress
     stop = StopSignal()
     _CURRENT_STOP = stop
-    with make_observer(show, console) as observer:
+    if not show:
+        from .plain import PlainObserver, print_summary
+
+        with PlainObserver() as plain:
+            result = run_fetch(settings, observer=plain, stop=stop)
+        print_summary(result)
+        return result.exit_code
+    from .progress import RichObserver, render_summary, stderr_console
+
+    console = stderr_console()
+    with RichObserver(console) as observer:
         result = run_fetch(settings, observer=observer, stop=stop)
     render_summary(result, console)
     return result.exit_code
@@ -306,6 +317,13 @@ def serve(
         int, typer.Option(help="Expire a session after this many downloads (0: never).")
     ] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the random faults.")] = 0,
+    accept_slashes: Annotated[
+        bool,
+        typer.Option(
+            "--accept-slashes",
+            help="Also accept '/' in dates (for tools that cannot send %2F; not the spec).",
+        ),
+    ] = False,
 ) -> None:
     """Run the stand-in OMAR-Online server (loopback, mutual TLS, optional faults)."""
     from .demo import serve_forever
@@ -321,6 +339,7 @@ def serve(
             retry_after=retry_after,
             session_requests=session_requests,
             seed=seed,
+            accept_slashes=accept_slashes,
         )
     except OmarBulkError as exc:
         _fail(exc)

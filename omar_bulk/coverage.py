@@ -15,7 +15,7 @@ from pathlib import Path
 from .errors import UsageError
 from .journal import JOURNAL_NAME
 from .plan import Plan
-from .protocol import relative_path
+from .protocol import relative_key
 from .storage import STATE_DIR
 
 FAILED_STATE = "failed"
@@ -166,7 +166,7 @@ def read_coverage(out: Path, *, plan: Plan | None = None) -> Coverage:
                 cell.merge(state, revisions)
     if plan is not None:
         for item in plan:
-            key = relative_path(item).as_posix()
+            key = relative_key(item)
             if key in seen:
                 continue
             entry = series.setdefault(

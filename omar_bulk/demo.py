@@ -116,6 +116,7 @@ def serve_forever(
     retry_after: float,
     session_requests: int,
     seed: int,
+    accept_slashes: bool = False,
 ) -> None:
     """Run the stand-in until Ctrl-C, printing how to point omar-bulk at it."""
     kinds = tuple(k.strip() for k in faults.split(",") if k.strip())
@@ -136,6 +137,7 @@ def serve_forever(
             kinds=kinds,
             seed=seed,
             session_requests=session_requests,
+            accept_slashes=accept_slashes,
         ),
     )
 

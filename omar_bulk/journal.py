@@ -67,6 +67,18 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 
 
+_UPSERT = (
+    "INSERT INTO items (path, kind, id, start, end, format, time_type, url, status, bytes,"
+    " sha256, attempts, error, mtime_ns, fetched_at, run_id, revisions, checked_at)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " ON CONFLICT(path) DO UPDATE SET url=excluded.url, status=excluded.status,"
+    " bytes=excluded.bytes, sha256=excluded.sha256, attempts=excluded.attempts,"
+    " error=excluded.error, mtime_ns=excluded.mtime_ns, fetched_at=excluded.fetched_at,"
+    " run_id=excluded.run_id, revisions=items.revisions + excluded.revisions,"
+    " checked_at=excluded.checked_at"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """The journal's word on one file."""
@@ -264,6 +276,10 @@ class Journal:
         ).fetchone()
         return Entry(*row) if row else None
 
+    def is_empty(self) -> bool:
+        """No item recorded yet (a first run needs no look-ups)."""
+        return self._db.execute("SELECT 1 FROM items LIMIT 1").fetchone() is None
+
     def touch(self, path: str, mtime_ns: int) -> None:
         """Record a new modification time for a file whose content was re-verified."""
         self._execute("UPDATE items SET mtime_ns=? WHERE path=?", (mtime_ns, path))
@@ -297,71 +313,68 @@ class Journal:
         previous: Entry | None = None,
         archived_as: str | None = None,
     ) -> None:
-        """Commit one item's outcome at once (one transaction, one commit).
+        """Commit one item's outcome at once.
 
-        ``previous`` is the verified entry a refetch replaces. A failed refetch leaves it in
-        place (the file on disk is still good; the error is kept); an unchanged one only
-        notes the check; a revision counts one more change and keeps the new version.
+        An ordinary outcome is one autocommitted statement: this runs once per file, and a
+        transaction around a single statement would only add two more. ``previous`` is the
+        verified entry a refetch replaces: a failed refetch leaves it in place (the file on
+        disk is still good; the error is kept), an unchanged one only notes the check, and a
+        revision moves the old version's hash, size and time to ``versions`` first.
         """
         item = result.item
         now = time.time()
         status = result.status
         try:
+            if previous is not None and status in (FAILED, UNCHANGED):
+                self._db.execute(
+                    "UPDATE items SET attempts=?, error=?, checked_at=?, run_id=? WHERE path=?",
+                    (result.attempts, result.error, now, self.run_id, key),
+                )
+                return
+            values = (
+                key,
+                item.kind,
+                item.id,
+                item.start.isoformat(),
+                item.end.isoformat(),
+                item.format,
+                item.time_type,
+                result.url,
+                (DOWNLOADED if result.sha256 else EMPTY) if status == REVISED else status,
+                result.bytes,
+                result.sha256,
+                result.attempts,
+                result.error,
+                mtime_ns,
+                now,
+                self.run_id,
+                1 if status == REVISED else 0,
+                now,
+            )
+            if status != REVISED:
+                self._db.execute(_UPSERT, values)
+                return
             with self._db:
                 self._db.execute("BEGIN")
-                if previous is not None and status in (FAILED, UNCHANGED):
-                    self._db.execute(
-                        "UPDATE items SET attempts=?, error=?, checked_at=?, run_id=? WHERE path=?",
-                        (result.attempts, result.error, now, self.run_id, key),
-                    )
-                    return
-                if status == REVISED:
-                    state = DOWNLOADED if result.sha256 else EMPTY
-                    self._db.execute(
-                        "UPDATE versions SET archived_as=? WHERE path=? AND archived_as IS NULL",
-                        (archived_as or "", key),
-                    )
-                else:
-                    state = status
                 self._db.execute(
-                    "INSERT INTO items (path, kind, id, start, end, format, time_type, url,"
-                    " status, bytes, sha256, attempts, error, mtime_ns, fetched_at, run_id,"
-                    " revisions, checked_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-                    " ON CONFLICT(path) DO UPDATE SET url=excluded.url, status=excluded.status,"
-                    " bytes=excluded.bytes, sha256=excluded.sha256, attempts=excluded.attempts,"
-                    " error=excluded.error, mtime_ns=excluded.mtime_ns,"
-                    " fetched_at=excluded.fetched_at, run_id=excluded.run_id,"
-                    " revisions=items.revisions + excluded.revisions,"
-                    " checked_at=excluded.checked_at",
-                    (
-                        key,
-                        item.kind,
-                        item.id,
-                        item.start.isoformat(),
-                        item.end.isoformat(),
-                        item.format,
-                        item.time_type,
-                        result.url,
-                        state,
-                        result.bytes,
-                        result.sha256,
-                        result.attempts,
-                        result.error,
-                        mtime_ns,
-                        now,
-                        self.run_id,
-                        1 if status == REVISED else 0,
-                        now,
-                    ),
+                    "INSERT OR REPLACE INTO versions (path, fetched_at, sha256, bytes,"
+                    " archived_as) SELECT path, fetched_at, sha256, bytes, ? FROM items"
+                    " WHERE path=?",
+                    (archived_as, key),
                 )
-                if state in (DOWNLOADED, EMPTY):
-                    self._db.execute(
-                        "INSERT OR REPLACE INTO versions (path, fetched_at, sha256, bytes)"
-                        " VALUES (?,?,?,?)",
-                        (key, now, result.sha256, result.bytes),
-                    )
+                self._db.execute(_UPSERT, values)
         except sqlite3.Error as exc:
             raise _write_error(exc, self.path) from exc
+
+    def versions(self, key: str) -> list[tuple[float, str | None, int, str | None]]:
+        """Earlier versions of ``key``: (fetched_at, sha256, bytes, archived_as), oldest first."""
+        return list(
+            self._db.execute(
+                "SELECT fetched_at, sha256, bytes, archived_as FROM versions WHERE path=?"
+                " ORDER BY fetched_at",
+                (key,),
+            )
+        )
 
     def _execute(self, sql: str, args: tuple[object, ...]) -> sqlite3.Cursor:
         try:

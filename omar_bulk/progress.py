@@ -5,10 +5,9 @@ These are ``Observer``s; the engine calls them and never imports this module.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING
 
 from rich import filesize
 from rich.console import Console
@@ -24,11 +23,12 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from .coverage import Cell, Coverage
+from .plain import MAX_LISTED_FAILURES, summary_lines
 from .plan import Item
-from .results import EMPTY, FAILED, ItemResult, RunResult
+from .results import FAILED, ItemResult, RunResult
 
-MAX_LISTED_FAILURES = 20
+if TYPE_CHECKING:
+    from .coverage import Cell, Coverage
 
 
 def stderr_console() -> Console:
@@ -146,89 +146,13 @@ class RichObserver:
             self.progress.update(self._overall, description=label)
 
 
-class PlainObserver:
-    """For logs and cron: failures and warnings as lines on stderr, no progress noise."""
-
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
-
-    def __enter__(self) -> PlainObserver:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def planned(self, total: int) -> None:
-        pass
-
-    def started(self, item: Item, path: Path, attempt: int) -> None:
-        pass
-
-    def received(self, item: Item, nbytes: int, expected: int | None) -> None:
-        pass
-
-    def retrying(self, item: Item, attempt: int, reason: str, delay: float) -> None:
-        pass
-
-    def finished(self, result: ItemResult) -> None:
-        if result.status == FAILED:
-            print(f"failed: {result.path}: {result.error}", file=self.stream, flush=True)
-
-    def notice(self, message: str) -> None:
-        print(f"warning: {message}", file=self.stream, flush=True)
-
-    def pool(self, level: int, maximum: int) -> None:
-        pass
-
-
 def render_summary(result: RunResult, console: Console) -> None:
-    """The closing summary every run prints: counts, bytes, time, report, failures."""
-    s = result.summary
-    if result.aborted:
-        console.print(f"[bold red]run aborted:[/] {escape(result.aborted)}")
-    elif s.interrupted:
-        console.print("[bold yellow]interrupted[/]: a rerun of the same command finishes the job")
-    parts = [
-        f"{s.planned} planned",
-        f"[green]{s.downloaded} downloaded[/]",
-        f"{s.skipped} skipped",
-        f"{s.empty} {EMPTY}",
-        f"[red]{s.failed} failed[/]" if s.failed else "0 failed",
-    ]
-    if s.revised or s.unchanged:
-        parts.append(f"[cyan]{s.revised} revised[/], {s.unchanged} unchanged")
-    if s.not_attempted:
-        parts.append(f"{s.not_attempted} not attempted")
-    console.print(", ".join(parts))
-    console.print(f"{filesize.decimal(s.bytes)} in {_duration(s.seconds)}")
-    pool = s.concurrency
-    if pool.get("decreases"):
-        console.print(
-            f"the server pushed back {pool['decreases']} time(s): downloads at once went as low"
-            f" as {pool['lowest']} of {pool['max']}, ending at {pool['final']}"
-        )
-    if result.report:
-        console.print(f"report: {escape(str(result.report))}")
-    if result.failures:
-        console.print("[bold red]failures:[/]")
-        for failure in result.failures[:MAX_LISTED_FAILURES]:
-            console.print(f"  {escape(str(failure.path))}: {escape(failure.error or '')}")
-        hidden = len(result.failures) - MAX_LISTED_FAILURES + result.more_failures
-        if hidden > 0:
-            console.print(f"  ... and {hidden} more (see the report)")
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, sec = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
-
-
-def make_observer(show_progress: bool, console: Console | None = None) -> Any:
-    """A rich display for a terminal, plain lines otherwise."""
-    return RichObserver(console) if show_progress else PlainObserver()
+    """``plain.summary_lines``, with their colours."""
+    for line in summary_lines(result):
+        text = Text()
+        for part, style in line:
+            text.append(part, style=style or None)
+        console.print(text)
 
 
 MARKS = {

@@ -95,8 +95,13 @@ def parse_relative_path(rel: PurePosixPath) -> Item | None:
 
 def relative_path(item: Item) -> PurePosixPath:
     """``{meter|group}/{ID}/{ID}_{YYYYMMDD}_{YYYYMMDD}_{PST|DST}.{mdef|csv}``."""
-    name = (
-        f"{item.id}_{item.start:%Y%m%d}_{item.end:%Y%m%d}_{item.time_type}."
-        f"{EXTENSIONS[item.format]}"
+    return PurePosixPath(relative_key(item))
+
+
+def relative_key(item: Item) -> str:
+    """``relative_path`` as a plain string: the journal's key, cheap enough for every item."""
+    s, e = item.start, item.end
+    return (
+        f"{item.kind}/{item.id}/{item.id}_{s.year:04d}{s.month:02d}{s.day:02d}_"
+        f"{e.year:04d}{e.month:02d}{e.day:02d}_{item.time_type}.{EXTENSIONS[item.format]}"
     )
-    return PurePosixPath(item.kind, item.id, name)

@@ -24,7 +24,7 @@ class ReportWriter:
         self._count = 0
 
     def add(self, result: ItemResult) -> None:
-        self._spool.write(json.dumps(result.as_report(), ensure_ascii=False))
+        self._spool.write(result.as_json())
         self._spool.write("\n")
         self._count += 1
 

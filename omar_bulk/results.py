@@ -6,6 +6,7 @@ with rich; a cron job can pass ``NullObserver`` or its own logger) and returns a
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +24,9 @@ UNCHANGED = "unchanged"
 STATUSES = (DOWNLOADED, SKIPPED, EMPTY, FAILED, REVISED, UNCHANGED)
 
 
+_json_text = json.JSONEncoder(ensure_ascii=False).encode
+
+
 @dataclass(frozen=True, slots=True)
 class ItemResult:
     """The outcome of one planned item."""
@@ -35,6 +39,17 @@ class ItemResult:
     sha256: str | None = None
     attempts: int = 0
     error: str | None = None
+
+    def as_json(self) -> str:
+        """``as_report`` as one line of JSON, without a generic encoder: it runs per item."""
+        text = _json_text
+        digest = f'"{self.sha256}"' if self.sha256 else "null"
+        error = text(self.error) if self.error is not None else "null"
+        return (
+            f'{{"url": {text(self.url)}, "path": {text(str(self.path))}, "status": '
+            f'"{self.status}", "bytes": {self.bytes}, "sha256": {digest}, "attempts": '
+            f'{self.attempts}, "error": {error}}}'
+        )
 
     def as_report(self) -> dict[str, Any]:
         return {

@@ -21,7 +21,7 @@ from typing import IO
 
 from .errors import LocalWriteError, OmarBulkError, UsageError
 from .journal import Journal, hash_matches, vouches
-from .protocol import relative_path, request_url
+from .protocol import relative_key, request_url
 from .report import ReportWriter
 from .results import NullObserver, Observer, RunResult, Summary, Tally
 from .settings import Settings
@@ -194,11 +194,11 @@ def planned_urls(
     cutoff = settings.revisit_from()
     try:
         for item in settings.plan:
-            rel = relative_path(item)
+            key = relative_key(item)
             if journal is not None and (cutoff is None or item.end < cutoff):
-                entry = journal.get(rel.as_posix())
+                entry = journal.get(key)
                 if entry is not None:
-                    final = storage.final(rel)
+                    final = storage.final(key)
                     good, reason = vouches(entry, final)
                     if good is None:
                         good, reason = hash_matches(entry, final)

@@ -16,10 +16,8 @@ import os
 import re
 import shutil
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
-
-import aiofiles
 
 from .errors import LocalWriteError
 
@@ -49,93 +47,113 @@ def _opener(path: str, flags: int) -> int:
 
 
 class Storage:
-    """Places files under ``root`` and keeps the tool's own state in ``root/.omar-bulk``."""
+    """Places files under ``root`` and keeps the tool's own state in ``root/.omar-bulk``.
+
+    Files are named by their key, the posix path relative to ``root`` (as in the journal);
+    paths are plain strings on the per-item path, where ``pathlib`` would cost more than the
+    file system calls it prepares.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._root = os.fspath(root)
         self.state = root / STATE_DIR
         self.errors = self.state / "errors"
         self.history = self.state / "history"
-        self._made: set[Path] = set()
+        self._made: set[str] = set()
 
     def prepare(self) -> None:
         """Create the output and state folders (0700) if they are missing."""
         self.make_dirs(self.state)
 
-    def make_dirs(self, folder: Path) -> None:
-        if folder in self._made:
+    def make_dirs(self, folder: Path | str) -> None:
+        """Create ``folder`` and its missing parents, each 0700 whatever the umask."""
+        name = os.fspath(folder)
+        if name in self._made:
             return
         missing = []
-        probe = folder
-        while not probe.exists():
+        probe = name
+        while probe and not os.path.isdir(probe):
             missing.append(probe)
-            probe = probe.parent
+            parent = os.path.dirname(probe)
+            if parent == probe:
+                break
+            probe = parent
         try:
             for path in reversed(missing):
                 try:
-                    path.mkdir(mode=0o700)
+                    os.mkdir(path, 0o700)
                 except FileExistsError:
                     continue
-                path.chmod(0o700)  # mkdir's mode is filtered by the umask
+                os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
         except OSError as exc:
-            raise translate_os_error(exc, folder) from exc
-        self._made.add(folder)
+            raise translate_os_error(exc, name) from exc
+        self._made.add(name)
 
-    def final(self, rel: PurePosixPath) -> Path:
-        return self.root.joinpath(*rel.parts)
+    def path_of(self, key: str) -> str:
+        return f"{self._root}/{key}"
 
-    def part(self, rel: PurePosixPath) -> Path:
-        final = self.final(rel)
-        return final.with_name(final.name + PART_SUFFIX)
+    def final(self, key: str) -> Path:
+        return Path(self.path_of(key))
 
-    def write_whole(self, rel: PurePosixPath, data: bytes, archive: Path | None = None) -> int:
-        """Write a small body in one go (one thread hop when called via ``to_thread``).
+    def part(self, key: str) -> Path:
+        return Path(self.path_of(key) + PART_SUFFIX)
+
+    def write_whole(self, key: str, data: bytes, archive: Path | None = None) -> int:
+        """Write a small body in one go: ``.part``, then rename over the final name.
 
         With ``archive``, the file it replaces is kept there first. Returns the new file's
-        ``st_mtime_ns`` for the journal.
+        ``st_mtime_ns`` for the journal (a rename leaves it unchanged).
         """
-        final = self.final(rel)
-        part = self.part(rel)
-        self.make_dirs(final.parent)
+        final = self.path_of(key)
+        part = final + PART_SUFFIX
+        self.make_dirs(os.path.dirname(final))
         try:
-            with open(part, "wb", opener=_opener) as handle:
-                handle.write(data)
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                mtime = os.fstat(fd).st_mtime_ns
+            finally:
+                os.close(fd)
             if archive is not None:
                 self.keep(final, archive)
             os.replace(part, final)
-            return os.stat(final).st_mtime_ns
+            return mtime
         except OSError as exc:
-            self.discard(rel)
+            self.discard(key)
             raise translate_os_error(exc, part) from exc
 
-    async def open_part(self, rel: PurePosixPath) -> Any:
-        """Open ``rel``'s ``.part`` file for streaming through aiofiles."""
-        part = self.part(rel)
-        self.make_dirs(part.parent)
+    async def open_part(self, key: str) -> Any:
+        """Open ``key``'s ``.part`` file for streaming through aiofiles."""
+        import aiofiles  # only large bodies need it
+
+        part = self.path_of(key) + PART_SUFFIX
+        self.make_dirs(os.path.dirname(part))
         try:
             return await aiofiles.open(part, "wb", opener=_opener)
         except OSError as exc:
             raise translate_os_error(exc, part) from exc
 
-    def commit(self, rel: PurePosixPath, archive: Path | None = None) -> int:
+    def commit(self, key: str, archive: Path | None = None) -> int:
         """Move a complete ``.part`` into place (keeping the file it replaces in ``archive``);
         return the file's ``st_mtime_ns``."""
-        final = self.final(rel)
+        final = self.path_of(key)
         try:
             if archive is not None:
                 self.keep(final, archive)
-            os.replace(self.part(rel), final)
+            os.replace(final + PART_SUFFIX, final)
             return os.stat(final).st_mtime_ns
         except OSError as exc:
             raise translate_os_error(exc, final) from exc
 
-    def history_path(self, rel: PurePosixPath, fetched_at: float) -> Path:
-        """Where the version of ``rel`` fetched at ``fetched_at`` is kept once replaced."""
+    def history_path(self, key: str, fetched_at: float) -> Path:
+        """Where the version of ``key`` fetched at ``fetched_at`` is kept once replaced."""
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(fetched_at))
-        target = self.history.joinpath(*rel.parts)
-        return target.with_name(f"{target.name}.{stamp}")
+        return self.history / f"{key}.{stamp}"
 
-    def keep(self, final: Path, archive: Path) -> None:
+    def keep(self, final: Path | str, archive: Path) -> None:
         """Put the current ``final`` in ``archive``: a hard link, so ``final`` stays in place
         until the new version replaces it (a copy where links are not possible)."""
         self.make_dirs(archive.parent)
@@ -152,37 +170,37 @@ class Storage:
             shutil.copy2(final, target)
         os.chmod(target, 0o600)
 
-    def retire(self, rel: PurePosixPath, archive: Path) -> None:
-        """Move ``rel`` out of the data folders into ``archive`` (its new version is empty)."""
-        final = self.final(rel)
+    def retire(self, key: str, archive: Path) -> None:
+        """Move ``key`` out of the data folders into ``archive`` (its new version is empty)."""
+        final = self.path_of(key)
         try:
             self.keep(final, archive)
-            final.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(final)
         except OSError as exc:
             raise translate_os_error(exc, archive) from exc
 
-    def discard(self, rel: PurePosixPath | str) -> None:
-        """Remove ``rel``'s ``.part`` file if there is one. Never raises."""
-        rel = PurePosixPath(rel)
+    def discard(self, key: str) -> None:
+        """Remove ``key``'s ``.part`` file if there is one. Never raises."""
         with contextlib.suppress(OSError):
-            os.unlink(self.part(rel))
+            os.unlink(self.path_of(key) + PART_SUFFIX)
 
     def sweep_parts(self, folder: str) -> None:
         """Remove every ``.part`` file in ``folder`` (relative to the root). Never raises."""
+        where = self.path_of(folder)
         try:
-            with os.scandir(self.root.joinpath(*PurePosixPath(folder).parts)) as entries:
+            with os.scandir(where) as entries:
                 names = [e.name for e in entries if e.name.endswith(PART_SUFFIX)]
         except OSError:
             return
         for name in names:
             with contextlib.suppress(OSError):
-                os.unlink(self.root.joinpath(*PurePosixPath(folder).parts, name))
+                os.unlink(f"{where}/{name}")
 
-    def save_error_page(self, rel: PurePosixPath, body: bytes) -> Path:
+    def save_error_page(self, key: str, body: bytes) -> Path:
         """Keep an HTML answer for diagnosis; return where it went."""
         stamp = time.strftime("%Y%m%dT%H%M%S")
-        target = self.errors.joinpath(*rel.parts)
-        target = target.with_name(f"{target.name}.{stamp}.html")
+        target = self.errors / f"{key}.{stamp}.html"
         self.make_dirs(target.parent)
         try:
             with open(target, "wb", opener=_opener) as handle:

@@ -58,3 +58,26 @@ def test_output_layout() -> None:
     assert str(relative_path(item)) == "meter/M1/M1_20200201_20200229_DST.csv"
     item = Item("group", "G", date(2020, 1, 1), date(2020, 1, 31), "mdef", "PST")
     assert str(relative_path(item)) == "group/G/G_20200101_20200131_PST.mdef"
+
+
+@given(
+    st.text(max_size=30),
+    st.text(max_size=30),
+    st.sampled_from(["downloaded", "failed", "empty", "skipped", "revised", "unchanged"]),
+    st.integers(0, 10**12),
+    st.one_of(st.none(), st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)),
+    st.integers(0, 100),
+    st.one_of(st.none(), st.text(max_size=60)),
+)
+def test_report_lines_are_the_json_of_the_report_entry(
+    url: str, path: str, status: str, size: int, sha: str | None, attempts: int, error: str | None
+) -> None:
+    """The hand-written per-item JSON (it runs once per file) equals the generic encoding."""
+    import json
+    from pathlib import Path
+
+    from omar_bulk.results import ItemResult
+
+    item = Item("meter", "M1", date(2024, 1, 1), date(2024, 1, 2), "mdef", "PST")
+    result = ItemResult(item, url, Path(path or "."), status, size, sha, attempts, error)
+    assert json.loads(result.as_json()) == result.as_report()

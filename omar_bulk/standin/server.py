@@ -87,6 +87,9 @@ class Faults:
     trickle: float = 0.0
     #: The next this-many download requests, whatever they are, get a 503 (a push-back storm).
     storm: int = 0
+    #: Also accept dates with plain ``/`` (off: the specification says ``%2F``). Only for
+    #: benchmarking tools that cannot send ``%2F``, such as parfive.
+    accept_slashes: bool = False
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,8 @@ class StandIn:
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         raw_query = request.raw_path.partition("?")[2]
+        if self.faults.accept_slashes:
+            raw_query = re.sub(r"(startDate|endDate)=(\d\d)/(\d\d)/", r"\1=\2%2F\3%2F", raw_query)
         params, problem = _validate(request.path, raw_query)
         if problem:
             self._record(request, 400, None)
