@@ -69,6 +69,7 @@ WHOLE_BODY_LIMIT = 1 << 20
 #: Larger bodies stream through aiofiles in writes of at least this size (a hop per call).
 WRITE_SIZE = 1 << 20
 READ_SIZE = 256 << 10
+READ_BUFFER = 1 << 20
 #: Never wait longer than this for one Retry-After, whatever the server asks.
 RETRY_AFTER_CAP = 600.0
 _LOGIN_MARKERS = re.compile(
@@ -251,6 +252,9 @@ class Engine:
                 timeout=timeout,
                 cookie_jar=aiohttp.CookieJar(unsafe=True),  # keep cookies for IP-address hosts
                 auto_decompress=False,
+                # aiohttp's 64 KiB default pauses and resumes the socket constantly on a
+                # large body; the buffer only fills that far when the disk falls behind.
+                read_bufsize=READ_BUFFER,
                 headers={"Accept-Encoding": "identity", "User-Agent": _user_agent()},
             ) as session:
                 self._session = session
@@ -528,37 +532,49 @@ class Engine:
         self, response: aiohttp.ClientResponse, work: Work, expected: int | None
     ) -> tuple[str, int, str | None, int | None]:
         hasher = hashlib.sha256()
-        pending = bytearray()
+        # Chunks are kept as aiohttp hands them over and passed on as a list: joining them
+        # would copy every byte once more on the event loop, which a large body cannot afford.
+        pending: list[bytes] = []
+        pending_size = 0
         received = 0
-        handle: Any = None
+        sink: _BlockSink | None = None
         marked = False
         try:
             async for chunk in response.content.iter_chunked(READ_SIZE):
                 received += len(chunk)
-                hasher.update(chunk)
-                pending += chunk
+                pending.append(chunk)
+                pending_size += len(chunk)
                 self.observer.received(work.item, len(chunk), expected)
-                if handle is None and len(pending) > WHOLE_BODY_LIMIT:
-                    if looks_like_html(bytes(pending[:64]), None):
-                        await self._html_answer(bytes(pending), work)
+                if sink is None and pending_size > WHOLE_BODY_LIMIT:
+                    head = b"".join(pending)[:64]
+                    if looks_like_html(head, None):
+                        await self._html_answer(b"".join(pending), work)
                     self._use_folder(work.key)
                     marked = True
-                    handle = await self.storage.open_part(work.key)
-                if handle is not None and len(pending) >= WRITE_SIZE:
-                    await self._write(handle, pending, work)
-                    pending = bytearray()
+                    part = self.storage.part(work.key)
+                    sink = _BlockSink(await self.storage.open_part(work.key), hasher, part)
+                if sink is not None and pending_size >= WRITE_SIZE:
+                    await sink.put(pending)
+                    pending, pending_size = [], 0
             if expected is not None and received != expected:
                 raise RetryableError(
                     f"body cut short: {received} of {expected} bytes (Content-Length)"
                 )
-            if handle is None and received and looks_like_html(bytes(pending[:64]), None):
-                await self._html_answer(bytes(pending), work)
+            body = b""
+            if sink is None:
+                body = b"".join(pending)
+                if received and looks_like_html(body[:64], None):
+                    await self._html_answer(body, work)
+                hasher.update(body)
+            else:
+                if pending:
+                    await sink.put(pending)
+                await sink.close()
+                sink = None
             digest = hasher.hexdigest() if received else None
             status, archive = self._compare(work, digest)
             if status == UNCHANGED:
-                if handle is not None:
-                    await handle.close()
-                    handle = None
+                if marked:
                     self.storage.discard(work.key)
                 previous = work.previous
                 assert previous is not None
@@ -567,22 +583,17 @@ class Engine:
                 if archive is not None:
                     self.storage.retire(work.key, archive)
                 return status, 0, None, None
-            if handle is None:
+            if not marked:
                 self._use_folder(work.key)
                 marked = True
                 # Written right here: on two cores, handing a small file to a thread costs
                 # more (GIL hand-offs) than the open, write and rename themselves.
-                mtime = self.storage.write_whole(work.key, bytes(pending), archive)
+                mtime = self.storage.write_whole(work.key, body, archive)
                 return status, received, digest, mtime
-            if pending:
-                await self._write(handle, pending, work)
-            await handle.close()
-            handle = None
             return status, received, digest, self.storage.commit(work.key, archive)
         except BaseException:
-            if handle is not None:
-                with contextlib.suppress(OSError, asyncio.CancelledError):
-                    await asyncio.shield(handle.close())
+            if sink is not None:
+                await sink.abort()
             if marked:
                 self.storage.discard(work.key)
             raise
@@ -608,11 +619,54 @@ class Engine:
             self.journal.use_folder(folder)
             self._folders.add(folder)
 
-    async def _write(self, handle: Any, data: bytearray, work: Work) -> None:
+
+class _BlockSink:
+    """A large body's way to disk: each block is written through aiofiles while a thread
+    hashes it (hashlib lets go of the GIL), so the event loop goes on decrypting the next
+    block meanwhile. One block in flight at a time keeps the hash in order and memory flat."""
+
+    def __init__(self, handle: Any, hasher: Any, part: Path) -> None:
+        self._handle = handle
+        self._hasher = hasher
+        self._part = part
+        self._inflight: asyncio.Future[Any] | None = None
+
+    async def put(self, chunks: list[bytes]) -> None:
+        await self._drain()
+        self._inflight = asyncio.ensure_future(self._store(chunks))
+
+    async def close(self) -> None:
+        await self._drain()
         try:
-            await handle.write(data)
+            await self._handle.close()
         except OSError as exc:
-            raise translate_os_error(exc, self.storage.part(work.key)) from exc
+            raise translate_os_error(exc, self._part) from exc
+
+    async def abort(self) -> None:
+        """Let the block in flight finish (it is short), then close; never raises."""
+        if self._inflight is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(self._inflight)
+        with contextlib.suppress(OSError, asyncio.CancelledError):
+            await asyncio.shield(self._handle.close())
+
+    async def _drain(self) -> None:
+        if self._inflight is not None:
+            inflight, self._inflight = self._inflight, None
+            await inflight
+
+    async def _store(self, chunks: list[bytes]) -> None:
+        try:
+            await asyncio.gather(
+                self._handle.writelines(chunks), asyncio.to_thread(_hash_all, self._hasher, chunks)
+            )
+        except OSError as exc:
+            raise translate_os_error(exc, self._part) from exc
+
+
+def _hash_all(hasher: Any, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        hasher.update(chunk)
 
 
 async def _read_upto(response: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import stat
 from datetime import date
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from omar_bulk.dates import california_today, parse_date
+from omar_bulk.journal import Journal
 from omar_bulk.manifest import Defaults, load_manifest
 from omar_bulk.standin.server import Faults
 
@@ -117,6 +119,17 @@ def test_changed_bytes_are_kept_in_history_and_reported_revised(
     history = cli.out / ".omar-bulk" / "history"
     kept = sorted(history.rglob("*.mdef.*"))
     assert len(kept) == 4
+    journal = Journal.open(cli.out / ".omar-bulk")
+    try:
+        key = "meter/M1/M1_20240601_20240630_PST.mdef"
+        (version,) = journal.versions(key)  # the replaced version's hash, size and time
+        old = next(v for p, v in originals.items() if p.name == key.rsplit("/", 1)[1])
+        assert version[1] == hashlib.sha256(old).hexdigest() and version[2] == len(old)
+        assert version[3] and (cli.out / version[3]).read_bytes() == old
+        current = journal.get(key)
+        assert current is not None and current.sha256 != version[1]
+    finally:
+        journal.close()
     for path, old in originals.items():
         revisited = path.name.split("_")[1] in ("20240501", "20240601")
         if revisited:
