@@ -62,6 +62,9 @@ class Run:
     note: str = ""
 
 
+GNU_TIME = "/usr/bin/time"
+
+
 def measure(
     command: list[str],
     *,
@@ -69,19 +72,24 @@ def measure(
     env: dict[str, str] | None = None,
     check: Callable[[], str] | None = None,
 ) -> Run:
-    """Run one command; wall time, its CPU time and peak RSS (from wait4), and a check."""
-    with tempfile.TemporaryFile() as errors:
+    """Run one command: wall time, the tool's CPU time and peak RSS, and a check of its output.
+
+    CPU and RSS come from GNU time, which starts the tool from a small process: measured from
+    this Python process, a forked child's peak RSS would begin at this process's own size.
+    """
+    with tempfile.NamedTemporaryFile() as figures, tempfile.TemporaryFile() as errors:
+        wrapped = [GNU_TIME, "-q", "-f", "%U %S %M", "-o", figures.name, *command]
         start = time.monotonic()
-        process = subprocess.Popen(command, stdout=stdout, stderr=errors, env=env or CHILD_ENV)
-        _, status, usage = os.wait4(process.pid, 0)
+        process = subprocess.Popen(wrapped, stdout=stdout, stderr=errors, env=env or CHILD_ENV)
+        code = process.wait()
         wall = time.monotonic() - start
-        code = os.waitstatus_to_exitcode(status)
         errors.seek(0)
         tail = errors.read()[-400:].decode(errors="replace").strip()
+        user, system, rss_kb = Path(figures.name).read_text().split()[-3:]
     note = "" if code == 0 else f"exit {code}: {tail}"
     if code == 0 and check is not None:
         note = check()
-    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, not note, note)
+    return Run(wall, float(user) + float(system), int(rss_kb) / 1024, not note, note)
 
 
 def free_port() -> int:
