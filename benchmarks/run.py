@@ -428,7 +428,7 @@ def run_workload(load: Workload, endpoints: dict[str, Endpoint], expected: int |
             want = None if tool == "curl loop" else expected
             command = command_for(tool, endpoints[tool], load.items, out, job, load.sample)
             run = measure(command, check=checker(out, items, want))
-            if tool == "curl loop":
+            if tool == "curl loop" and load.sample < len(load.items):
                 scale = len(load.items) / load.sample
                 run = Run(
                     run.wall * scale,
@@ -476,10 +476,10 @@ def versions() -> dict[str, str]:
         "Python": platform.python_version(),
         "aiohttp": aiohttp.__version__,
         "uvloop": _version_of("uvloop"),
-        "curl": first_line(["curl", "--version"]).split(" (")[0],
-        "aria2c": first_line(["aria2c", "--version"]),
+        "curl": first_line(["curl", "--version"]).split(" (")[0].removeprefix("curl "),
+        "aria2c": first_line(["aria2c", "--version"]).removeprefix("aria2 version "),
         "parfive": parfive.__version__,
-        "nginx": first_line(["nginx", "-v"]),
+        "nginx": first_line(["nginx", "-v"]).removeprefix("nginx version: nginx/"),
     }
 
 
@@ -542,9 +542,83 @@ def write_results(loads: list[Workload], extra: dict[str, str]) -> None:
                 f"{share} | {note.replace('|', '/')} |"
             )
         lines.append("")
-    lines += ["## Start-up", "", *[f"- {k}: {v}" for k, v in extra.items()], ""]
+    shown = [v for k, v in extra.items() if k in ("startup", "dry run")]
+    lines += ["## Start-up and plan scale", "", *[f"- {v}" for v in shown], ""]
+    lines += targets(loads, extra)
     (HERE / "RESULTS.md").write_text("\n".join(lines))
+    raw = {
+        load.name: {tool: [vars(r) for r in runs] for tool, runs in load.runs.items()}
+        for load in loads
+    }
+    (WORK / "results.json").write_text(json.dumps({"runs": raw, "extra": extra}, indent=1))
     chart(loads)
+
+
+def targets(loads: list[Workload], extra: dict[str, str]) -> list[str]:
+    """The targets set for omar-bulk, each with the figure measured above and a verdict."""
+    by = {load.name: load for load in loads}
+
+    def wall(name: str, tool: str) -> float:
+        return median([r.wall for r in by[name].runs.get(tool, [])]) if name in by else nan
+
+    def rss(name: str, tool: str = "omar-bulk") -> float:
+        return median([r.rss_mb for r in by[name].runs.get(tool, [])]) if name in by else nan
+
+    def rat(name: str, tool: str) -> float:
+        return ratio(by[name], tool) if name in by else nan
+
+    nan = float("nan")
+    rows: list[tuple[str, str, bool]] = []
+    rows.append(
+        (
+            "1: no slower than aria2c",
+            f"{rat('w1', 'aria2c'):.2f}x aria2c's time",
+            rat("w1", "aria2c") <= 1,
+        )
+    )
+    rows.append(
+        (
+            "1: within 3x of curl --parallel",
+            f"{rat('w1', 'curl --parallel'):.2f}x",
+            rat("w1", "curl --parallel") <= 3,
+        )
+    )
+    rows.append(
+        (
+            "1: at least 3x faster than parfive",
+            f"{1 / rat('w1', 'parfive'):.2f}x faster",
+            1 / rat("w1", "parfive") >= 3,
+        )
+    )
+    rows.append(("1: peak RSS <= 100 MB", f"{rss('w1'):.0f} MB", rss("w1") <= 100))
+    start = extra.get("startup_seconds", "0")
+    rows.append(
+        (
+            "2: within 10% of the ideal 5 s, plus interpreter start-up",
+            f"{wall('w2', 'omar-bulk'):.2f} s (limit {5.5 + float(start):.2f} s; curl"
+            f" {wall('w2', 'curl --parallel'):.2f} s)",
+            wall("w2", "omar-bulk") <= 5.5 + float(start),
+        )
+    )
+    share = wall("w3", "curl loop") / wall("w3", "omar-bulk")
+    rows.append(("3: at least 80% of curl's speed", f"{100 * share:.0f}%", share >= 0.8))
+    rows.append(("3: peak RSS <= 80 MB", f"{rss('w3'):.0f} MB", rss("w3") <= 80))
+    dry_wall = float(extra.get("dry_seconds", "nan"))
+    dry_rss = float(extra.get("dry_rss", "nan"))
+    rows.append(
+        (
+            "4: 252,000-URL dry run in <= 5 s and <= 150 MB",
+            f"{dry_wall:.2f} s, {dry_rss:.0f} MB",
+            dry_wall <= 5 and dry_rss <= 150,
+        )
+    )
+    rows.append(
+        ("4: 20,000-request run peak RSS <= 120 MB", f"{rss('w4'):.0f} MB", rss("w4") <= 120)
+    )
+    rows.append(("`omar-bulk --help` in <= 0.3 s", f"{float(start):.3f} s", float(start) <= 0.3))
+    out = ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    out += [f"| {what} | {figure} | {'yes' if ok else 'no'} |" for what, figure, ok in rows]
+    return [*out, ""]
 
 
 def chart(loads: list[Workload]) -> None:
@@ -572,12 +646,12 @@ def chart(loads: list[Workload]) -> None:
 # --- main -----------------------------------------------------------------------------------
 
 
-def startup_time() -> str:
+def startup_time() -> float:
     script = shutil.which("omar-bulk") or str(Path(PY).parent / "omar-bulk")
     walls = []
     for _ in range(10):
         walls.append(measure([script, "--help"]).wall)
-    return f"`omar-bulk --help`: {median(walls):.3f} s (median of 10)"
+    return median(walls)
 
 
 def main() -> int:
@@ -602,7 +676,11 @@ def main() -> int:
             file=sys.stderr,
         )
     loads: list[Workload] = []
-    extra = {"startup": startup_time()}
+    help_time = startup_time()
+    extra = {
+        "startup": f"`omar-bulk --help`: {help_time:.3f} s (median of 10)",
+        "startup_seconds": f"{help_time:.3f}",
+    }
     print(extra["startup"], flush=True)
 
     meters = [f"M{n:03d}" for n in range(100)]
@@ -711,6 +789,8 @@ def main() -> int:
                 run.ok = run.ok and not run.note
             dry.append(run)
             print(f"  dry run 252,000 URLs {run.wall:7.2f} s  rss {run.rss_mb:6.1f} MB", flush=True)
+        extra["dry_seconds"] = f"{median([r.wall for r in dry]):.3f}"
+        extra["dry_rss"] = f"{median([r.rss_mb for r in dry]):.1f}"
         extra["dry run"] = (
             f"`omar-bulk fetch` of 1,000 meters x 21 years monthly (252,000 requests) with"
             f" `--dry-run`: {median([r.wall for r in dry]):.2f} s, peak RSS "

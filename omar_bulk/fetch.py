@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import errno
 import hashlib
 import math
 import random
@@ -105,6 +106,9 @@ def classify_client_error(exc: BaseException, timeout: float) -> OmarBulkError:
         return AuthError(_verify_message(tls))
     if tls is not None:
         reason = str(getattr(tls, "reason", None) or tls)
+        if isinstance(tls, ssl.SSLEOFError) or "EOF" in reason.upper():
+            # "EOF occurred in violation of protocol": the peer hung up mid-TLS, not a refusal
+            return ConnectionDropped(f"the server closed the connection during TLS ({reason})")
         if "ALERT" in reason.upper() or "CERTIFICATE" in reason.upper():
             return AuthError(
                 f"the server refused our client certificate (TLS alert: {reason}); check that"
@@ -119,10 +123,8 @@ def classify_client_error(exc: BaseException, timeout: float) -> OmarBulkError:
         return RetryableError("body cut short: the connection broke during the transfer")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return ConnectionDropped("the server closed the connection without an answer")
-    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(
-        exc.os_error, ConnectionResetError
-    ):
-        return ConnectionDropped(f"the server reset the connection to {exc.host}:{exc.port}")
+    if _was_reset(exc):
+        return ConnectionDropped(f"the server reset the connection ({exc or type(exc).__name__})")
     if isinstance(exc, aiohttp.ClientConnectorError):
         return RetryableError(f"cannot connect to {exc.host}:{exc.port}: {exc.strerror or exc}")
     if isinstance(exc, aiohttp.ClientError | OSError):
@@ -142,6 +144,23 @@ def _find_ssl_error(exc: BaseException) -> ssl.SSLError | None:
         current = current.__cause__ or current.__context__
         seen += 1
     return None
+
+
+def _was_reset(exc: BaseException) -> bool:
+    """A reset or broken pipe anywhere in the chain (aiohttp wraps them several ways)."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        if isinstance(current, ConnectionResetError | BrokenPipeError):
+            return True
+        inner = getattr(current, "os_error", None)
+        if isinstance(inner, ConnectionResetError | BrokenPipeError):
+            return True
+        if getattr(current, "errno", None) in (errno.ECONNRESET, errno.EPIPE):
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
 
 
 def _verify_message(error: BaseException) -> str:

@@ -261,3 +261,25 @@ def test_an_unverifiable_server_aborts_with_exit_3_and_a_hint(cli: Cli, tmp_path
     outcome = cli("fetch", *ONE, "--ca-bundle", str(other_ca))
     assert outcome.exit_code == 3
     assert "does not verify" in outcome.stderr and "--ca-bundle" in outcome.stderr
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionResetError(104, "Connection reset by peer"),
+        BrokenPipeError(32, "Broken pipe"),
+        ssl.SSLEOFError(8, "EOF occurred in violation of protocol (_ssl.c:2427)"),
+    ],
+    ids=["reset", "broken pipe", "tls eof"],
+)
+def test_every_form_of_a_dropped_connection_is_classified_as_dropped(error: OSError) -> None:
+    """The silent-refusal diagnosis counts on it, however aiohttp wraps the error."""
+    import aiohttp
+
+    from omar_bulk.errors import ConnectionDropped
+    from omar_bulk.fetch import classify_client_error
+
+    wrapped = aiohttp.ClientOSError(*error.args)
+    wrapped.__cause__ = error
+    for exc in (error, wrapped):
+        assert isinstance(classify_client_error(exc, 5), ConnectionDropped), exc
