@@ -542,16 +542,34 @@ def write_results(loads: list[Workload], extra: dict[str, str]) -> None:
                 f"{share} | {note.replace('|', '/')} |"
             )
         lines.append("")
-    shown = [v for k, v in extra.items() if k in ("startup", "dry run")]
+    shown = [v for k, v in extra.items() if k in ("startup", "one file", "dry run")]
     lines += ["## Start-up and plan scale", "", *[f"- {v}" for v in shown], ""]
     lines += targets(loads, extra)
     (HERE / "RESULTS.md").write_text("\n".join(lines))
-    raw = {
-        load.name: {tool: [vars(r) for r in runs] for tool, runs in load.runs.items()}
+    saved = [
+        {
+            "name": load.name,
+            "title": load.title,
+            "tools": list(load.tools),
+            "notes": load.notes,
+            "runs": {tool: [vars(r) for r in runs] for tool, runs in load.runs.items()},
+        }
         for load in loads
-    }
-    (WORK / "results.json").write_text(json.dumps({"runs": raw, "extra": extra}, indent=1))
+    ]
+    (WORK / "results.json").write_text(json.dumps({"loads": saved, "extra": extra}, indent=1))
     chart(loads)
+
+
+def report_only() -> None:
+    """Rewrite RESULTS.md and the chart from the last run's saved figures."""
+    data = json.loads((WORK / "results.json").read_text())
+    loads = []
+    for entry in data["loads"]:
+        load = Workload(entry["name"], entry["title"], [], tuple(entry["tools"]), 0)
+        load.notes = entry["notes"]
+        load.runs = {tool: [Run(**r) for r in runs] for tool, runs in entry["runs"].items()}
+        loads.append(load)
+    write_results(loads, data["extra"])
 
 
 def targets(loads: list[Workload], extra: dict[str, str]) -> list[str]:
@@ -592,12 +610,13 @@ def targets(loads: list[Workload], extra: dict[str, str]) -> list[str]:
     )
     rows.append(("1: peak RSS <= 100 MB", f"{rss('w1'):.0f} MB", rss("w1") <= 100))
     start = extra.get("startup_seconds", "0")
+    begin = float(extra.get("one_file_seconds", "0"))
     rows.append(
         (
-            "2: within 10% of the ideal 5 s, plus interpreter start-up",
-            f"{wall('w2', 'omar-bulk'):.2f} s (limit {5.5 + float(start):.2f} s; curl"
+            "2: within 10% of the ideal 5 s, plus start-up (a one-file run)",
+            f"{wall('w2', 'omar-bulk'):.2f} s (limit {5.5 + begin:.2f} s; curl"
             f" {wall('w2', 'curl --parallel'):.2f} s)",
-            wall("w2", "omar-bulk") <= 5.5 + float(start),
+            wall("w2", "omar-bulk") <= 5.5 + begin,
         )
     )
     share = wall("w3", "curl loop") / wall("w3", "omar-bulk")
@@ -635,7 +654,7 @@ def chart(loads: list[Workload]) -> None:
         colours = ["#2a7ab9" if t == "omar-bulk" else "#9a9a9a" for t in tools]
         axis.bar(range(len(tools)), walls, color=colours)
         axis.set_xticks(range(len(tools)), tools, rotation=35, ha="right", fontsize=8)
-        axis.set_title(load.title.split(":")[0], fontsize=9)
+        axis.set_title(load.title.split(" (")[0], fontsize=9)
         axis.set_ylabel("wall time, s (median)")
         for x, wall in enumerate(walls):
             axis.text(x, wall, f"{wall:.1f}", ha="center", va="bottom", fontsize=7)
@@ -659,7 +678,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workloads", default="1,2,3,4")
     parser.add_argument("--big-mib", type=int, default=1024, help="size of workload 3's body")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite RESULTS.md from the last run"
+    )
     args = parser.parse_args()
+    if args.report_only:
+        report_only()
+        return 0
     chosen = {int(x) for x in args.workloads.split(",")}
     WORK.mkdir(exist_ok=True)
     subprocess.run(
@@ -723,6 +748,19 @@ def main() -> int:
             make_big_body(args.big_mib << 20)
         with nginx(pki) as (strict, lenient):
             ends = {t: (lenient if t == "parfive" else strict) for t in TOOLS}
+            one = items_for(meters[:1], MONTHS[:1])
+            walls = []
+            for _ in range(5):
+                out = OUTPUT / "one"
+                shutil.rmtree(out, ignore_errors=True)
+                job = WORK / "jobs" / "one"
+                walls.append(measure(command_for("omar-bulk", strict, one, out, job, 0)).wall)
+            extra["one_file_seconds"] = f"{median(walls):.3f}"
+            extra["one file"] = (
+                "a one-file `omar-bulk fetch` (start-up, certificate, journal, login, one"
+                f" request, report): {median(walls):.3f} s (median of 5)"
+            )
+            print(extra["one file"], flush=True)
             if 1 in chosen:
                 w1.notes.append(
                     f"Bodies: {size1 / 2000 / 1000:.1f} kB on average. The curl loop"
