@@ -438,3 +438,44 @@ def test_rate_spaces_request_starts(cli: Cli) -> None:
     assert len(starts) == 8
     # 8 starts at most 20 per second: the first and the last are at least 7/20 s apart
     assert starts[-1] - starts[0] >= 7 / 20 - 0.01
+
+
+def test_the_stand_in_refuses_plain_slashes_unless_told_otherwise(cli: Cli, faults: Faults) -> None:
+    """The stand-in is strict like the specification; --accept-slashes is only for benchmarks
+    of tools that cannot send %2F."""
+    import subprocess
+
+    assert cli.server is not None
+    base, pki = cli.server.base_url, cli.pki
+    query = (
+        "getMDEF.jsp?requestedFormat=download&datasourceType=SQMD&groupOrMeter=meter"
+        "&selectedMeters=M1&startDate=01/01/2024&endDate=01/02/2024&timeType=PST"
+        "&fileFormat=MDEF&group="
+    )
+
+    jar = cli.out.parent / "cookies.txt"
+    auth = ["--cert", str(pki.client_pem), "--cacert", str(pki.ca)]
+    subprocess.run(["curl", "-s", "-o", "/dev/null", "-c", str(jar), *auth, base], check=True)
+
+    def status() -> str:
+        return subprocess.run(
+            [
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-b",
+                str(jar),
+                *auth,
+                base + query,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    assert status() == "400"
+    faults.accept_slashes = True
+    assert status() == "200"
