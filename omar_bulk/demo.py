@@ -96,7 +96,13 @@ def run_demo(*, out: Path | None, progress: bool | None) -> int:
         again = run_with_display(settings, progress)
         asked = len(server.state.downloads()) - before
         console.print(f"the rerun sent {asked} download request(s)\n")
-    console.print(f"files are in {out}")
+    from .coverage import read_coverage
+    from .progress import render_coverage, stderr_console
+
+    console.print(f"[bold]what is on disk now[/] (omar-bulk status {out}):")
+    wide = console if console.is_terminal else stderr_console(width=200)
+    render_coverage(read_coverage(out), wide)
+    console.print(f"\nfiles are in {out}")
     # The retired meter answers 404 on purpose, so each run ends with exit 1 (some items
     # failed). That is the demo going as planned; any other outcome is reported as it is.
     if first == again == 1 and asked == 1:

@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from .coverage import Cell, Coverage
 
 
-def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+def stderr_console(width: int | None = None) -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True, width=width)
 
 
 class _Amount(ProgressColumn):
@@ -172,9 +172,11 @@ def render_coverage(view: Coverage, console: Console, *, by: str = "month") -> N
     from rich.table import Table
 
     legend = "  ".join(f"[{style}]{mark}[/] {name}" for name, (mark, style) in MARKS.items())
-    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-    table.add_column("kind")
-    table.add_column("id")
+    table = Table(
+        box=None, pad_edge=False, show_edge=False, header_style="bold", collapse_padding=True
+    )
+    table.add_column("kind", no_wrap=True)
+    table.add_column("id", no_wrap=True)
     if by == "year":
         years = sorted({m[:4] for s in view.series for m in s.months})
         for year in years:
