@@ -180,10 +180,9 @@ class Journal:
                 entry = Entry(key, DOWNLOADED, size, sha, None)
                 good, _ = vouches(entry, final)
                 if good is not False and hash_matches(entry, final)[0]:
+                    now = time.time()
                     self._db.execute(
-                        "INSERT OR REPLACE INTO items (path, kind, id, start, end, format,"
-                        " time_type, url, status, bytes, sha256, attempts, error, mtime_ns,"
-                        " fetched_at, run_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        _UPSERT,
                         (
                             key,
                             item.kind,
@@ -199,8 +198,10 @@ class Journal:
                             0,
                             None,
                             final.stat().st_mtime_ns,
-                            time.time(),
+                            now,
                             0,
+                            0,
+                            now,
                         ),
                     )
                     kept += 1

@@ -8,11 +8,9 @@ does not pay for importing a terminal library it does not use.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import TextIO
 
-from .plan import Item
-from .results import EMPTY, FAILED, ItemResult, RunResult
+from .results import EMPTY, FAILED, ItemResult, NullObserver, RunResult
 
 MAX_LISTED_FAILURES = 20
 
@@ -92,7 +90,7 @@ def duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
 
 
-class PlainObserver:
+class PlainObserver(NullObserver):
     """For logs and cron: failures and warnings as lines on stderr, no progress noise."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
@@ -104,24 +102,9 @@ class PlainObserver:
     def __exit__(self, *exc: object) -> None:
         pass
 
-    def planned(self, total: int) -> None:
-        pass
-
-    def started(self, item: Item, path: Path, attempt: int) -> None:
-        pass
-
-    def received(self, item: Item, nbytes: int, expected: int | None) -> None:
-        pass
-
-    def retrying(self, item: Item, attempt: int, reason: str, delay: float) -> None:
-        pass
-
     def finished(self, result: ItemResult) -> None:
         if result.status == FAILED:
             print(f"failed: {result.path}: {result.error}", file=self.stream, flush=True)
 
     def notice(self, message: str) -> None:
         print(f"warning: {message}", file=self.stream, flush=True)
-
-    def pool(self, level: int, maximum: int) -> None:
-        pass

@@ -14,6 +14,8 @@ from omar_bulk.standin.server import Faults, ServerThread
 
 from .conftest import Cli, data_files, expected_body, journal_rows
 
+M1_FEB = ["--meter", "M1", "--start", "2024-02-01", "--end", "2024-02-02"]
+M1_FEB_ALL = ["--meter", "M1", "--start", "2024-02-01", "--end", "2024-02-29"]
 ADHOC = ["--meter", "M1", "--meter", "M2", "--start", "2024-01-15", "--end", "2024-03-02"]
 MONTHS = [
     (date(2024, 1, 15), date(2024, 1, 31)),
@@ -188,12 +190,7 @@ def test_transient_faults_are_retried_and_the_file_is_whole(
     report = tmp_path / "r.json"
     outcome = cli(
         "fetch",
-        "--meter",
-        "M1",
-        "--start",
-        "2024-02-01",
-        "--end",
-        "2024-02-29",
+        *M1_FEB_ALL,
         "--report",
         str(report),
     )
@@ -211,12 +208,7 @@ def test_retry_after_is_honoured(cli: Cli, faults: Faults, tmp_path: Path) -> No
     assert (
         cli(
             "fetch",
-            "--meter",
-            "M1",
-            "--start",
-            "2024-02-01",
-            "--end",
-            "2024-02-02",
+            *M1_FEB,
             "--retry-wait",
             "0",
         ).exit_code
@@ -234,12 +226,7 @@ def test_retries_give_up_after_the_limit_with_the_reason(
     report = tmp_path / "r.json"
     outcome = cli(
         "fetch",
-        "--meter",
-        "M1",
-        "--start",
-        "2024-02-01",
-        "--end",
-        "2024-02-02",
+        *M1_FEB,
         "--retries",
         "2",
         "--report",
@@ -269,12 +256,7 @@ def test_an_html_page_with_status_200_is_kept_aside_not_saved_as_data(
     report = tmp_path / "r.json"
     outcome = cli(
         "fetch",
-        "--meter",
-        "M1",
-        "--start",
-        "2024-02-01",
-        "--end",
-        "2024-02-02",
+        *M1_FEB,
         "--report",
         str(report),
     )
@@ -293,12 +275,7 @@ def test_an_empty_body_is_recorded_as_empty_not_failed(
     report = tmp_path / "r.json"
     outcome = cli(
         "fetch",
-        "--meter",
-        "M1",
-        "--start",
-        "2024-02-01",
-        "--end",
-        "2024-02-02",
+        *M1_FEB,
         "--report",
         str(report),
     )
@@ -316,9 +293,7 @@ def test_an_empty_body_is_recorded_as_empty_not_failed(
 def test_a_stalled_body_times_out_and_is_retried(cli: Cli, faults: Faults) -> None:
     faults.stall_seconds = 5
     faults.script = {"M1": ["stall"]}
-    outcome = cli(
-        "fetch", "--meter", "M1", "--start", "2024-02-01", "--end", "2024-02-29", "--timeout", "0.5"
-    )
+    outcome = cli("fetch", *M1_FEB_ALL, "--timeout", "0.5")
     assert outcome.exit_code == 0, outcome.stderr
     assert data_files(cli.out)[0].read_bytes() == expected_body(
         "meter", "M1", date(2024, 2, 1), date(2024, 2, 29)
@@ -330,12 +305,7 @@ def test_a_body_shorter_than_its_content_length_is_retried(cli: Cli, faults: Fau
     assert (
         cli(
             "fetch",
-            "--meter",
-            "M1",
-            "--start",
-            "2024-02-01",
-            "--end",
-            "2024-02-29",
+            *M1_FEB_ALL,
             "--timeout",
             "2",
         ).exit_code
