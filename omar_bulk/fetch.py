@@ -79,6 +79,18 @@ _LOGIN_MARKERS = re.compile(
 
 
 @dataclass(frozen=True, slots=True)
+class Saved:
+    """What one successful attempt left: its status, the body's size and hash, the file's
+    time stamp for the journal, and where the version it replaced was kept, if anywhere."""
+
+    status: str
+    size: int
+    sha256: str | None
+    mtime_ns: int | None
+    archived: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Work:
     """An item on its way to a worker, with what the producer already worked out.
 
@@ -399,22 +411,19 @@ class Engine:
             work = await queue.get()
             if work is None:
                 return
-            result, mtime = await self._fetch(work)
-            self._finish(result, mtime, work)
+            result, saved = await self._fetch(work)
+            self._finish(result, saved, work)
 
     def _finish(
-        self, result: ItemResult, mtime_ns: int | None = None, work: Work | None = None
+        self, result: ItemResult, saved: Saved | None = None, work: Work | None = None
     ) -> None:
         if result.status != SKIPPED and work is not None:
-            previous = work.previous
-            archived = None
-            if result.status == REVISED and previous is not None and previous.sha256:
-                archived = self.storage.history_path(work.key, previous.fetched_at)
+            archived = saved.archived if saved else None
             self.journal.record(
                 work.key,
                 result,
-                mtime_ns,
-                previous=previous,
+                saved.mtime_ns if saved else None,
+                previous=work.previous,
                 archived_as=str(archived.relative_to(self.storage.root)) if archived else None,
             )
         self.report.add(result)
@@ -423,7 +432,7 @@ class Engine:
             self.failures.append(result)
         self.observer.finished(result)
 
-    async def _fetch(self, work: Work) -> tuple[ItemResult, int | None]:
+    async def _fetch(self, work: Work) -> tuple[ItemResult, Saved | None]:
         """Every attempt for one item, until it is settled."""
         final = self.storage.final(work.key)
         attempts = 0
@@ -431,8 +440,11 @@ class Engine:
             attempts += 1
             generation = self._generation
             try:
-                status, size, digest, mtime = await self._gated_attempt(work, final, attempts)
-                return ItemResult(work.item, work.url, final, status, size, digest, attempts), mtime
+                saved = await self._gated_attempt(work, final, attempts)
+                result = ItemResult(
+                    work.item, work.url, final, saved.status, saved.size, saved.sha256, attempts
+                )
+                return result, saved
             except PermanentError as exc:
                 return ItemResult(
                     work.item, work.url, final, FAILED, attempts=attempts, error=str(exc)
@@ -459,9 +471,7 @@ class Engine:
                 if delay:
                     await asyncio.sleep(delay)  # outside the gate: waiting holds no slot
 
-    async def _gated_attempt(
-        self, work: Work, final: Path, attempts: int
-    ) -> tuple[str, int, str | None, int | None]:
+    async def _gated_attempt(self, work: Work, final: Path, attempts: int) -> Saved:
         """One attempt inside the adaptive limit, telling it how the server answered."""
         epoch = await self.gate.acquire()
         clean = pushback = False
@@ -492,7 +502,7 @@ class Engine:
             delay = max(delay, retry_after)
         return delay
 
-    async def _attempt(self, work: Work) -> tuple[str, int, str | None, int | None]:
+    async def _attempt(self, work: Work) -> Saved:
         """One request for one item: (status, bytes, sha256, mtime_ns) or an ItemError."""
         assert self._session is not None
         try:
@@ -505,9 +515,7 @@ class Engine:
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise classify_client_error(exc, self.settings.timeout) from exc
 
-    async def _receive(
-        self, response: aiohttp.ClientResponse, work: Work
-    ) -> tuple[str, int, str | None, int | None]:
+    async def _receive(self, response: aiohttp.ClientResponse, work: Work) -> Saved:
         status = response.status
         reason = response.reason or ""
         if status in (401, 403):
@@ -549,7 +557,7 @@ class Engine:
 
     async def _save_body(
         self, response: aiohttp.ClientResponse, work: Work, expected: int | None
-    ) -> tuple[str, int, str | None, int | None]:
+    ) -> Saved:
         hasher = hashlib.sha256()
         # Chunks are kept as aiohttp hands them over and passed on as a list: joining them
         # would copy every byte once more on the event loop, which a large body cannot afford.
@@ -597,19 +605,20 @@ class Engine:
                     self.storage.discard(work.key)
                 previous = work.previous
                 assert previous is not None
-                return UNCHANGED, received, digest, previous.mtime_ns
+                return Saved(UNCHANGED, received, digest, previous.mtime_ns)
             if not received:
                 if archive is not None:
                     self.storage.retire(work.key, archive)
-                return status, 0, None, None
+                return Saved(status, 0, None, None, archive)
             if not marked:
                 self._use_folder(work.key)
                 marked = True
                 # Written right here: on two cores, handing a small file to a thread costs
                 # more (GIL hand-offs) than the open, write and rename themselves.
                 mtime = self.storage.write_whole(work.key, body, archive)
-                return status, received, digest, mtime
-            return status, received, digest, self.storage.commit(work.key, archive)
+                return Saved(status, received, digest, mtime, archive)
+            mtime = self.storage.commit(work.key, archive)
+            return Saved(status, received, digest, mtime, archive)
         except BaseException:
             if sink is not None:
                 await sink.abort()

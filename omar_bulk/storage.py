@@ -149,26 +149,26 @@ class Storage:
             raise translate_os_error(exc, final) from exc
 
     def history_path(self, key: str, fetched_at: float) -> Path:
-        """Where the version of ``key`` fetched at ``fetched_at`` is kept once replaced."""
+        """A free name for the version of ``key`` fetched at ``fetched_at``, once replaced."""
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(fetched_at))
-        return self.history / f"{key}.{stamp}"
+        archive = self.history / f"{key}.{stamp}"
+        target, counter = archive, 1
+        while target.exists():
+            target = archive.with_name(f"{archive.name}-{counter}")
+            counter += 1
+        return target
 
     def keep(self, final: Path | str, archive: Path) -> None:
         """Put the current ``final`` in ``archive``: a hard link, so ``final`` stays in place
         until the new version replaces it (a copy where links are not possible)."""
         self.make_dirs(archive.parent)
-        target = archive
-        counter = 1
-        while target.exists():
-            target = archive.with_name(f"{archive.name}-{counter}")
-            counter += 1
         try:
-            os.link(final, target)
+            os.link(final, archive)
         except FileNotFoundError:
             return  # nothing to keep
         except OSError:
-            shutil.copy2(final, target)
-        os.chmod(target, 0o600)
+            shutil.copy2(final, archive)
+        os.chmod(archive, 0o600)
 
     def retire(self, key: str, archive: Path) -> None:
         """Move ``key`` out of the data folders into ``archive`` (its new version is empty)."""

@@ -332,3 +332,36 @@ def test_the_pool_shrinks_under_a_503_storm_and_recovers(
     assert served[0].active <= 2
     assert max(s.active for s in served) >= 6
     assert "the server pushed back" in outcome.stderr
+
+
+def test_every_recorded_version_points_at_its_own_kept_file(cli: Cli, faults: Faults) -> None:
+    """Revisions within one second share a time stamp; each still gets its own history file,
+    and the journal names the file that holds that version's bytes."""
+    args = [
+        "--meter",
+        "M1",
+        "--start",
+        "2024-06-01",
+        "--end",
+        "2024-06-30",
+        "--today",
+        TODAY,
+        "--revisit-days",
+        "10",
+    ]
+    key = "meter/M1/M1_20240601_20240630_PST.mdef"
+    bodies = []
+    for revision in range(3):
+        faults.revision = revision
+        assert cli("fetch", *args).exit_code == 0
+        bodies.append((cli.out / key).read_bytes())
+    journal = Journal.open(cli.out / ".omar-bulk")
+    try:
+        versions = journal.versions(key)
+    finally:
+        journal.close()
+    assert len(versions) == 2 and len({v[3] for v in versions}) == 2
+    for (_, sha, size, archived), body in zip(versions, bodies[:2], strict=True):
+        kept = (cli.out / archived).read_bytes()
+        assert kept == body and len(body) == size
+        assert hashlib.sha256(kept).hexdigest() == sha
