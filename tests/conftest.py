@@ -111,6 +111,18 @@ def expected_body(
     return body_for(fmt, kind, ident, start, end, time_type, faults)
 
 
+def standin_args(server: ServerThread, pki: TestPKI) -> list[str]:
+    """The options that point a ``fetch`` at this stand-in with its client certificate."""
+    return [
+        "--base-url",
+        server.base_url,
+        "--cert",
+        str(pki.client_p12),
+        "--ca-bundle",
+        str(pki.ca),
+    ]
+
+
 def journal_rows(out: Path) -> dict[str, tuple[str, int, str | None]]:
     db = sqlite3.connect(out / ".omar-bulk" / "journal.sqlite3")
     try:

@@ -252,3 +252,18 @@ def test_serve_runs_a_stand_in_that_fetch_can_use(tmp_path: Path) -> None:
         server.send_signal(2)
         server.wait(timeout=10)
     assert server.returncode == 0
+
+
+def test_the_standard_event_loop_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvloop measured slower on large TLS bodies: it is used only when asked for."""
+    from omar_bulk.run import _loop_factory
+
+    monkeypatch.delenv("OMAR_UVLOOP", raising=False)
+    assert _loop_factory() is None
+    monkeypatch.setenv("OMAR_UVLOOP", "1")
+    try:
+        import uvloop
+    except ImportError:
+        assert _loop_factory() is None
+    else:
+        assert _loop_factory() is uvloop.new_event_loop

@@ -17,7 +17,7 @@ import pytest
 from omar_bulk.standin.certs import DEMO_PASSWORD, TestPKI
 from omar_bulk.standin.server import Faults, ServerThread, serve_in_thread
 
-from .conftest import Cli, data_files, expected_body, journal_rows
+from .conftest import Cli, data_files, expected_body, journal_rows, standin_args
 
 METERS = ["A", "B", "C"]
 ARGS = ["--start", "2024-01-01", "--end", "2024-06-30"]  # 3 meters x 6 months = 18 items
@@ -37,12 +37,7 @@ def start_run(pki: TestPKI, server: ServerThread, out: Path, *extra: str) -> sub
         "-m",
         "omar_bulk",
         "fetch",
-        "--base-url",
-        server.base_url,
-        "--cert",
-        str(pki.client_p12),
-        "--ca-bundle",
-        str(pki.ca),
+        *standin_args(server, pki),
         "--out",
         str(out),
         "--concurrency",

@@ -24,7 +24,7 @@ import pytest
 from omar_bulk.standin.certs import DEMO_PASSWORD, TestPKI
 from omar_bulk.standin.server import Faults, ServerThread, body_for, serve_in_thread
 
-from .conftest import Cli, data_files, expected_body
+from .conftest import Cli, data_files, expected_body, standin_args
 
 HERE = Path(__file__).parent
 
@@ -83,12 +83,7 @@ def test_kill_9_at_random_moments_loses_nothing(pki: TestPKI, tmp_path: Path) ->
             "2021-01-01",
             "--end",
             "2023-12-31",
-            "--base-url",
-            server.base_url,
-            "--cert",
-            str(pki.client_p12),
-            "--ca-bundle",
-            str(pki.ca),
+            *standin_args(server, pki),
             "--out",
             str(out),
             "--concurrency",
@@ -143,12 +138,7 @@ def test_a_full_disk_stops_cleanly_and_the_rerun_completes(
             "2023-01-01",
             "--end",
             "2023-12-31",
-            "--base-url",
-            server.base_url,
-            "--cert",
-            str(pki.client_p12),
-            "--ca-bundle",
-            str(pki.ca),
+            *standin_args(server, pki),
             "--no-progress",
             "--concurrency",
             "2",
