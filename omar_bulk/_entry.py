@@ -1,22 +1,24 @@
-"""The console entry point: take over Ctrl-C and SIGTERM before the heavy imports begin."""
+"""The console entry point: route Ctrl-C and SIGTERM before the heavy imports begin."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
+from typing import TYPE_CHECKING
 
-
-def _early(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+if TYPE_CHECKING:
+    from .run import SignalRouter
 
 
 def main() -> None:
-    signal.signal(signal.SIGINT, _early)
-    signal.signal(signal.SIGTERM, _early)
     code: int
+    router: SignalRouter | None = None
     try:
+        from .run import ROUTER
+
+        router = ROUTER
+        router.install()
         from .cli import main as cli_main
 
         cli_main()
@@ -34,8 +36,8 @@ def main() -> None:
         # Everything is written by now. Ignore late signals, and leave without the
         # interpreter's shutdown, which restores default handlers and can turn a Ctrl-C that
         # lands in its last milliseconds into a different exit status than ours.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if router is not None:
+            router.silence()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()

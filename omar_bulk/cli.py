@@ -11,15 +11,17 @@ configuration; 3 aborted by an authentication or TLS failure; 4 aborted by a loc
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from . import __version__
 from .errors import OmarBulkError
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 app = typer.Typer(
     add_completion=False,
@@ -180,13 +182,14 @@ def fetch(
             overwrite=overwrite,
             revisit_days=revisit_days,
             today=anchor,
-            dry_run=dry_run,
             report=report,
         )
         if dry_run:
             _dry_run(settings)
             return
-        code = run_with_display(settings, progress)
+        from .console import run_with_display
+
+        code = run_with_display(settings, progress).exit_code
     except OmarBulkError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -209,41 +212,9 @@ def _today(value: str | None) -> Any:
         raise UsageError(f"--today {value!r}: use YYYY-MM-DD") from None
 
 
-def run_with_display(settings: object, progress: bool | None) -> int:
-    """Run with the right display for where we are; print the summary; return the exit code.
-
-    The rich display is imported only for a terminal: a cron run prints plain lines.
-    """
-    from .run import StopSignal
-    from .run import fetch as run_fetch
-    from .settings import Settings
-
-    global _CURRENT_STOP
-    assert isinstance(settings, Settings)
-    show = sys.stderr.isatty() if progress is None else progress
-    stop = StopSignal()
-    _CURRENT_STOP = stop
-    if not show:
-        from .plain import PlainObserver, print_summary
-
-        with PlainObserver() as plain:
-            result = run_fetch(settings, observer=plain, stop=stop)
-        print_summary(result)
-        return result.exit_code
-    from .progress import RichObserver, render_summary, stderr_console
-
-    console = stderr_console()
-    with RichObserver(console) as observer:
-        result = run_fetch(settings, observer=observer, stop=stop)
-    render_summary(result, console)
-    return result.exit_code
-
-
-def _dry_run(settings: object) -> None:
+def _dry_run(settings: Settings) -> None:
     from .run import planned_urls
-    from .settings import Settings
 
-    assert isinstance(settings, Settings)
     out = sys.stdout
     try:
         for url in planned_urls(settings, notice=lambda m: typer.echo(f"warning: {m}", err=True)):
@@ -367,19 +338,6 @@ def demo(
     raise typer.Exit(code)
 
 
-_CURRENT_STOP: Any = None
-
-
-def on_signal(signum: int, frame: object) -> None:
-    """SIGINT/SIGTERM for the whole command: unwind while starting, stop a run gracefully."""
-    stop = _CURRENT_STOP
-    if stop is not None and stop.armed:
-        stop.request()
-        return
-    raise KeyboardInterrupt
-
-
 def main() -> None:
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    """Run the command line (the console entry point routes signals first: ``_entry``)."""
     app(prog_name="omar-bulk")

@@ -18,7 +18,7 @@ DEMO_GROUP = "GRP_NORTH"
 
 def run_demo(*, out: Path | None, progress: bool | None) -> int:
     """Backfill three meters and a group over two years from a faulty stand-in, then rerun."""
-    from .cli import run_with_display
+    from .console import run_with_display
     from .progress import stderr_console
     from .settings import Settings
 
@@ -90,10 +90,10 @@ def run_demo(*, out: Path | None, progress: bool | None) -> int:
             retry_wait=0.3,
             retries=5,
         )
-        first = run_with_display(settings, progress)
+        first = run_with_display(settings, progress).exit_code
         console.print("\n[bold]the same command again[/]: only what is missing is requested")
         before = len(server.state.downloads())
-        again = run_with_display(settings, progress)
+        again = run_with_display(settings, progress).exit_code
         asked = len(server.state.downloads()) - before
         console.print(f"the rerun sent {asked} download request(s)\n")
     from .coverage import read_coverage

@@ -14,7 +14,8 @@
         └── PermanentError         another attempt would get the same answer (404, HTML page)
 
 aiohttp and OS errors are translated into this tree in exactly one place each:
-``fetch.classify_client_error`` and ``storage.translate_os_error``.
+``session.classify_client_error`` and ``storage.translate_os_error``; what an HTTP
+answer amounts to is decided in ``answers``.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .errors import LocalWriteError
-from .results import DOWNLOADED, EMPTY, FAILED, REVISED, UNCHANGED, ItemResult
+from .results import ItemResult, Status
 
 JOURNAL_NAME = "journal.sqlite3"
 
@@ -164,7 +164,7 @@ class Journal:
         by_path: dict[str, tuple[int, str]] = {}
         for row in candidates:
             key, status, size, sha = row[0], row[8], row[9], row[10]
-            if status == DOWNLOADED and isinstance(key, str) and isinstance(sha, str):
+            if status == Status.DOWNLOADED and isinstance(key, str) and isinstance(sha, str):
                 by_path[key] = (int(size), sha)  # type: ignore[call-overload]
         by_path.update(_report_entries(folder / "last-run.json", data_root))
         if data_root is None:
@@ -177,7 +177,7 @@ class Journal:
                 if item is None or relative_path(item).as_posix() != key:
                     continue
                 final = data_root.joinpath(*PurePosixPath(key).parts)
-                entry = Entry(key, DOWNLOADED, size, sha, None)
+                entry = Entry(key, Status.DOWNLOADED, size, sha, None)
                 good, _ = vouches(entry, final)
                 if good is not False and hash_matches(entry, final)[0]:
                     now = time.time()
@@ -192,7 +192,7 @@ class Journal:
                             item.format,
                             item.time_type,
                             "",
-                            DOWNLOADED,
+                            Status.DOWNLOADED,
                             size,
                             sha,
                             0,
@@ -326,7 +326,7 @@ class Journal:
         now = time.time()
         status = result.status
         try:
-            if previous is not None and status in (FAILED, UNCHANGED):
+            if previous is not None and status in (Status.FAILED, Status.UNCHANGED):
                 self._db.execute(
                     "UPDATE items SET attempts=?, error=?, checked_at=?, run_id=? WHERE path=?",
                     (result.attempts, result.error, now, self.run_id, key),
@@ -341,7 +341,9 @@ class Journal:
                 item.format,
                 item.time_type,
                 result.url,
-                (DOWNLOADED if result.sha256 else EMPTY) if status == REVISED else status,
+                (Status.DOWNLOADED if result.sha256 else Status.EMPTY)
+                if status == Status.REVISED
+                else status,
                 result.bytes,
                 result.sha256,
                 result.attempts,
@@ -349,10 +351,10 @@ class Journal:
                 mtime_ns,
                 now,
                 self.run_id,
-                1 if status == REVISED else 0,
+                1 if status == Status.REVISED else 0,
                 now,
             )
-            if status != REVISED:
+            if status != Status.REVISED:
                 self._db.execute(_UPSERT, values)
                 return
             with self._db:
@@ -390,9 +392,9 @@ def vouches(entry: Entry, final: Path) -> tuple[bool | None, str | None]:
     The verdict is None when the size matches but the time stamp moved: only a hash can tell
     (``hash_matches``; slow for big files, so the caller decides where to run it).
     """
-    if entry.status == EMPTY:
+    if entry.status == Status.EMPTY:
         return True, None
-    if entry.status != DOWNLOADED:
+    if entry.status != Status.DOWNLOADED:
         return False, None
     try:
         stat = final.stat()

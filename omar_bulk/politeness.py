@@ -1,6 +1,12 @@
-"""How hard to press the server right now: a worker pool that yields when it is pushed back.
+"""How hard to press the server: how long to wait before trying again, how many requests may
+be in flight, and how often a request may start. Every politeness rule of a run lives here.
 
-Additive increase, multiplicative decrease, as TCP does: when the server pushes back (429, 503,
+Backoff is exponential with full jitter (a uniform draw up to ``base * 2**(attempt-1)``,
+capped), never shorter than the server's Retry-After: jitter spreads the retries of many
+workers that failed together, so they do not come back as one burst.
+
+The pool size follows the server's answers, additive increase and multiplicative decrease as
+TCP does: when the server pushes back (429, 503,
 connections dropped), the number of requests allowed in flight halves; after as many clean
 answers as the current level it grows by one, never above ``--concurrency``. Answers to requests
 sent before the last decrease cannot decrease it again, so one burst costs one halving.
@@ -9,12 +15,66 @@ sent before the last decrease cannot decrease it again, so one burst costs one h
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """The waits between attempts: ``base`` doubles per attempt up to ``cap`` seconds."""
+
+    base: float = 1.0
+    cap: float = 120.0
+
+    def delay(
+        self, attempt: int, retry_after: float | None = None, *, draw: float | None = None
+    ) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1 for the first).
+
+        ``draw`` is the jitter in [0, 1), random unless given (tests pin it).
+        """
+        ceiling = min(self.cap, self.base * 2.0 ** min(attempt - 1, 64))
+        fraction: float = random.random() if draw is None else draw
+        wait = fraction * ceiling
+        if retry_after is not None:
+            wait = max(wait, retry_after)
+        return wait
+
+    def after_expiry(
+        self, attempt: int, retry_after: float | None, *, session_worked: bool
+    ) -> float:
+        """The wait after a download found the session expired.
+
+        A session that served downloads and then expired is ordinary: log in again and retry
+        at once. One that expires before serving anything, right after a fresh login, is a
+        server in trouble (a maintenance page that says "log in", a redirect on every
+        request): back off exactly as for a 503.
+        """
+        return 0.0 if session_worked else self.delay(attempt, retry_after)
+
+
+class RateLimiter:
+    """Spaces request starts at least ``1/rate`` seconds apart, across all workers."""
+
+    def __init__(self, rate: float | None) -> None:
+        self._interval = 1.0 / rate if rate else 0.0
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        if not self._interval:
+            return
+        now = asyncio.get_running_loop().time()
+        slot = max(now, self._next)
+        self._next = slot + self._interval  # reserved before awaiting: no lock needed
+        if slot > now:
+            await asyncio.sleep(slot - now)
 
 
 class AdaptiveLimit:
-    """A semaphore whose size follows the server's answers."""
+    """A semaphore whose size follows the server's answers (additive increase,
+    multiplicative decrease)."""
 
     def __init__(self, maximum: int, on_change: Callable[[int, int], None]) -> None:
         self.maximum = maximum

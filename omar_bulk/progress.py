@@ -23,9 +23,9 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from .plain import MAX_LISTED_FAILURES, summary_lines
 from .plan import Item
-from .results import FAILED, ItemResult, RunResult
+from .results import ItemResult, RunResult, Status
+from .summary import MAX_LISTED_FAILURES, summary_lines
 
 if TYPE_CHECKING:
     from .coverage import Cell, Coverage
@@ -128,7 +128,7 @@ class RichObserver:
             self.progress.remove_task(task)
         if self._overall is not None:
             self.progress.advance(self._overall)
-        if result.status == FAILED:
+        if result.status == Status.FAILED:
             self.progress.console.print(
                 f"[red]failed[/] {escape(str(result.path))}: {escape(result.error or '')}"
             )

@@ -8,20 +8,40 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
 from .plan import Item
 
-DOWNLOADED = "downloaded"
-SKIPPED = "skipped"
-EMPTY = "empty"
-FAILED = "failed"
-#: A file fetched again (``--revisit-days``, ``--overwrite``) whose bytes changed ...
-REVISED = "revised"
-#: ... or did not.
-UNCHANGED = "unchanged"
-STATUSES = (DOWNLOADED, SKIPPED, EMPTY, FAILED, REVISED, UNCHANGED)
+
+class Status(StrEnum):
+    """Every state a planned file can be in: an item's outcome, the journal's record of it,
+    and a cell of ``omar-bulk status``. The values are what the report and journal store."""
+
+    DOWNLOADED = "downloaded"
+    #: The journal vouched for the file on disk; nothing was requested.
+    SKIPPED = "skipped"
+    #: The server answered 200 with no body: recorded, no file written.
+    EMPTY = "empty"
+    FAILED = "failed"
+    #: A file fetched again (``--revisit-days``, ``--overwrite``) whose bytes changed ...
+    REVISED = "revised"
+    #: ... or did not.
+    UNCHANGED = "unchanged"
+    #: Only in ``status --manifest``: planned, never fetched.
+    MISSING = "missing"
+
+
+#: The outcomes one run can give an item, in the order reports list them.
+OUTCOMES = (
+    Status.DOWNLOADED,
+    Status.SKIPPED,
+    Status.EMPTY,
+    Status.FAILED,
+    Status.REVISED,
+    Status.UNCHANGED,
+)
 
 
 _json_text = json.JSONEncoder(ensure_ascii=False).encode
@@ -34,7 +54,7 @@ class ItemResult:
     item: Item
     url: str
     path: Path
-    status: str
+    status: Status
     bytes: int = 0
     sha256: str | None = None
     attempts: int = 0
@@ -68,29 +88,24 @@ class Tally:
     """Counts kept while a run goes; frozen into a ``Summary`` at the end."""
 
     planned: int = 0
-    downloaded: int = 0
-    skipped: int = 0
-    empty: int = 0
-    failed: int = 0
-    revised: int = 0
-    unchanged: int = 0
+    counts: dict[Status, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     bytes: int = 0
 
     def add(self, result: ItemResult) -> None:
-        setattr(self, result.status, getattr(self, result.status) + 1)
-        if result.status in (DOWNLOADED, REVISED):
+        self.counts[result.status] += 1
+        if result.status in (Status.DOWNLOADED, Status.REVISED):
             self.bytes += result.bytes
+
+    def __getitem__(self, status: Status) -> int:
+        return self.counts[status]
+
+    @property
+    def failed(self) -> int:
+        return self.counts[Status.FAILED]
 
     @property
     def done(self) -> int:
-        return (
-            self.downloaded
-            + self.skipped
-            + self.empty
-            + self.failed
-            + self.revised
-            + self.unchanged
-        )
+        return sum(self.counts.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,16 +134,16 @@ class Summary:
     ) -> Summary:
         return cls(
             planned=tally.planned,
-            downloaded=tally.downloaded,
-            skipped=tally.skipped,
-            empty=tally.empty,
-            failed=tally.failed,
+            downloaded=tally[Status.DOWNLOADED],
+            skipped=tally[Status.SKIPPED],
+            empty=tally[Status.EMPTY],
+            failed=tally[Status.FAILED],
             bytes=tally.bytes,
             seconds=round(seconds, 3),
             interrupted=interrupted,
             not_attempted=max(0, tally.planned - tally.done),
-            revised=tally.revised,
-            unchanged=tally.unchanged,
+            revised=tally[Status.REVISED],
+            unchanged=tally[Status.UNCHANGED],
             concurrency=dict(concurrency or {}),
         )
 
@@ -163,19 +178,33 @@ class RunResult:
 
 
 class Observer(Protocol):
-    """Live events of a run. Calls come from the event loop thread and must return quickly."""
+    """Live events of a run, for displays and logs; the run's outcome never depends on them.
 
-    def planned(self, total: int) -> None: ...
+    Every method is called on the event loop's thread, from inside the run, and must return
+    quickly without blocking or awaiting: a slow observer slows every download. An observer
+    may keep state and render it on its own schedule (``progress.RichObserver`` redraws at a
+    fixed rate); it must not raise, and must not call back into the run.
+    """
 
-    def started(self, item: Item, path: Path, attempt: int) -> None: ...
+    def planned(self, total: int) -> None:
+        """Once, before anything is sent: how many items the plan holds."""
 
-    def received(self, item: Item, nbytes: int, expected: int | None) -> None: ...
+    def started(self, item: Item, path: Path, attempt: int) -> None:
+        """An attempt at ``item`` is about to send its request (``attempt`` counts from 1)."""
 
-    def retrying(self, item: Item, attempt: int, reason: str, delay: float) -> None: ...
+    def received(self, item: Item, nbytes: int, expected: int | None) -> None:
+        """A block of ``item``'s body arrived (``expected``: Content-Length, if sent).
+        Called per block of a large body: keep it to a counter update."""
 
-    def finished(self, result: ItemResult) -> None: ...
+    def retrying(self, item: Item, attempt: int, reason: str, delay: float) -> None:
+        """Attempt ``attempt`` failed for a ``reason`` worth retrying; the next starts after
+        ``delay`` seconds. ``reason`` may quote server text: it is escaped already."""
 
-    def notice(self, message: str) -> None: ...
+    def finished(self, result: ItemResult) -> None:
+        """An item is settled, skipped included; ``result`` is final and recorded."""
+
+    def notice(self, message: str) -> None:
+        """A warning for the person running it (certificate expiry, a file changed on disk)."""
 
     def pool(self, level: int, maximum: int) -> None:
         """The number of downloads allowed at once changed (the server pushed back)."""

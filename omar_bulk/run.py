@@ -4,6 +4,7 @@
 
 ``fetch`` blocks and returns a ``RunResult``; ``fetch_async`` is the same for callers that
 already run an event loop. ``planned_urls`` is the dry run: what a real run would request.
+Signals are routed here too, by one ``SignalRouter`` for the whole process.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import IO
 
 from .errors import LocalWriteError, OmarBulkError, UsageError
 from .journal import Journal, hash_matches, vouches
+from .policy import decide, needs_disk_check
 from .protocol import relative_key, request_url
 from .report import ReportWriter
 from .results import NullObserver, Observer, RunResult, Summary, Tally
@@ -32,12 +34,12 @@ INTERRUPTED = 130
 
 
 class StopSignal:
-    """Ctrl-C and SIGTERM, carried from a signal handler into a run.
+    """A request to stop one run, carried from a signal handler into it.
 
-    Before it is ``armed`` a signal should unwind the stack as usual (KeyboardInterrupt: the
-    run has not started, nothing needs cleaning up). Once armed, ``request`` asks the run to stop
-    gracefully: stop starting work, cancel transfers, remove ``.part`` files, write the journal
-    and report. It is safe to call from a signal handler at any moment, even after the run.
+    Before it is ``armed`` nothing needs cleaning up, so a signal unwinds the stack as usual
+    (KeyboardInterrupt). Once armed, ``request`` asks the run to stop gracefully: stop
+    starting work, cancel transfers, remove ``.part`` files, write the journal and report. It
+    is safe to call from a signal handler at any moment, even after the run.
     """
 
     def __init__(self) -> None:
@@ -59,26 +61,90 @@ class StopSignal:
         self._loop = self._target = None
 
 
+class SignalRouter:
+    """The process's one handler for Ctrl-C and SIGTERM.
+
+    The console entry point installs it before anything else is imported; ``fetch`` installs
+    it for the duration of a run when a library caller has not. A signal goes to the run in
+    progress once that run is armed, and otherwise raises KeyboardInterrupt where the program
+    is, which is how a start-up (password prompt, certificate loading) is abandoned.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.installed = False
+        self._current: StopSignal | None = None
+
+    def install(self) -> None:
+        """Take over SIGINT and SIGTERM for the rest of the process (main thread only)."""
+        for number in self.SIGNALS:
+            signal.signal(number, self._handle)
+        self.installed = True
+
+    def silence(self) -> None:
+        """Ignore both signals from now on: everything is written, the process is leaving."""
+        for number in self.SIGNALS:
+            signal.signal(number, signal.SIG_IGN)
+
+    @contextlib.contextmanager
+    def routing(self, stop: StopSignal) -> Iterator[StopSignal]:
+        """Send signals to ``stop`` while the block runs; restore what was there after."""
+        if threading.current_thread() is not threading.main_thread():
+            yield stop  # signals reach only the main thread; the caller handles them
+            return
+        previous = None if self.installed else {n: signal.getsignal(n) for n in self.SIGNALS}
+        if previous is not None:
+            for number in self.SIGNALS:
+                signal.signal(number, self._handle)
+        outer, self._current = self._current, stop
+        try:
+            yield stop
+        finally:
+            self._current = outer
+            if previous is not None:
+                for number, handler in previous.items():
+                    signal.signal(number, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        stop = self._current
+        if stop is not None and stop.armed:
+            stop.request()
+            return
+        raise KeyboardInterrupt
+
+
+#: The router of this process.
+ROUTER = SignalRouter()
+
+
 def fetch(
     settings: Settings, *, observer: Observer | None = None, stop: StopSignal | None = None
 ) -> RunResult:
     """Run ``settings`` to the end and return its result. Blocking.
 
     The certificate is loaded (and its password asked for) first, while Ctrl-C still simply
-    raises KeyboardInterrupt. Without ``stop``, Ctrl-C and SIGTERM are routed to the run for its
-    duration when called from the main thread, and the previous handlers restored after.
+    raises KeyboardInterrupt. Called from the main thread, Ctrl-C and SIGTERM then stop the
+    run gracefully (``stop``, if given, can also be requested from elsewhere); the previous
+    handlers are back when it returns.
     """
     context, warnings = open_tls(settings)
-    own = stop is None
     stop = stop or StopSignal()
-    with _route_signals(stop) if own else contextlib.nullcontext():
+    with ROUTER.routing(stop):
         stop.armed = True
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            return runner.run(
-                fetch_async(
-                    settings, observer=observer, stop=stop, ssl_context=context, warnings=warnings
+        try:
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                return runner.run(
+                    fetch_async(
+                        settings,
+                        observer=observer,
+                        stop=stop,
+                        ssl_context=context,
+                        warnings=warnings,
+                    )
                 )
-            )
+        finally:
+            stop.armed = False
 
 
 def open_tls(settings: Settings) -> tuple[ssl.SSLContext, list[str]]:
@@ -100,8 +166,9 @@ async def fetch_async(
     ssl_context: ssl.SSLContext | None = None,
     warnings: list[str] | None = None,
 ) -> RunResult:
-    """``fetch`` for callers inside an event loop (they handle signals themselves)."""
-    from .fetch import Engine
+    """``fetch`` for callers inside an event loop (they handle signals themselves, and may
+    stop the run with ``stop.request()``)."""
+    from .engine import Engine
 
     observer = observer or NullObserver()
     stop = stop or StopSignal()
@@ -130,8 +197,8 @@ async def fetch_async(
                 report=report,
                 observer=observer,
                 tally=tally,
+                revisit_from=settings.revisit_from(),
             )
-            engine.revisit_from = settings.revisit_from()
             stop.bind(asyncio.get_running_loop(), engine.interrupt)
             aborted: OmarBulkError | None = None
             if not stop.requested:
@@ -187,26 +254,28 @@ def planned_urls(
 ) -> Iterator[str]:
     """Every URL a real run with ``settings`` would request now, sending nothing.
 
-    Reads the journal, if there is one, exactly as a real run would, and creates nothing.
+    Reads the journal, if there is one, and decides with the run's own skip rule
+    (``policy.decide``); creates nothing and needs no certificate.
     """
-    journal = None if settings.overwrite else Journal.open_readonly(settings.out_dir / STATE_DIR)
+    journal = Journal.open_readonly(settings.out_dir / STATE_DIR)
     storage = Storage(settings.out_dir)
     cutoff = settings.revisit_from()
     try:
         for item in settings.plan:
-            key = relative_key(item)
-            if journal is not None and (cutoff is None or item.end < cutoff):
-                entry = journal.get(key)
-                if entry is not None:
-                    final = storage.final(key)
-                    good, reason = vouches(entry, final)
-                    if good is None:
-                        good, reason = hash_matches(entry, final)
-                    if good:
-                        continue
-                    if notice and reason:
-                        notice(reason)
-            yield request_url(settings.base_url, item)
+            entry = journal.get(relative_key(item)) if journal is not None else None
+            on_disk = False
+            if needs_disk_check(entry):
+                assert entry is not None
+                final = storage.final(entry.path)
+                good, reason = vouches(entry, final)
+                if good is None:
+                    good, reason = hash_matches(entry, final)
+                on_disk = bool(good)
+                if notice and reason:
+                    notice(reason)
+            due = decide(item, entry, on_disk, overwrite=settings.overwrite, revisit_from=cutoff)
+            if due.fetch:
+                yield request_url(settings.base_url, item)
     finally:
         if journal is not None:
             journal.close()
@@ -224,23 +293,6 @@ def _attempt(problems: list[OmarBulkError], step: Callable[[], object]) -> None:
         step()
     except OmarBulkError as exc:
         problems.append(exc)
-
-
-@contextlib.contextmanager
-def _route_signals(stop: StopSignal) -> Iterator[None]:
-    """Route Ctrl-C and SIGTERM to ``stop`` for the duration; restore what was there."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {}
-    for number in (signal.SIGINT, signal.SIGTERM):
-        previous[number] = signal.getsignal(number)
-        signal.signal(number, lambda _signum, _frame: stop.request())
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
 
 
 @contextlib.contextmanager
@@ -287,4 +339,14 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-__all__ = ["INTERRUPTED", "StopSignal", "fetch", "fetch_async", "open_tls", "planned_urls"]
+__all__ = [
+    "INTERRUPTED",
+    "REPORT_NAME",
+    "ROUTER",
+    "SignalRouter",
+    "StopSignal",
+    "fetch",
+    "fetch_async",
+    "open_tls",
+    "planned_urls",
+]

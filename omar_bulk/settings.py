@@ -6,13 +6,16 @@ import math
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from .dates import california_today
 from .errors import UsageError
 from .plan import Plan
 from .protocol import normalise_base_url
-from .tls import PasswordSource
+
+if TYPE_CHECKING:  # the TLS module loads cryptography: only a run needs it
+    from .tls import PasswordSource
 
 DEFAULT_CONCURRENCY = 4
 MAX_CONCURRENCY = 256
@@ -38,7 +41,6 @@ class Settings:
     overwrite: bool = False
     revisit_days: int | None = None
     today: date | None = None
-    dry_run: bool = False
     report: Path | None = None
 
     def revisit_from(self) -> date | None:
@@ -75,7 +77,5 @@ class Settings:
             raise UsageError("--revisit-days must be zero or a positive number of days")
         if self.cert is None and self.key is not None:
             raise UsageError("--key needs --cert")
-        if self.cert is None and not self.dry_run:
-            raise UsageError("a client certificate is required: give --cert (or OMAR_CERT)")
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise UsageError(f"--out {self.out_dir} exists and is not a folder")

@@ -277,7 +277,7 @@ def test_every_form_of_a_dropped_connection_is_classified_as_dropped(error: OSEr
     import aiohttp
 
     from omar_bulk.errors import ConnectionDropped
-    from omar_bulk.fetch import classify_client_error
+    from omar_bulk.session import classify_client_error
 
     wrapped = aiohttp.ClientOSError(*error.args)
     wrapped.__cause__ = error

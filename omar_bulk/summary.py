@@ -1,16 +1,13 @@
-"""The run's closing summary, and the observer for logs and cron: no terminal, no rich.
+"""The run's closing summary, composed once as lines of (text, style) segments.
 
-The summary is composed once, as lines of (text, style) segments; ``progress.py`` renders
-them with rich on a terminal, ``print_summary`` as plain text everywhere else, so a cron run
-does not pay for importing a terminal library it does not use.
+``progress.py`` renders them with rich on a terminal, ``console.print_summary`` as plain text
+everywhere else, so a cron run does not pay for importing a terminal library it does not use.
 """
 
 from __future__ import annotations
 
-import sys
-from typing import TextIO
-
-from .results import EMPTY, FAILED, ItemResult, NullObserver, RunResult
+from .results import RunResult, Status
+from .text import printable
 
 MAX_LISTED_FAILURES = 20
 
@@ -30,7 +27,7 @@ def summary_lines(result: RunResult) -> list[list[Segment]]:
     counts: list[Segment] = [
         (f"{s.planned} planned, ", ""),
         (f"{s.downloaded} downloaded", "green"),
-        (f", {s.skipped} skipped, {s.empty} {EMPTY}, ", ""),
+        (f", {s.skipped} skipped, {s.empty} {Status.EMPTY}, ", ""),
         (f"{s.failed} failed", "red" if s.failed else ""),
     ]
     if s.revised or s.unchanged:
@@ -56,18 +53,11 @@ def summary_lines(result: RunResult) -> list[list[Segment]]:
     if result.failures:
         lines.append([("failures:", "bold red")])
         for failure in result.failures[:MAX_LISTED_FAILURES]:
-            lines.append([(f"  {failure.path}: {failure.error or ''}", "")])
+            lines.append([(f"  {printable(str(failure.path))}: {failure.error or ''}", "")])
         hidden = len(result.failures) - MAX_LISTED_FAILURES + result.more_failures
         if hidden > 0:
             lines.append([(f"  ... and {hidden} more (see the report)", "")])
     return lines
-
-
-def print_summary(result: RunResult, stream: TextIO | None = None) -> None:
-    out = stream or sys.stderr
-    for line in summary_lines(result):
-        print("".join(text for text, _ in line), file=out)
-    out.flush()
 
 
 def decimal_size(size: int) -> str:
@@ -88,23 +78,3 @@ def duration(seconds: float) -> str:
     minutes, sec = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
-
-
-class PlainObserver(NullObserver):
-    """For logs and cron: failures and warnings as lines on stderr, no progress noise."""
-
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
-
-    def __enter__(self) -> PlainObserver:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def finished(self, result: ItemResult) -> None:
-        if result.status == FAILED:
-            print(f"failed: {result.path}: {result.error}", file=self.stream, flush=True)
-
-    def notice(self, message: str) -> None:
-        print(f"warning: {message}", file=self.stream, flush=True)

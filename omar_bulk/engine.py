@@ -1,0 +1,299 @@
+"""The download engine: a bounded worker pool that settles every planned item.
+
+Data flow::
+
+    plan ──▶ producer ──(bounded queue)──▶ N workers ──▶ download (.part → rename)
+               │ policy.decide: skip what          │         └──▶ journal, report, observer
+               │ the journal vouches for           └── session (login when first needed)
+
+The producer walks the lazy plan and hands work to ``concurrency`` workers through a queue of
+twice that size, so memory stays flat however long the plan is, and no task is created per item.
+Each worker owns an item from first attempt to final outcome; retry state is per item. What an
+answer means is decided in ``answers``, whether to skip in ``policy``, how long to wait and how
+many at once in ``politeness``; the engine only carries those decisions out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from .answers import judge_download
+from .download import WHOLE_BODY_LIMIT, Saved, Unconfirmed, Work, keep_error_page, receive
+from .errors import (
+    AuthError,
+    LocalWriteError,
+    OmarBulkError,
+    PermanentError,
+    RetryableError,
+    SessionExpired,
+    UnreachableError,
+)
+from .journal import Entry, Journal, hash_matches, vouches
+from .plan import Item
+from .policy import decide, needs_disk_check
+from .politeness import AdaptiveLimit, Backoff, RateLimiter
+from .protocol import relative_key, request_url
+from .report import ReportWriter
+from .results import ItemResult, Observer, Status, Tally
+from .session import Session, head_of
+from .settings import Settings
+from .storage import Storage
+
+
+class Engine:
+    """Runs one plan to completion, interruption or a fatal error."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        ssl_context: Any,
+        journal: Journal,
+        storage: Storage,
+        report: ReportWriter,
+        observer: Observer,
+        tally: Tally,
+        revisit_from: date | None = None,
+    ) -> None:
+        self.settings = settings
+        self.journal = journal
+        self.storage = storage
+        self.report = report
+        self.observer = observer
+        self.tally = tally
+        #: Items whose range ends on or after this date are fetched again (``--revisit-days``).
+        self.revisit_from = revisit_from
+        self.failures: list[ItemResult] = []
+        self.interrupted = False
+        self.backoff = Backoff(settings.retry_wait, settings.max_retry_wait)
+        self.session = Session(settings, ssl_context, observer, self.backoff)
+        self.gate = AdaptiveLimit(settings.concurrency, observer.pool)
+        self._limiter = RateLimiter(settings.rate)
+        self._main: asyncio.Task[Any] | None = None
+        self._folders: set[str] = set()
+
+    # -- control ---------------------------------------------------------------------------
+
+    def interrupt(self) -> None:
+        """Stop starting work and cancel what is in flight (called in the loop on a signal)."""
+        if self.interrupted:
+            self.observer.notice("already stopping; cleaning up")
+            return
+        self.interrupted = True
+        self.observer.notice("interrupted: stopping, cleaning up partial files")
+        if self._main is not None:
+            self._main.cancel()
+
+    async def run(self, items: Iterable[Item]) -> None:
+        """Fetch every item; raise AuthError, LocalWriteError or UnreachableError if fatal."""
+        self._main = asyncio.current_task()
+        concurrency = self.settings.concurrency
+        try:
+            async with self.session.running():
+                queue: asyncio.Queue[Work | None] = asyncio.Queue(maxsize=2 * concurrency)
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._produce(items, queue))
+                    for _ in range(concurrency):
+                        group.create_task(self._work(queue))
+        except asyncio.CancelledError:
+            if not self.interrupted:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+        except BaseExceptionGroup as group_error:
+            fatal = _first_fatal(group_error)
+            if fatal is None:
+                raise
+            raise fatal from None
+
+    # -- producer and workers --------------------------------------------------------------
+
+    async def _produce(self, items: Iterable[Item], queue: asyncio.Queue[Work | None]) -> None:
+        base = self.settings.base_url
+        overwrite = self.settings.overwrite
+        cutoff = self.revisit_from
+        lookup = self.journal.get if not self.journal.is_empty() else _nothing
+        for item in items:
+            key = relative_key(item)
+            url = request_url(base, item)
+            entry = lookup(key)
+            on_disk = needs_disk_check(entry) and await self._still_good(entry, key)
+            due = decide(item, entry, on_disk, overwrite=overwrite, revisit_from=cutoff)
+            if not due.fetch:
+                assert entry is not None
+                final = self.storage.final(key)
+                result = ItemResult(item, url, final, Status.SKIPPED, entry.bytes, entry.sha256)
+                self._finish(result)
+                continue
+            await queue.put(Work(item, url, key, due.previous))
+        for _ in range(self.settings.concurrency):
+            await queue.put(None)
+
+    async def _still_good(self, entry: Entry | None, key: str) -> bool:
+        """True when the disk still agrees with the journal's entry (hashing off the loop,
+        and only when the time stamp moved)."""
+        assert entry is not None
+        final = self.storage.final(key)
+        good, reason = vouches(entry, final)
+        if good is None:
+            good, reason = await asyncio.to_thread(hash_matches, entry, final)
+            if good:
+                self.journal.touch(entry.path, final.stat().st_mtime_ns)
+        if reason:
+            self.observer.notice(reason)
+        return bool(good)
+
+    async def _work(self, queue: asyncio.Queue[Work | None]) -> None:
+        while True:
+            work = await queue.get()
+            if work is None:
+                return
+            result, saved = await self._fetch(work)
+            self._finish(result, saved, work)
+
+    def _finish(
+        self, result: ItemResult, saved: Saved | None = None, work: Work | None = None
+    ) -> None:
+        if result.status != Status.SKIPPED and work is not None:
+            archived = saved.archived if saved else None
+            self.journal.record(
+                work.key,
+                result,
+                saved.mtime_ns if saved else None,
+                previous=work.previous,
+                archived_as=str(archived.relative_to(self.storage.root)) if archived else None,
+            )
+        self.report.add(result)
+        self.tally.add(result)
+        if result.status == Status.FAILED and len(self.failures) < 1000:
+            self.failures.append(result)
+        self.observer.finished(result)
+
+    async def _fetch(self, work: Work) -> tuple[ItemResult, Saved | None]:
+        """Every attempt for one item, until it is settled."""
+        final = self.storage.final(work.key)
+        attempts = 0
+        confirm: str | None = None
+        while True:
+            attempts += 1
+            generation = await self.session.ready()
+            try:
+                saved = await self._gated_attempt(work, final, attempts, generation, confirm)
+                self.session.served_one(generation)
+                result = ItemResult(
+                    work.item, work.url, final, saved.status, saved.size, saved.sha256, attempts
+                )
+                return result, saved
+            except PermanentError as exc:
+                failed = ItemResult(
+                    work.item, work.url, final, Status.FAILED, attempts=attempts, error=str(exc)
+                )
+                return failed, None
+            except RetryableError as exc:
+                if isinstance(exc, Unconfirmed):
+                    confirm = exc.digest
+                if attempts > self.settings.retries:
+                    error = str(exc)
+                    if isinstance(exc, SessionExpired):
+                        error += " (the session could not be kept open)"
+                    failed = ItemResult(
+                        work.item,
+                        work.url,
+                        final,
+                        Status.FAILED,
+                        attempts=attempts,
+                        error=f"{error}; gave up after {attempts} attempts",
+                    )
+                    return failed, None
+                if isinstance(exc, SessionExpired):
+                    delay = self.backoff.after_expiry(
+                        attempts, exc.retry_after, session_worked=self.session.worked(generation)
+                    )
+                elif isinstance(exc, Unconfirmed):
+                    delay = 0.0  # not a failure: the second copy is the check
+                else:
+                    delay = self.backoff.delay(attempts, exc.retry_after)
+                self.observer.retrying(work.item, attempts, str(exc), delay)
+                if delay:
+                    await asyncio.sleep(delay)  # outside the gate: waiting holds no slot
+                if isinstance(exc, SessionExpired):
+                    await self._renew(generation)
+
+    async def _gated_attempt(
+        self, work: Work, final: Path, attempts: int, generation: int, confirm: str | None
+    ) -> Saved:
+        """One attempt inside the adaptive limit, telling it how the server answered."""
+        epoch = await self.gate.acquire()
+        clean = pushback = False
+        try:
+            await self._limiter.wait()
+            self.observer.started(work.item, final, attempts)
+            outcome = await self._attempt(work, confirm)
+            clean = True
+            return outcome
+        except RetryableError as exc:
+            # A session that expires before serving anything is a server in trouble.
+            pushback = exc.pushback or (
+                isinstance(exc, SessionExpired) and not self.session.worked(generation)
+            )
+            raise
+        finally:
+            self.gate.release(epoch, clean=clean, pushback=pushback)
+
+    async def _renew(self, generation: int) -> None:
+        try:
+            await self.session.renew(generation)
+        except RetryableError as exc:
+            # The login itself failed for now; the item's next attempt will find out again.
+            await asyncio.sleep(self.backoff.delay(1, exc.retry_after))
+
+    async def _attempt(self, work: Work, confirm: str | None) -> Saved:
+        """One request for one item: a settled file (``Saved``) or an ItemError."""
+        async with self.session.get(work.url) as response:
+            head = head_of(response)
+            verdict = judge_download(head, work.url)
+            if isinstance(verdict, PermanentError):
+                page = await keep_error_page(response, head, work, self.storage, WHOLE_BODY_LIMIT)
+                raise PermanentError(f"{verdict}{page}")
+            if verdict is not None:
+                raise verdict
+            return await receive(
+                response,
+                head,
+                work,
+                storage=self.storage,
+                observer=self.observer,
+                use_folder=self._use_folder,
+                confirm=confirm,
+            )
+
+    def _use_folder(self, key: str) -> None:
+        """Tell the journal, once per folder and run, before a ``.part`` file goes there."""
+        folder = key.rpartition("/")[0]
+        if folder not in self._folders:
+            self.journal.use_folder(folder)
+            self._folders.add(folder)
+
+
+def _nothing(_key: str) -> None:
+    """The journal's answer for every item of a first run: nothing recorded yet."""
+    return None
+
+
+def _first_fatal(group: BaseExceptionGroup[BaseException]) -> OmarBulkError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_fatal(exc)
+            if found is not None:
+                return found
+        elif isinstance(exc, AuthError | LocalWriteError | UnreachableError):
+            return exc
+    return None
+
+
+__all__ = ["Engine"]

@@ -1,0 +1,320 @@
+"""The one HTTPS session of a run: connection pool, cookie, login, and aiohttp's errors.
+
+The session is opened when the first download needs it, not before: a rerun with nothing to
+do sends nothing. Opening it requests the base URL once, following redirects only over https
+and only on the server's own origin, so the session cookie never travels anywhere else. When
+downloads find the session expired it is reopened once per expiry, however many workers
+noticed.
+
+aiohttp's, asyncio's and ssl's exceptions become omar-bulk's in exactly one place,
+``classify_client_error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+from yarl import URL
+
+from .answers import (
+    MAX_LOGIN_REDIRECTS,
+    Head,
+    judge_login,
+    login_redirect,
+    redirect_loop,
+)
+from .errors import (
+    AuthError,
+    ConnectionDropped,
+    OmarBulkError,
+    RetryableError,
+    UnreachableError,
+)
+from .politeness import Backoff
+from .results import Observer
+from .settings import Settings
+from .text import printable
+
+#: Login pages are read whole up to this size; a body beyond it is not a login page.
+LOGIN_BODY_LIMIT = 1 << 20
+#: aiohttp's 64 KiB default pauses and resumes the socket constantly on a large body; the
+#: buffer only fills that far when the disk falls behind.
+READ_BUFFER = 1 << 20
+
+
+def head_of(response: aiohttp.ClientResponse) -> Head:
+    """The parts of a response that ``answers`` judges."""
+    headers = response.headers
+    return Head(
+        status=response.status,
+        reason=response.reason or "",
+        content_type=headers.get("Content-Type"),
+        content_encoding=headers.get("Content-Encoding"),
+        content_length=response.content_length,
+        chunked="chunked" in headers.get("Transfer-Encoding", "").lower(),
+        location=headers.get("Location"),
+        retry_after=headers.get("Retry-After"),
+    )
+
+
+class Session:
+    """Owns the aiohttp client session and the login state of one run."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ssl_context: ssl.SSLContext,
+        observer: Observer,
+        backoff: Backoff,
+    ) -> None:
+        self.settings = settings
+        self._ssl = ssl_context
+        self._observer = observer
+        self._backoff = backoff
+        self._client: aiohttp.ClientSession | None = None
+        self._lock = asyncio.Lock()
+        #: Bumped by every successful login; 0 until the first.
+        self.generation = 0
+        #: Downloads the current login has served: 0 means it expired before serving any.
+        self.served = 0
+        self.logins = 0
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Session]:
+        settings = self.settings
+        connector = aiohttp.TCPConnector(
+            ssl=self._ssl,
+            limit=settings.concurrency,
+            limit_per_host=settings.concurrency,
+            enable_cleanup_closed=True,
+        )
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=settings.timeout, sock_read=settings.timeout
+        )
+        async with aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            cookie_jar=aiohttp.CookieJar(unsafe=True),  # keep cookies for IP-address hosts
+            auto_decompress=False,
+            read_bufsize=READ_BUFFER,
+            headers={"Accept-Encoding": "identity", "User-Agent": _user_agent()},
+        ) as client:
+            self._client = client
+            try:
+                yield self
+            finally:
+                self._client = None
+
+    async def ready(self) -> int:
+        """The current login's generation, opening the session first if no login worked yet."""
+        if self.generation:
+            return self.generation
+        async with self._lock:
+            if not self.generation:
+                await self._open()
+        return self.generation
+
+    async def renew(self, generation: int) -> None:
+        """Log in again after ``generation`` expired, once however many workers ask."""
+        async with self._lock:
+            if generation != self.generation:
+                return  # another worker already logged in again
+            await self._login()
+
+    def served_one(self, generation: int) -> None:
+        """A download under ``generation`` succeeded: that login works."""
+        if generation == self.generation:
+            self.served += 1
+
+    def worked(self, generation: int) -> bool:
+        """Did login ``generation`` serve any download (or was it replaced since)?"""
+        return generation != self.generation or self.served > 0
+
+    @asynccontextmanager
+    async def get(self, url: str) -> AsyncIterator[aiohttp.ClientResponse]:
+        """GET ``url`` exactly as built (already percent-encoded), no redirects followed."""
+        assert self._client is not None
+        try:
+            async with self._client.get(URL(url, encoded=True), allow_redirects=False) as response:
+                yield response
+        except OmarBulkError:
+            raise
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise classify_client_error(exc, self.settings.timeout) from exc
+
+    async def _open(self) -> None:
+        """The first login, retried like a download; every attempt dropped right after the
+        handshake is how some servers refuse a client certificate."""
+        last: OmarBulkError | None = None
+        all_dropped = True
+        for attempt in range(1, self.settings.retries + 2):
+            try:
+                await self._login()
+                return
+            except RetryableError as exc:
+                last = exc
+                all_dropped = all_dropped and isinstance(exc, ConnectionDropped)
+                if attempt > self.settings.retries:
+                    break
+                delay = self._backoff.delay(attempt, exc.retry_after)
+                self._observer.notice(f"login failed ({exc}); retrying in {delay:.1f} s")
+                await asyncio.sleep(delay)
+        where = printable(self.settings.base_url)
+        if all_dropped:
+            raise AuthError(
+                f"could not open a session at {where}: every attempt was closed without an"
+                " answer right after the TLS handshake, which is how some servers refuse a"
+                " client certificate; check that --cert is the certificate registered for"
+                " OMAR-Online"
+            )
+        raise UnreachableError(
+            f"could not open a session at {where}: {last}; nothing was fetched,"
+            " run the same command again later"
+        )
+
+    async def _login(self) -> None:
+        """Request the base URL, following redirects by hand (``answers.login_redirect``
+        says where they may go), until the server answers; judge that answer."""
+        assert self._client is not None
+        url = self.settings.base_url
+        hops = [url]
+        while True:
+            try:
+                async with self._client.get(
+                    URL(url, encoded=True), allow_redirects=False
+                ) as response:
+                    head = head_of(response)
+                    body = b""
+                    if not (300 <= head.status < 400):
+                        body = await read_upto(response, LOGIN_BODY_LIMIT)
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                raise classify_client_error(exc, self.settings.timeout) from exc
+            if 300 <= head.status < 400 and head.location:
+                url = login_redirect(url, head)
+                hops.append(url)
+                if len(hops) > MAX_LOGIN_REDIRECTS + 1 or url in hops[:-1]:
+                    raise redirect_loop(hops)
+                continue
+            verdict = judge_login(head, body, self.settings.base_url)
+            if verdict is not None:
+                raise verdict
+            self.generation += 1
+            self.served = 0
+            self.logins += 1
+            return
+
+
+async def read_upto(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """Up to ``limit`` bytes of the body (``StreamReader.read(n)`` may return fewer)."""
+    data = bytearray()
+    while len(data) < limit:
+        chunk = await response.content.read(limit - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
+
+
+def classify_client_error(exc: BaseException, timeout: float) -> OmarBulkError:
+    """Translate an aiohttp, asyncio or ssl exception into the omar-bulk tree.
+
+    TLS problems that another attempt cannot cure (the server's certificate does not verify,
+    the server refuses ours with an alert) are fatal ``AuthError``s; everything else that can
+    go wrong on the wire is worth retrying.
+    """
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return AuthError(_verify_message(exc.certificate_error))
+    tls = _find_ssl_error(exc)
+    if isinstance(tls, ssl.SSLCertVerificationError):
+        return AuthError(_verify_message(tls))
+    if tls is not None:
+        reason = str(getattr(tls, "reason", None) or tls)
+        if isinstance(tls, ssl.SSLEOFError) or "EOF" in reason.upper():
+            # "EOF occurred in violation of protocol": the peer hung up mid-TLS, not a refusal
+            return ConnectionDropped(f"the server closed the connection during TLS ({reason})")
+        if "ALERT" in reason.upper() or "CERTIFICATE" in reason.upper():
+            return AuthError(
+                f"the server refused our client certificate (TLS alert: {reason}); check that"
+                " --cert is the certificate registered for OMAR-Online and is still valid"
+            )
+        if any(w in reason.upper() for w in ("VERSION", "PROTOCOL", "HANDSHAKE", "CIPHER")):
+            return AuthError(f"TLS handshake failed: {reason}")
+        return RetryableError(f"TLS error: {reason}")
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return RetryableError(f"timed out: nothing received for {timeout:g} s")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return RetryableError("body cut short: the connection broke during the transfer")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return ConnectionDropped("the server closed the connection without an answer")
+    if _was_reset(exc):
+        return ConnectionDropped(f"the server reset the connection ({_said(exc)})")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return RetryableError(
+            f"cannot connect to {exc.host}:{exc.port}: {printable(str(exc.strerror or exc))}"
+        )
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # aiohttp's own complaints about what the server sent (a malformed status line or
+        # header, a redirect it refused): say what it was, never just "0, message=''".
+        return RetryableError(
+            f"the server's answer could not be read: {printable(exc.message or '') or _said(exc)}"
+        )
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return RetryableError(f"connection error: {_said(exc)}")
+    return RetryableError(f"{type(exc).__name__}: {printable(str(exc))}")
+
+
+def _said(exc: BaseException) -> str:
+    return printable(str(exc)) or type(exc).__name__
+
+
+def _find_ssl_error(exc: BaseException) -> ssl.SSLError | None:
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        if isinstance(current, ssl.SSLError):
+            return current
+        inner = getattr(current, "os_error", None)
+        if isinstance(inner, ssl.SSLError):
+            return inner
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return None
+
+
+def _was_reset(exc: BaseException) -> bool:
+    """A reset or broken pipe anywhere in the chain (aiohttp wraps them several ways)."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        if isinstance(current, ConnectionResetError | BrokenPipeError):
+            return True
+        inner = getattr(current, "os_error", None)
+        if isinstance(inner, ConnectionResetError | BrokenPipeError):
+            return True
+        if getattr(current, "errno", None) in (errno.ECONNRESET, errno.EPIPE):
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
+
+
+def _verify_message(error: BaseException) -> str:
+    detail = getattr(error, "verify_message", None) or str(error)
+    return (
+        f"the server's certificate does not verify ({printable(str(detail))}); if the server"
+        " uses a private CA, give its certificate with --ca-bundle"
+    )
+
+
+def _user_agent() -> str:
+    from . import __version__
+
+    return f"omar-bulk/{__version__}"
+
+
+__all__ = ["LOGIN_BODY_LIMIT", "Session", "classify_client_error", "head_of", "read_upto"]
