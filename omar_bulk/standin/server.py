@@ -20,11 +20,21 @@ requests meet (``"503"``, then ``"cut"``...; a trailing ``*`` repeats one foreve
     empty         200 with an empty body (no data for the range)
     html          a 200 HTML error page that is not a login page
     404 403 400   that status with an HTML page
+    gzip          the body gzip-compressed, with Content-Encoding: gzip (not asked for)
+    gzipcut       a gzip body missing its end, Content-Length matching what is sent
+    brotli        Content-Encoding: br (a coding the client cannot check)
+    unframed      the whole body with neither Content-Length nor chunked, then a close
+    unframedcut   half the body with neither framing, then a close
+    escape        a 503 whose reason phrase carries terminal escape sequences
+
+``Faults.login`` scripts the answers to the session-opening request the same way:
+``"http"`` redirects it to plain http, ``"elsewhere"`` to another origin, ``"loop"`` to itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import random
 import re
 import secrets
@@ -46,8 +56,12 @@ from .certs import TestPKI
 
 FAULT_NAMES = (
     "503", "429", "500", "cut", "stall", "short", "long", "login", "expire", "redirect",
-    "empty", "html", "404", "403", "400",
+    "empty", "html", "404", "403", "400", "gzip", "gzipcut", "brotli", "unframed",
+    "unframedcut", "escape",
 )  # fmt: skip
+LOGIN_FAULTS = ("http", "elsewhere", "loop")
+#: A reason phrase that would clear the screen and retitle the terminal if printed raw.
+ESCAPE_REASON = "Unavailable \x1b[2J\x1b]0;owned\x07 \u202egnp.exe"
 
 # From the specification, section 3.1, in its order.
 SPEC_ORDER = (
@@ -90,6 +104,8 @@ class Faults:
     #: Also accept dates with plain ``/`` (off: the specification says ``%2F``). Only for
     #: benchmarking tools that cannot send ``%2F``, such as parfive.
     accept_slashes: bool = False
+    #: Faults for the successive session-opening requests (``LOGIN_FAULTS``; ``*`` repeats).
+    login: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -119,6 +135,7 @@ class StandIn:
         self.max_active = 0
         self._rng = random.Random(self.faults.seed)
         self._lock = threading.Lock()
+        self._cuts = 0
         self.base_url = ""
 
     # -- the application ------------------------------------------------------------------
@@ -144,6 +161,20 @@ class StandIn:
         return [s for s in self.log if s.path in SPEC_PROGRAMS]
 
     async def _login(self, request: web.Request) -> web.Response:
+        fault = None
+        with self._lock:
+            if self.faults.login:
+                head = self.faults.login[0]
+                fault = head[:-1] if head.endswith("*") else self.faults.login.pop(0)
+        if fault is not None:
+            self._record(request, 302, fault)
+            host = request.host
+            where = {
+                "http": f"http://{host}/",
+                "elsewhere": "https://omar-elsewhere.invalid/",
+                "loop": "/",
+            }[fault]
+            raise web.HTTPFound(where)
         token = secrets.token_hex(16)
         with self._lock:
             self.sessions[token] = 0
@@ -210,6 +241,18 @@ class StandIn:
         self._record(request, 200, fault)
         if fault in ("cut", "stall", "short", "long"):
             return await self._broken(request, body, fault)
+        if fault in ("gzip", "gzipcut", "brotli"):
+            packed = gzip.compress(body)
+            if fault == "gzipcut":
+                packed = packed[: len(packed) // 2]
+            coding = "br" if fault == "brotli" else "gzip"
+            return web.Response(
+                body=packed if fault != "brotli" else body,
+                content_type="application/octet-stream",
+                headers={"Content-Encoding": coding},
+            )
+        if fault in ("unframed", "unframedcut", "escape"):
+            return await self._raw(request, body, fault)
         content_type = (
             "text/csv" if SPEC_PROGRAMS[request.path] == "CSV" else ("application/octet-stream")
         )
@@ -255,6 +298,33 @@ class StandIn:
         if request.transport is not None:
             request.transport.close()
         return response
+
+    async def _raw(self, request: web.Request, body: bytes, fault: str) -> web.StreamResponse:
+        """Answers aiohttp's own writer will not produce, written to the socket as bytes."""
+        transport = request.transport
+        assert transport is not None
+        if fault == "escape":
+            reason = ESCAPE_REASON
+            page = b"<html><body>busy</body></html>"
+            head = (
+                f"HTTP/1.1 503 {reason}\r\nContent-Type: text/html\r\nRetry-After: 0\r\n"
+                f"Content-Length: {len(page)}\r\nConnection: close\r\n\r\n"
+            )
+            transport.write(head.encode("utf-8") + page)
+        else:
+            # A cut lands somewhere else each time, as a real one does.
+            with self._lock:
+                self._cuts += 1
+                share = 2 + self._cuts % 5
+            sent = body if fault == "unframed" else body[: len(body) // share]
+            head = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+            transport.write(head.encode() + b"Connection: close\r\n\r\n" + sent)
+        await asyncio.sleep(0.02)
+        if fault == "unframedcut":
+            transport.abort()  # no TLS close_notify: how a dropped connection looks
+        else:
+            transport.close()
+        return web.Response(status=200)  # never sent: the transport is closed
 
     def _body(self, path: str, params: dict[str, str]) -> bytes:
         return body_for(
