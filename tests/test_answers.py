@@ -1,0 +1,219 @@
+"""Every verdict on a server answer, as a table: no server needed."""
+
+from __future__ import annotations
+
+import email.utils
+
+import pytest
+
+from omar_bulk.answers import (
+    RETRY_AFTER_CAP,
+    Head,
+    judge_download,
+    judge_login,
+    login_redirect,
+    looks_like_html,
+    page_error,
+    page_headline,
+    parse_retry_after,
+    redirect_loop,
+)
+from omar_bulk.errors import (
+    AuthError,
+    OmarBulkError,
+    PermanentError,
+    RetryableError,
+    SessionExpired,
+    UnreachableError,
+)
+
+BASE = "https://omar.example:444/"
+URL = BASE + "getMDEF.jsp?x=1"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected", "exit_code"),
+    [
+        (200, b"<html>welcome</html>", None, None),
+        (401, b"", AuthError, 3),
+        (403, b"", AuthError, 3),
+        (400, b"<title>400 No required SSL certificate was sent</title>", AuthError, 3),
+        (400, b"<title>Bad Request</title>", UnreachableError, 1),
+        (404, b"", UnreachableError, 1),
+        (429, b"", RetryableError, 1),
+        (500, b"", RetryableError, 1),
+        (502, b"", RetryableError, 1),
+        (503, b"", RetryableError, 1),
+        (302, b"", UnreachableError, 1),  # a redirect with nowhere to go
+    ],
+)
+def test_login_answers(
+    status: int, body: bytes, expected: type[OmarBulkError] | None, exit_code: int | None
+) -> None:
+    """Each login status has one meaning; the fatal ones carry the CLI's exit code."""
+    verdict = judge_login(Head(status, "Reason"), body, BASE)
+    if expected is None:
+        assert verdict is None
+    else:
+        assert type(verdict) is expected
+        assert verdict is not None and verdict.exit_code == exit_code
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (Head(200), None),
+        (Head(200, content_encoding="identity"), None),
+        (Head(200, content_encoding="gzip"), None),
+        (Head(200, content_encoding="deflate"), None),
+        (Head(200, content_encoding="br"), RetryableError),
+        (Head(200, content_encoding="zstd"), RetryableError),
+        (Head(401), AuthError),
+        (Head(403), AuthError),
+        (Head(301, location="/login"), SessionExpired),
+        (Head(302, location="/"), SessionExpired),
+        (Head(307), SessionExpired),
+        (Head(404), PermanentError),
+        (Head(400), PermanentError),
+        (Head(410), PermanentError),
+        (Head(204), PermanentError),
+        (Head(206), PermanentError),
+        (Head(429), RetryableError),
+        (Head(500), RetryableError),
+        (Head(503), RetryableError),
+        (Head(504), RetryableError),
+    ],
+)
+def test_download_answers(head: Head, expected: type[OmarBulkError] | None) -> None:
+    """The status line and headers of a download, judged before the body is read."""
+    verdict = judge_download(head, URL)
+    assert (type(verdict) if verdict is not None else None) is expected
+
+
+@pytest.mark.parametrize(("status", "pushback"), [(429, True), (503, True), (500, False)])
+def test_only_429_and_503_push_back(status: int, pushback: bool) -> None:
+    for verdict in (judge_download(Head(status), URL), judge_login(Head(status), b"", BASE)):
+        assert isinstance(verdict, RetryableError) and verdict.pushback is pushback
+
+
+def test_retry_after_travels_with_the_verdict() -> None:
+    for verdict in (
+        judge_download(Head(503, retry_after="7"), URL),
+        judge_login(Head(503, retry_after="7"), b"", BASE),
+    ):
+        assert isinstance(verdict, RetryableError) and verdict.retry_after == 7.0
+
+
+def test_auth_errors_are_fatal_and_say_which_status() -> None:
+    verdict = judge_download(Head(403, "Forbidden"), URL)
+    assert isinstance(verdict, AuthError) and "403 Forbidden" in str(verdict)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ("", None),
+        ("0", 0.0),
+        ("12", 12.0),
+        (" 3.5 ", 3.5),
+        ("-4", 0.0),
+        ("nan", None),
+        ("soon", None),
+        ("99999", RETRY_AFTER_CAP),
+        ("inf", RETRY_AFTER_CAP),
+    ],
+)
+def test_retry_after_values(value: str | None, expected: float | None) -> None:
+    assert parse_retry_after(value) == expected
+
+
+def test_retry_after_as_an_http_date() -> None:
+    now = 1_700_000_000.0
+    stamp = email.utils.formatdate(now + 30, usegmt=True)
+    assert parse_retry_after(stamp, now=now) == pytest.approx(30.0)
+    past = email.utils.formatdate(now - 30, usegmt=True)
+    assert parse_retry_after(past, now=now) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("location", "expected"),
+    [
+        ("/login", "https://omar.example:444/login"),
+        ("https://omar.example:444/a", "https://omar.example:444/a"),
+        ("login.jsp", "https://omar.example:444/login.jsp"),
+    ],
+)
+def test_login_redirects_on_the_same_origin_are_followed(location: str, expected: str) -> None:
+    assert login_redirect(BASE, Head(302, location=location)) == expected
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "http://omar.example:444/",  # plain http
+        "http://omar.example/",
+        "https://elsewhere.example:444/",  # another host
+        "https://omar.example/",  # another port (443)
+        "//evil.example/",
+        "ftp://omar.example:444/",
+    ],
+)
+def test_login_redirects_off_https_or_the_origin_are_refused(location: str) -> None:
+    with pytest.raises(AuthError):
+        login_redirect(BASE, Head(302, location=location))
+
+
+def test_a_redirect_without_location_is_unreachable() -> None:
+    with pytest.raises(UnreachableError):
+        login_redirect(BASE, Head(302))
+
+
+def test_a_redirect_loop_names_its_hops() -> None:
+    error = redirect_loop([BASE, BASE + "a", BASE])
+    assert "2 times" in str(error) and "/a" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("head", "content_type", "html"),
+    [
+        (b"<!DOCTYPE html><html>", None, True),
+        (b"\xef\xbb\xbf  <HTML>", None, True),
+        (b"\r\n<html lang=en>", None, True),
+        (b"", "text/html; charset=utf-8", True),
+        (b"MDEF data", "TEXT/HTML", True),
+        (b"MDEF data <html>", None, False),
+        (b"A,B,C\n", "text/csv", False),
+    ],
+)
+def test_html_is_recognised(head: bytes, content_type: str | None, html: bool) -> None:
+    assert looks_like_html(head, content_type) is html
+
+
+def test_a_login_page_means_the_session_expired_other_pages_fail() -> None:
+    login = page_error(b"<title>OMAR Login</title><p>Please log in</p>", None)
+    assert isinstance(login, SessionExpired)
+    other = page_error(b"<title>Unable to process</title>", "errors/x.html")
+    assert isinstance(other, PermanentError) and "errors/x.html" in str(other)
+
+
+def test_page_headlines_are_escaped_and_short() -> None:
+    assert page_headline(b"<title>\x1b[31mRed\x1b[0m</title>") == "\\x1b[31mRed\\x1b[0m"
+    assert page_headline(b"<body><p>first line</p></body>") == "first line"
+    assert page_headline(b"") == "(empty page)"
+    assert len(page_headline(b"<title>" + b"x" * 500 + b"</title>")) <= 120
+
+
+def test_reason_phrases_are_escaped() -> None:
+    verdict = judge_download(Head(503, "Busy\x1b]0;owned\x07\u202e"), URL)
+    assert verdict is not None
+    assert "\x1b" not in str(verdict) and "\u202e" not in str(verdict)
+    assert "\\x1b" in str(verdict) and "\\u202e" in str(verdict)
+
+
+def test_framing_and_encoding_of_a_head() -> None:
+    assert Head(200, content_length=0).framed
+    assert Head(200, chunked=True).framed
+    assert not Head(200).framed
+    assert Head(200, content_encoding=" GZIP ").encoding == "gzip"
+    assert Head(200, content_encoding="Identity").encoding is None

@@ -1,0 +1,119 @@
+"""Backoff, the adaptive pool and the rate limit: pure rules, no server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from omar_bulk.politeness import AdaptiveLimit, Backoff, RateLimiter
+
+
+def test_backoff_doubles_from_the_base_under_full_jitter() -> None:
+    backoff = Backoff(base=1.0, cap=120.0)
+    assert [backoff.delay(n, draw=0.999999) for n in (1, 2, 3, 4)] == pytest.approx(
+        [1.0, 2.0, 4.0, 8.0], rel=1e-5
+    )
+    assert backoff.delay(3, draw=0.5) == pytest.approx(2.0)
+    assert backoff.delay(3, draw=0.0) == 0.0
+
+
+def test_backoff_is_capped() -> None:
+    backoff = Backoff(base=1.0, cap=120.0)
+    assert backoff.delay(8, draw=0.999999) == pytest.approx(120.0, rel=1e-5)
+    assert backoff.delay(500, draw=0.999999) == pytest.approx(120.0, rel=1e-5)
+
+
+def test_backoff_is_jittered() -> None:
+    """Workers that failed together do not come back together."""
+    backoff = Backoff(base=1.0, cap=120.0)
+    draws = {round(backoff.delay(6), 6) for _ in range(50)}
+    assert len(draws) > 40
+    assert all(0.0 <= d <= 32.0 for d in draws)
+
+
+def test_backoff_never_undercuts_retry_after() -> None:
+    backoff = Backoff(base=1.0, cap=120.0)
+    assert backoff.delay(1, 30.0, draw=0.5) == 30.0
+    assert backoff.delay(7, 3.0, draw=0.999999) == pytest.approx(64.0, rel=1e-5)
+
+
+def test_an_expiry_after_a_working_session_is_retried_at_once() -> None:
+    backoff = Backoff(base=1.0, cap=120.0)
+    assert backoff.after_expiry(3, None, session_worked=True) == 0.0
+    waits = [backoff.after_expiry(3, 2.0, session_worked=False) for _ in range(5)]
+    assert all(w >= 2.0 for w in waits)
+
+
+def _limit(maximum: int) -> tuple[AdaptiveLimit, list[tuple[int, int]]]:
+    changes: list[tuple[int, int]] = []
+    return AdaptiveLimit(maximum, lambda level, top: changes.append((level, top))), changes
+
+
+async def test_one_burst_of_push_back_halves_the_pool_once() -> None:
+    limit, changes = _limit(8)
+    epochs = [await limit.acquire() for _ in range(8)]
+    for epoch in epochs:
+        limit.release(epoch, pushback=True)
+    assert limit.level == 4 and limit.decreases == 1 and changes == [(4, 8)]
+
+
+async def test_push_back_after_a_decrease_halves_again() -> None:
+    limit, _ = _limit(8)
+    limit.release(await limit.acquire(), pushback=True)
+    limit.release(await limit.acquire(), pushback=True)
+    assert limit.level == 2 and limit.lowest == 2 and limit.decreases == 2
+
+
+async def test_the_pool_never_goes_below_one() -> None:
+    limit, _ = _limit(2)
+    for _ in range(5):
+        limit.release(await limit.acquire(), pushback=True)
+    assert limit.level == 1 and limit.decreases == 1
+
+
+async def test_the_pool_grows_by_one_after_level_clean_answers() -> None:
+    limit, changes = _limit(8)
+    limit.release(await limit.acquire(), pushback=True)
+    assert limit.level == 4
+    for _ in range(3):
+        limit.release(await limit.acquire(), clean=True)
+    assert limit.level == 4  # three clean answers are not yet four
+    limit.release(await limit.acquire(), clean=True)
+    assert limit.level == 5 and limit.increases == 1
+    for _ in range(5):
+        limit.release(await limit.acquire(), clean=True)
+    assert limit.level == 6
+    assert changes == [(4, 8), (5, 8), (6, 8)]
+
+
+async def test_the_pool_never_grows_past_its_maximum() -> None:
+    limit, changes = _limit(2)
+    for _ in range(20):
+        limit.release(await limit.acquire(), clean=True)
+    assert limit.level == 2 and changes == []
+
+
+async def test_acquire_waits_while_the_pool_is_full() -> None:
+    limit, _ = _limit(1)
+    first = await limit.acquire()
+    waiter = asyncio.ensure_future(limit.acquire())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    limit.release(first, clean=True)
+    await asyncio.wait_for(waiter, timeout=5)
+
+
+async def test_the_rate_limiter_spaces_starts() -> None:
+    loop = asyncio.get_running_loop()
+    limiter = RateLimiter(50.0)
+    started = loop.time()
+    for _ in range(6):
+        await limiter.wait()
+    elapsed = loop.time() - started
+    assert 0.1 - 0.005 <= elapsed < 2.0  # five gaps of 20 ms at least
+
+
+async def test_no_rate_means_no_wait() -> None:
+    limiter = RateLimiter(None)
+    await asyncio.wait_for(limiter.wait(), timeout=1)
