@@ -195,3 +195,25 @@ def test_demo_into_a_relative_folder_then_status(tmp_path: Path) -> None:
     )
     assert shown.returncode == 1, shown.stderr  # the demo's retired meter fails on purpose
     assert json.loads(shown.stdout)["totals"]["downloaded"] == 96
+
+
+def test_failure_text_from_the_journal_is_shown_escaped() -> None:
+    """An error recorded from a server's answer may hold escape sequences: shown, not run."""
+    from rich.console import Console
+
+    from omar_bulk.coverage import SEVERITY, Coverage, Failure
+    from omar_bulk.progress import render_coverage
+
+    view = Coverage(
+        out=Path("omar-data"),
+        series=(),
+        totals=dict.fromkeys(SEVERITY, 0),
+        revisions=0,
+        failures=(Failure("meter/M1/x.mdef", "HTTP 503 \x1b]0;owned\x07\x1b[2J\u202e"),),
+        last_fetch=None,
+    )
+    console = Console(record=True, width=200, force_terminal=False)
+    render_coverage(view, console)
+    shown = console.export_text()
+    assert "HTTP 503 \\x1b]0;owned\\x07\\x1b[2J\\u202e" in shown
+    assert "\x1b" not in shown and "\u202e" not in shown
