@@ -240,6 +240,11 @@ def status(
     today: Annotated[
         str | None, typer.Option(help="Resolve the manifest's relative dates as of this date.")
     ] = None,
+    file_format: Annotated[
+        str, typer.Option("--format", help="As given to fetch: plan the manifest the same way.")
+    ] = "mdef",
+    time_type: Annotated[str, typer.Option(help="As given to fetch.")] = "PST",
+    chunk: Annotated[str, typer.Option(help="As given to fetch.")] = "month",
 ) -> None:
     """What is on disk, per id and month, from the journal alone. Exit 1 if incomplete."""
     try:
@@ -249,7 +254,10 @@ def status(
 
         if by not in ("month", "year"):
             raise UsageError(f"--by {by!r}: use month or year")
-        plan = load_manifest(manifest, Defaults(today=_today(today))) if manifest else None
+        defaults = Defaults(
+            format=file_format, time_type=time_type, chunk=chunk, today=_today(today)
+        )
+        plan = load_manifest(manifest, defaults) if manifest else None
         view = read_coverage(out, plan=plan)
     except OmarBulkError as exc:
         _fail(exc)

@@ -54,6 +54,11 @@ class Series:
     revisions: int = 0
 
     @property
+    def files_held(self) -> int:
+        """Files the journal lists for this series (everything but the missing)."""
+        return sum(self.files.values()) - self.files[MISSING]
+
+    @property
     def label(self) -> str:
         extra = [] if self.format == "mdef" else [self.format]
         extra += [] if self.time_type == "PST" else [self.time_type]
@@ -76,9 +81,15 @@ class Coverage:
     revisions: int
     failures: tuple[Failure, ...]
     last_fetch: float | None
+    #: What the table alone would not tell: nothing fetched yet, files under other names.
+    notes: tuple[str, ...] = ()
 
     @property
     def complete(self) -> bool:
+        """Everything planned is on disk, and there is something at all: an empty archive
+        (a run that reached no server) is not complete."""
+        if not self.series:
+            return False
         return not (self.totals[FAILED_STATE] or self.totals[MISSING])
 
     def as_json(self) -> dict[str, object]:
@@ -109,6 +120,7 @@ class Coverage:
                 for s in self.series
             ],
             "failures": [{"path": f.path, "error": f.error} for f in self.failures],
+            "notes": list(self.notes),
         }
 
 
@@ -133,7 +145,8 @@ def read_coverage(out: Path, *, plan: Plan | None = None) -> Coverage:
     revisions_total = 0
     if path.exists():
         try:
-            db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+            # as_uri needs an absolute path; OUT is often relative (the default is ./omar-data)
+            db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
             rows = db.execute(
                 "SELECT path, kind, id, start, end, format, time_type, status, error,"
                 " revisions, fetched_at FROM items"
@@ -164,24 +177,70 @@ def read_coverage(out: Path, *, plan: Plan | None = None) -> Coverage:
                 entry.months[month] = Cell(state, revisions)
             else:
                 cell.merge(state, revisions)
+    notes: list[str] = []
     if plan is not None:
-        for item in plan:
-            key = relative_key(item)
-            if key in seen:
-                continue
-            entry = series.setdefault(
-                item.series, Series(item.kind, item.id, item.format, item.time_type)
-            )
-            entry.files[MISSING] += 1
-            totals[MISSING] += 1
-            for month in months_between(item.start, item.end):
-                cell = entry.months.get(month)
-                if cell is None:
-                    entry.months[month] = Cell(MISSING)
-                else:
-                    cell.merge(MISSING, 0)
+        count, ids = _plan_missing(plan, seen, series, totals)
+        if count:
+            notes.append(_other_names_hint(count, ids, series))
+    if not rows:
+        notes.append(
+            f"nothing has been fetched into {out} yet: the journal lists no files "
+            "(did the last fetch reach the server?)"
+        )
     ordered = tuple(sorted(series.values(), key=lambda s: (s.kind, s.id, s.format, s.time_type)))
-    return Coverage(out, ordered, totals, revisions_total, tuple(failures), last_fetch)
+    return Coverage(
+        out, ordered, totals, revisions_total, tuple(failures), last_fetch, tuple(notes)
+    )
+
+
+def _plan_missing(
+    plan: Plan,
+    seen: set[str],
+    series: dict[tuple[str, str, str, str], Series],
+    totals: dict[str, int],
+) -> tuple[int, set[tuple[str, str]]]:
+    """Count what ``plan`` plans that the journal lacks. Return how many of those missing
+    files belong to ids the journal does hold under other names, and which ids."""
+    journal_ids = {(kind, ident) for kind, ident, _, _ in series}
+    elsewhere = 0
+    ids: set[tuple[str, str]] = set()
+    for item in plan:
+        key = relative_key(item)
+        if key in seen:
+            continue
+        if (item.kind, item.id) in journal_ids:
+            elsewhere += 1
+            ids.add((item.kind, item.id))
+        entry = series.setdefault(
+            item.series, Series(item.kind, item.id, item.format, item.time_type)
+        )
+        entry.files[MISSING] += 1
+        totals[MISSING] += 1
+        for month in months_between(item.start, item.end):
+            cell = entry.months.get(month)
+            if cell is None:
+                entry.months[month] = Cell(MISSING)
+            else:
+                cell.merge(MISSING, 0)
+    return elsewhere, ids
+
+
+def _other_names_hint(
+    count: int, ids: set[tuple[str, str]], series: dict[tuple[str, str, str, str], Series]
+) -> str:
+    """Say why planned files may look missing: the fetch planned them differently."""
+    held = sorted(
+        {
+            f"{fmt} {time_type}"
+            for (kind, ident, fmt, time_type), entry in series.items()
+            if (kind, ident) in ids and entry.files_held
+        }
+    )
+    return (
+        f"{count} planned files are missing, but the journal holds other files of the same ids"
+        f" ({', '.join(held)}): if the fetch ran with --chunk, --format or --time-type,"
+        " give status the same options"
+    )
 
 
 def _state(status: str, error: str | None, revisions: int) -> str:

@@ -23,6 +23,20 @@ def california_today(now: datetime | None = None) -> date:
     return (now or datetime.now(tz=ZoneInfo(CALIFORNIA))).astimezone(ZoneInfo(CALIFORNIA)).date()
 
 
+def month_end(day: date) -> date:
+    """The last day of ``day``'s month; December 9999 included (no step past ``date.max``)."""
+    if day.month == 12:
+        return date(day.year, 12, 31)
+    return date(day.year, day.month + 1, 1) - timedelta(days=1)
+
+
+def days_before(base: date, days: int, value: object) -> date:
+    """``base`` minus ``days``, or ValueError naming ``value`` when that falls before 0001-01-01."""
+    if days > (base - date.min).days:
+        raise ValueError(f"{value!r} counted back from {base.isoformat()} falls before 0001-01-01")
+    return base - timedelta(days=days)
+
+
 def parse_date(value: object, *, end: bool = False, today: date | None = None) -> date:
     """A ``date`` from any accepted form; ValueError saying why not.
 
@@ -40,18 +54,19 @@ def parse_date(value: object, *, end: bool = False, today: date | None = None) -
         if text == "today":
             return base
         if text == "yesterday":
-            return base - timedelta(days=1)
+            return days_before(base, 1, value)
         days = int(_RELATIVE.match(text).group(1))  # type: ignore[union-attr]
-        return base - timedelta(days=days)
+        return days_before(base, days, value)
     month = _MONTH.match(text)
     if month:
         year, number = int(month.group(1)), int(month.group(2))
         if not 1 <= number <= 12:
             raise ValueError(f"bad month {value!r}: use YYYY-MM")
+        if year < 1:
+            raise ValueError(f"bad month {value!r}: years run from 0001 to 9999")
         if not end:
             return date(year, number, 1)
-        following = date(year + 1, 1, 1) if number == 12 else date(year, number + 1, 1)
-        return following - timedelta(days=1)
+        return month_end(date(year, number, 1))
     try:
         if len(text) != 10:
             raise ValueError

@@ -41,6 +41,8 @@ CSV_REQUIRED = ("kind", "id", "start", "end")
 CSV_OPTIONAL = ("format", "time_type", "chunk")
 PULL_KEYS = {"meters", "groups", "start", "end", "format", "time_type", "chunk"}
 TOP_KEYS = {"format", "time_type", "chunk", "pull"}
+#: What ``errors="surrogateescape"`` turns a byte that is not UTF-8 into.
+_UNDECODED = re.compile("[\udc80-\udcff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +95,7 @@ def adhoc_plan(
     pulls = [
         make_pull(
             kind=kind,
-            ids=ids,
+            ids=[ident.strip() for ident in ids],  # as a manifest's cells are
             start=first,
             end=last,
             format=defaults.format,
@@ -244,17 +246,15 @@ def _keys(keys: set[str]) -> str:
 
 def _csv_pulls(path: Path, defaults: Defaults) -> Iterator[Pull]:
     try:
-        handle = path.open(encoding="utf-8-sig", newline="")
+        # Undecodable bytes become lone surrogates, caught row by row: the decoder reads ahead
+        # in blocks, so its own error would name a line long before the bad byte.
+        handle = path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
     except OSError as exc:
         raise ManifestError(str(path), f"cannot read: {exc.strerror}") from None
     with handle:
         reader = csv.reader(handle)
         try:
             yield from _csv_rows(path, reader, defaults)
-        except UnicodeDecodeError:
-            raise ManifestError(
-                f"{path}:{reader.line_num + 1}", "not a text file (not UTF-8)"
-            ) from None
         except csv.Error as exc:
             raise ManifestError(f"{path}:{reader.line_num}", f"CSV: {exc}") from None
 
@@ -263,6 +263,8 @@ def _csv_rows(path: Path, reader: Any, defaults: Defaults) -> Iterator[Pull]:
     header: list[str] | None = None
     for row in reader:
         where = f"{path}:{reader.line_num}"
+        if _UNDECODED.search("".join(row)):
+            raise ManifestError(where, "not a text file (not UTF-8)")
         if not row or all(not cell.strip() for cell in row) or row[0].lstrip().startswith("#"):
             continue
         if any("\x00" in cell for cell in row):

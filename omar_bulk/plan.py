@@ -15,15 +15,31 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from .dates import month_end
 from .errors import ManifestError
+from .text import printable, unprintable
 
 KINDS = ("meter", "group")
 FORMATS = ("mdef", "csv")
 TIME_TYPES = ("PST", "DST")
-MAX_ID_LENGTH = 200
+#: Bytes in one file or folder name (Linux, macOS; an id is encoded in UTF-8).
+NAME_MAX = 255
+#: What the longest name holding an id adds to it: a history copy of a data file,
+#: ``{ID}_{YYYYMMDD}_{YYYYMMDD}_{PST}.mdef.{YYYYMMDDTHHMMSSZ}-{N}`` (N to 9999). A ``.part``
+#: file (+5) and a kept error page (``.{YYYYMMDDTHHMMSS}.html``, +21) add less.
+LONGEST_NAME_SUFFIX = len("_20240101_20240131_PST.mdef") + len(".20240101T000000Z-9999")
+#: The longest id, in UTF-8 bytes: room for every suffix above, and a round number.
+MAX_ID_BYTES = 200
 
 _ONE_DAY = timedelta(days=1)
 _DAYS = re.compile(r"^([1-9][0-9]{0,4})d$")
+
+
+def _days_after(day: date, days: int, limit: date) -> date:
+    """``day`` plus ``days``, or ``limit`` if that comes first (so 9999-12-31 never overflows)."""
+    if days >= (limit - day).days:
+        return limit
+    return day + timedelta(days=days)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,19 +73,17 @@ class Chunking:
         cursor = start
         while cursor <= end:
             if self.unit == "month":
-                if cursor.month == 12:
-                    boundary = date(cursor.year + 1, 1, 1)
-                else:
-                    boundary = date(cursor.year, cursor.month + 1, 1)
-                last = boundary - _ONE_DAY
+                last = month_end(cursor)
             elif self.unit == "week":  # ISO weeks: Monday to Sunday
-                last = cursor + timedelta(days=6 - cursor.weekday())
+                last = _days_after(cursor, 6 - cursor.weekday(), end)
             elif self.unit == "days":
-                last = cursor + timedelta(days=self.days - 1)
+                last = _days_after(cursor, self.days - 1, end)
             else:
                 last = end
             last = min(last, end)
             yield cursor, last
+            if last == end:  # stop here: the day after may lie past date.max
+                return
             cursor = last + _ONE_DAY
 
     def count(self, start: date, end: date) -> int:
@@ -124,15 +138,33 @@ class Item:
 
 
 def check_id(ident: str, where: str) -> str:
-    """Return a usable meter or group id, or raise: ids become folder and file names."""
+    """Return a usable meter or group id, or raise: ids become folder and file names.
+
+    Callers strip surrounding blanks first (as manifests do); what is left must fit every name
+    it goes into, in bytes, and must show on a terminal as what it is.
+    """
     if not ident:
         raise ManifestError(where, "empty id")
-    if len(ident) > MAX_ID_LENGTH:
-        raise ManifestError(where, f"id longer than {MAX_ID_LENGTH} characters")
+    shown = printable(ident, limit=60)
+    bad = sorted({ch for ch in ident if unprintable(ch)})
+    if any("\ud800" <= ch <= "\udfff" for ch in bad):  # bytes that did not decode
+        raise ManifestError(where, f"id '{shown}' is not valid UTF-8 text")
+    if bad:
+        names = ", ".join(printable(ch) for ch in bad)
+        raise ManifestError(
+            where,
+            f"id '{shown}' holds control, format or line-separator characters ({names}): "
+            "ids become file names and are printed",
+        )
     if "/" in ident or "\\" in ident or ".." in ident or ident in (".",):
-        raise ManifestError(where, f"id {ident!r} holds '/', '\\' or '..': ids become file names")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in ident):
-        raise ManifestError(where, f"id {ident!r} holds control characters")
+        raise ManifestError(where, f"id '{shown}' holds '/', '\\' or '..': ids become file names")
+    size = len(ident.encode("utf-8"))
+    if size > MAX_ID_BYTES:
+        raise ManifestError(
+            where,
+            f"id longer than {MAX_ID_BYTES} bytes in UTF-8 ({size}: '{shown}'); with its dates, "
+            f"format and history suffix it must fit in a {NAME_MAX}-byte file name",
+        )
     return ident
 
 

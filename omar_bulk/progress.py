@@ -26,6 +26,7 @@ from rich.text import Text
 from .plan import Item
 from .results import ItemResult, RunResult, Status
 from .summary import MAX_LISTED_FAILURES, summary_lines
+from .text import printable
 
 if TYPE_CHECKING:
     from .coverage import Cell, Coverage
@@ -232,9 +233,11 @@ def render_coverage(view: Coverage, console: Console, *, by: str = "month") -> N
     if view.failures:
         console.print("[bold red]failures:[/]")
         for failure in view.failures[:MAX_LISTED_FAILURES]:
-            console.print(f"  {escape(failure.path)}: {escape(failure.error)}")
+            console.print(f"  {escape(failure.path)}: {escape(printable(failure.error))}")
         if len(view.failures) > MAX_LISTED_FAILURES:
             console.print(f"  ... and {len(view.failures) - MAX_LISTED_FAILURES} more (--json)")
+    for note in view.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
     verdict = "[green]complete[/]" if view.complete else "[red]incomplete[/]"
     console.print(f"{verdict}: {view.out}")
 

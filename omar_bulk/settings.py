@@ -13,6 +13,7 @@ from .dates import california_today
 from .errors import UsageError
 from .plan import Plan
 from .protocol import normalise_base_url
+from .text import printable
 
 if TYPE_CHECKING:  # the TLS module loads cryptography: only a run needs it
     from .tls import PasswordSource
@@ -47,21 +48,35 @@ class Settings:
         """Items whose range ends on or after this date are fetched again, done or not."""
         if self.revisit_days is None:
             return None
-        return (self.today or california_today()) - timedelta(days=self.revisit_days)
+        today = self.today or california_today()
+        if self.revisit_days >= (today - date.min).days:
+            return date.min  # reaches back past the first day there is: revisit everything
+        return today - timedelta(days=self.revisit_days)
 
     def __post_init__(self) -> None:
-        url = normalise_base_url(self.base_url.strip())
-        parts = urlsplit(url)
+        raw = self.base_url.strip()
+        if "@" in raw:
+            # Never echo this URL: whatever stands before '@' may be a password.
+            raise UsageError(
+                "the base URL holds '@': a user name or password in the URL is not accepted "
+                "(the client certificate identifies you); give https://HOST[:PORT]/PATH"
+            )
+        url = normalise_base_url(raw)
+        shown = printable(raw, limit=200)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            raise UsageError(f"base URL {shown} is not a valid URL") from None
         if parts.scheme != "https":
-            raise UsageError(f"base URL {self.base_url!r}: only https:// is accepted")
+            raise UsageError(f"base URL {shown}: only https:// is accepted")
         if not parts.hostname:
-            raise UsageError(f"base URL {self.base_url!r} has no host")
+            raise UsageError(f"base URL {shown} has no host")
         if parts.query or parts.fragment:
-            raise UsageError(f"base URL {self.base_url!r} must not carry a query or fragment")
+            raise UsageError(f"base URL {shown} must not carry a query or fragment")
         try:
             parts.port  # noqa: B018  (raises on a bad port)
         except ValueError:
-            raise UsageError(f"base URL {self.base_url!r} has a bad port") from None
+            raise UsageError(f"base URL {shown} has a bad port") from None
         object.__setattr__(self, "base_url", url)
         if not 1 <= self.concurrency <= MAX_CONCURRENCY:
             raise UsageError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")

@@ -66,7 +66,7 @@ def _imports(module: str) -> set[str]:
     if not path.exists():
         path = ROOT / module.replace(".", "/") / "__init__.py"
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    package = module.rpartition(".")[0] if not path.name == "__init__.py" else module
+    package = module.rpartition(".")[0] if path.name != "__init__.py" else module
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.level:

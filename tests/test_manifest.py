@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from omar_bulk.errors import ManifestError
-from omar_bulk.manifest import Defaults, load_manifest
+from omar_bulk.manifest import Defaults, adhoc_plan, load_manifest
 
 from .conftest import Cli
 
@@ -215,3 +215,70 @@ def test_any_input_either_plans_or_raises_a_manifest_error(
         assert str(exc).startswith(str(path))
     else:
         assert plan.survey() >= 1
+
+
+def csv_with_a_bad_byte_on_line(line: int, *, comment: bool = False) -> bytes:
+    rows = [b"kind,id,start,end"]
+    rows += [b"meter,M%d,2024-01-01,2024-01-31" % n for n in range(2, line)]
+    rows.append(b"# caf\xe9 note" if comment else b"meter,CAF\xe9,2024-01-01,2024-01-31")
+    rows.append(b"meter,LAST,2024-01-01,2024-01-31")
+    return b"\n".join(rows) + b"\n"
+
+
+@pytest.mark.parametrize("comment", [False, True], ids=["in a row", "in a comment"])
+def test_a_csv_that_is_not_utf8_names_the_line_with_the_bad_byte(
+    tmp_path: Path, comment: bool
+) -> None:
+    """Latin-1 on line 102, read in one block with the good lines: the error says 102, not 1."""
+    path = write(tmp_path, "m.csv", csv_with_a_bad_byte_on_line(102, comment=comment))
+    with pytest.raises(ManifestError, match=rf"^{path}:102: not a text file \(not UTF-8\)"):
+        load_manifest(path)
+
+
+def test_a_toml_that_is_not_utf8_names_the_line_too(tmp_path: Path) -> None:
+    text = b"[[pull]]\nmeters = ['M1']\n# caf\xe9\nstart = 2024-01-01\nend = 2024-01-02\n"
+    with pytest.raises(ManifestError, match=r":3: not a text file \(not UTF-8\)"):
+        load_manifest(write(tmp_path, "m.toml", text))
+
+
+def test_command_line_ids_are_stripped_like_manifest_cells() -> None:
+    """' M1 ' on the command line is M1, as it is in a CSV cell or a TOML list."""
+    plan = adhoc_plan(
+        meters=[" M1 ", "M2\t"],
+        groups=["  G1"],
+        start="2024-01-01",
+        end="2024-01-31",
+        defaults=Defaults(),
+    )
+    assert sorted(item.id for item in plan) == ["G1", "M1", "M2"]
+
+
+def test_a_blank_command_line_id_is_an_empty_id() -> None:
+    with pytest.raises(ManifestError, match="empty id"):
+        adhoc_plan(meters=["  "], groups=[], start="2024-01", end="2024-01", defaults=Defaults())
+
+
+@pytest.mark.parametrize(
+    ("ident", "message"),
+    [("€" * 100, "longer than 200 bytes"), ("M\u202e1", "\\u202e"), ("M\u20281", "\\u2028")],
+)
+def test_manifest_ids_are_checked_in_bytes_and_characters(
+    tmp_path: Path, ident: str, message: str
+) -> None:
+    """Both manifest forms, and the line that holds the id."""
+    toml = f'[[pull]]\nmeters = ["{ident}"]\nstart = 2024-01-01\nend = 2024-01-02\n'
+    csv_text = f"kind,id,start,end\nmeter,{ident},2024-01-01,2024-01-02\n"
+    for name, text, line in (("m.toml", toml, 1), ("m.csv", csv_text, 2)):
+        path = write(tmp_path, name, text.encode("utf-8"))
+        with pytest.raises(ManifestError) as caught:
+            load_manifest(path)
+        assert str(caught.value).startswith(f"{path}:{line}:")
+        assert message in str(caught.value)
+
+
+def test_an_overlong_id_exits_2_before_any_request(cli: Cli) -> None:
+    """Checked before the session opens: the server sees nothing, OUT is not created."""
+    outcome = cli("fetch", "--meter", "€" * 100, "--start", "2024-01", "--end", "2024-01")
+    assert outcome.exit_code == 2 and "longer than 200 bytes" in outcome.stderr
+    assert cli.server is not None and cli.server.state.log == []
+    assert not cli.out.exists()

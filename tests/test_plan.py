@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import itertools
 import tracemalloc
+import unicodedata
 from datetime import date, timedelta
+from pathlib import Path, PurePosixPath
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from omar_bulk.errors import ManifestError
-from omar_bulk.plan import Chunking, Plan, make_pull
+from omar_bulk.plan import (
+    LONGEST_NAME_SUFFIX,
+    MAX_ID_BYTES,
+    NAME_MAX,
+    Chunking,
+    Item,
+    Plan,
+    check_id,
+    make_pull,
+)
+from omar_bulk.protocol import relative_key
+from omar_bulk.storage import PART_SUFFIX
 
 CHUNKS = ["month", "week", "day", "1d", "7d", "10d", "45d", "none"]
 dates = st.dates(min_value=date(1990, 1, 1), max_value=date(2060, 12, 31))
@@ -126,3 +139,109 @@ def test_a_huge_plan_is_expanded_lazily() -> None:
         tracemalloc.stop()
     assert count == 252_000
     assert peak < 5_000_000, f"expansion held {peak} bytes"
+
+
+# --- the calendar's edges -------------------------------------------------------------------
+
+near_the_end = st.integers(0, 800).map(lambda n: date.max - timedelta(days=n))
+near_the_start = st.integers(0, 800).map(lambda n: date.min + timedelta(days=n))
+
+
+@given(near_the_end, st.integers(0, 800), st.sampled_from(CHUNKS))
+def test_chunks_up_to_the_last_day_there_is(first: date, back: int, chunk: str) -> None:
+    """Ranges ending at or near 9999-12-31: covered exactly, with no step past date.max."""
+    start = max(date.min, first - timedelta(days=back))
+    for end in (first, date.max):
+        chunking = Chunking.parse(chunk)
+        chunks = list(chunking.split(start, end))
+        assert chunks[0][0] == start and chunks[-1][1] == end
+        for (_, last), (nxt, _) in itertools.pairwise(chunks):
+            assert nxt == last + timedelta(days=1)
+        assert chunking.count(start, end) == len(chunks)
+
+
+@given(near_the_start, st.integers(0, 800), st.sampled_from(CHUNKS))
+def test_chunks_from_the_first_day_there_is(start: date, length: int, chunk: str) -> None:
+    """Ranges starting at or near 0001-01-01 (a Monday): whole weeks and months from there."""
+    end = start + timedelta(days=length)
+    chunking = Chunking.parse(chunk)
+    chunks = list(chunking.split(start, end))
+    assert chunks[0][0] == start and chunks[-1][1] == end
+    assert chunking.count(start, end) == len(chunks)
+
+
+def test_the_last_months_and_weeks_of_the_calendar() -> None:
+    assert list(Chunking.parse("month").split(date(9999, 11, 1), date.max)) == [
+        (date(9999, 11, 1), date(9999, 11, 30)),
+        (date(9999, 12, 1), date(9999, 12, 31)),
+    ]
+    assert list(Chunking.parse("week").split(date(9999, 12, 20), date.max)) == [
+        (date(9999, 12, 20), date(9999, 12, 26)),
+        (date(9999, 12, 27), date(9999, 12, 31)),
+    ]
+    assert list(Chunking.parse("none").split(date.max, date.max)) == [(date.max, date.max)]
+
+
+# --- ids ------------------------------------------------------------------------------------
+
+
+def test_ids_are_measured_in_bytes_not_characters() -> None:
+    """100 euro signs are 100 characters but 300 bytes: too long for a file name."""
+    with pytest.raises(ManifestError, match=r"id longer than 200 bytes in UTF-8 \(300"):
+        check_id("€" * 100, "here")
+    with pytest.raises(ManifestError, match=r"id longer than 200 bytes in UTF-8 \(201"):
+        check_id("€" * 67, "here")
+    with pytest.raises(ManifestError, match=r"\(201"):
+        check_id("M" * 201, "here")
+    assert check_id("€" * 66 + "ab", "here") == "€" * 66 + "ab"  # exactly 200 bytes
+    assert check_id("M" * 200, "here") == "M" * 200
+
+
+def test_the_longest_id_fits_in_every_name_it_goes_into(tmp_path: Path) -> None:
+    """An id of MAX_ID_BYTES makes a folder, a .part, a history copy and an error page."""
+    ident = check_id("é" * (MAX_ID_BYTES // 2), "here")
+    assert len(ident.encode()) == MAX_ID_BYTES
+    item = Item("meter", ident, date(2024, 1, 1), date(2024, 1, 31), "mdef", "DST")
+    name = PurePosixPath(relative_key(item)).name
+    folder = tmp_path / ident
+    folder.mkdir()
+    for longest in (
+        name + PART_SUFFIX,
+        f"{name}.20240101T000000Z-9999",  # a history copy, ninth thousand collision
+        f"{name}.20240101T000000.html",  # a kept error page
+    ):
+        assert len(longest.encode()) <= NAME_MAX
+        (folder / longest).write_bytes(b"")  # the file system agrees
+    assert MAX_ID_BYTES + LONGEST_NAME_SUFFIX <= NAME_MAX
+
+
+@pytest.mark.parametrize(
+    ("ident", "escaped"),
+    [
+        ("A\u202eB", "\\u202e"),  # right-to-left override
+        ("A\u200eB", "\\u200e"),  # left-to-right mark
+        ("A\x85B", "\\x85"),  # next line (C1)
+        ("A\u2028B", "\\u2028"),  # line separator
+        ("A\u2029B", "\\u2029"),  # paragraph separator
+        ("A\x1b[31mB", "\\x1b"),  # escape sequence
+        ("A\x7fB", "\\x7f"),
+        ("A\u200bB", "\\u200b"),  # zero-width space (Cf)
+        ("\ufeffAB", "\\ufeff"),
+    ],
+)
+def test_ids_with_control_format_or_separator_characters_are_refused(
+    ident: str, escaped: str
+) -> None:
+    """The message shows the id escaped: nothing raw reaches the terminal."""
+    with pytest.raises(ManifestError) as caught:
+        check_id(ident, "here")
+    message = str(caught.value)
+    assert escaped in message and "format or line-separator" in message
+    assert ident not in message
+    assert not any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in message)
+
+
+def test_ids_with_bytes_that_are_not_utf8_are_refused() -> None:
+    """A command-line argument with a stray byte arrives as a lone surrogate."""
+    with pytest.raises(ManifestError, match="not valid UTF-8"):
+        check_id("M\udcff", "here")
