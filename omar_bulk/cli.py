@@ -256,6 +256,75 @@ def _dry_run(settings: object) -> None:
 
 
 @app.command()
+def check(
+    env: Annotated[
+        str, typer.Option(metavar="ENV", help="prod or test: which OMAR-Online to use.")
+    ] = "prod",
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OMAR_BASE_URL", metavar="URL", help="Server URL, overriding --env (https only)."
+        ),
+    ] = None,
+    cert: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="OMAR_CERT", metavar="FILE", help="Client certificate: .p12/.pfx or PEM."
+        ),
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(envvar="OMAR_KEY", metavar="FILE", help="PEM private key, if separate."),
+    ] = None,
+    ca_bundle: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="OMAR_CA_BUNDLE", metavar="FILE", help="Extra CA certificates to trust (PEM)."
+        ),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(metavar="S", help="Longest wait for each network step, seconds.")
+    ] = 10.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
+) -> None:
+    """Check the certificate and the server before a backfill; download nothing.
+
+    Exit 0 ready (warnings printed), 1 unreachable, 2 bad certificate or options,
+    3 certificate refused or server not trusted.
+    """
+    try:
+        from .check import report_lines, run_check
+        from .errors import UsageError
+        from .protocol import ENVIRONMENTS
+        from .tls import forbid_core_dumps
+
+        if env not in ENVIRONMENTS:
+            raise UsageError(f"--env {env!r}: use prod or test")
+        if not (timeout > 0 and timeout < float("inf")):
+            raise UsageError("--timeout must be a positive number of seconds")
+        forbid_core_dumps()
+        report = run_check(
+            base_url=base_url or ENVIRONMENTS[env],
+            cert=cert,
+            key=key,
+            ca_bundle=ca_bundle,
+            password=_password,
+            timeout=timeout,
+        )
+    except OmarBulkError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(report.as_json(), indent=2))
+    else:
+        typer.echo("\n".join(report_lines(report)))
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
 def status(
     out: Annotated[Path, typer.Argument(help="Output folder of earlier fetches.")] = Path(
         "omar-data"
