@@ -305,14 +305,20 @@ def _check_server(checks: list[Check], url: str, context: ssl.SSLContext, timeou
             skip_rest()
             return
         except ssl.SSLError as exc:
-            # TLS 1.2 refuses a client certificate inside the handshake, with an alert
+            # TLS 1.2 refuses a client certificate inside the handshake, with an alert ...
             reason = str(exc.reason or exc)
             if _is_refusal(reason):
                 add(Check("TLS", OK, "the server answered the TLS handshake"))
                 add(Check("server certificate", SKIP, "not reported: the handshake ended early"))
                 add(_refused(f"TLS alert: {reason}"))
+            elif isinstance(exc, ssl.SSLEOFError):
+                add(_dropped_in_handshake())
             else:
                 add(Check("TLS", FAIL, f"TLS handshake with {where} failed: {reason}", {}, 3))
+            skip_rest()
+            return
+        except (ConnectionResetError, BrokenPipeError):
+            add(_dropped_in_handshake())  # ... or by hanging up
             skip_rest()
             return
         except OSError as exc:
@@ -320,7 +326,7 @@ def _check_server(checks: list[Check], url: str, context: ssl.SSLContext, timeou
                 Check(
                     "TLS",
                     FAIL,
-                    f"the connection broke during the TLS handshake: {_os_reason(exc)}",
+                    f"no TLS handshake with {where}: {_os_reason(exc)}",
                     {},
                     _UNREACHABLE,
                 )
@@ -515,6 +521,18 @@ def _refused(why: str) -> Check:
         FAIL,
         f"refused by the server ({why}); check that --cert is the certificate registered for"
         " OMAR-Online and is still valid",
+        {},
+        _REFUSED,
+    )
+
+
+def _dropped_in_handshake() -> Check:
+    return Check(
+        "TLS",
+        FAIL,
+        "the server closed the connection during the TLS handshake, which is how some servers"
+        " refuse a client certificate; check that --cert is the certificate registered for"
+        " OMAR-Online",
         {},
         _REFUSED,
     )
