@@ -141,6 +141,14 @@ def fetch(
         bool | None,
         typer.Option("--progress/--no-progress", help="Progress display (default: on a terminal)."),
     ] = None,
+    metrics: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="At the end, write the run's metrics here for Prometheus (a .prom file in"
+            " node_exporter's textfile folder).",
+        ),
+    ] = None,
 ) -> None:
     """Download every planned file that is not already on disk and verified."""
     try:
@@ -186,7 +194,7 @@ def fetch(
         if dry_run:
             _dry_run(settings)
             return
-        code = run_with_display(settings, progress)
+        code = run_with_display(settings, progress, metrics)
     except OmarBulkError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -209,34 +217,68 @@ def _today(value: str | None) -> Any:
         raise UsageError(f"--today {value!r}: use YYYY-MM-DD") from None
 
 
-def run_with_display(settings: object, progress: bool | None) -> int:
+def run_with_display(settings: object, progress: bool | None, metrics: Path | None = None) -> int:
     """Run with the right display for where we are; print the summary; return the exit code.
 
-    The rich display is imported only for a terminal: a cron run prints plain lines.
+    The rich display is imported only for a terminal: a cron run prints plain lines. With
+    ``metrics``, the run's metrics are written when it ends, however it ends.
     """
     from .run import StopSignal
     from .run import fetch as run_fetch
     from .settings import Settings
+    from .tls import forbid_core_dumps
 
     global _CURRENT_STOP
     assert isinstance(settings, Settings)
+    record = _metrics_recorder(metrics, settings.out_dir)
+    forbid_core_dumps()  # before the key is decrypted and the password asked for
     show = sys.stderr.isatty() if progress is None else progress
     stop = StopSignal()
     _CURRENT_STOP = stop
-    if not show:
-        from .plain import PlainObserver, print_summary
+    try:
+        if not show:
+            from .plain import PlainObserver, print_summary
 
-        with PlainObserver() as plain:
-            result = run_fetch(settings, observer=plain, stop=stop)
-        print_summary(result)
-        return result.exit_code
-    from .progress import RichObserver, render_summary, stderr_console
+            with PlainObserver() as plain:
+                result = run_fetch(settings, observer=record.watch(plain), stop=stop)
+            print_summary(result)
+        else:
+            from .progress import RichObserver, render_summary, stderr_console
 
-    console = stderr_console()
-    with RichObserver(console) as observer:
-        result = run_fetch(settings, observer=observer, stop=stop)
-    render_summary(result, console)
-    return result.exit_code
+            console = stderr_console()
+            with RichObserver(console) as observer:
+                result = run_fetch(settings, observer=record.watch(observer), stop=stop)
+            render_summary(result, console)
+    except OmarBulkError as exc:  # stopped before it began: a certificate, a locked folder
+        record.ended(None, exc.exit_code, _warn)
+        raise
+    except KeyboardInterrupt:
+        record.ended(None, 130, _warn)
+        raise
+    code: int = record.ended(result, result.exit_code, _warn)
+    return code
+
+
+class _NoMetrics:
+    """Stands in for ``metrics.RunRecorder`` when no metrics are asked for."""
+
+    def watch(self, observer: Any) -> Any:
+        return observer
+
+    def ended(self, result: object, exit_code: int, warn: object) -> int:
+        return exit_code
+
+
+def _metrics_recorder(path: Path | None, out: Path) -> Any:
+    if path is None:
+        return _NoMetrics()  # prometheus_client is not even imported
+    from .metrics import RunRecorder
+
+    return RunRecorder(path, out)
+
+
+def _warn(message: str) -> None:
+    typer.echo(f"omar-bulk: warning: {message}", err=True)
 
 
 def _dry_run(settings: object) -> None:
@@ -338,6 +380,17 @@ def status(
     today: Annotated[
         str | None, typer.Option(help="Resolve the manifest's relative dates as of this date.")
     ] = None,
+    prometheus: Annotated[
+        bool,
+        typer.Option("--prometheus", help="Print coverage gauges in Prometheus' text format."),
+    ] = False,
+    prometheus_per_id: Annotated[
+        bool,
+        typer.Option(
+            "--prometheus-per-id",
+            help="With --prometheus, also a series per id (many ids make many series).",
+        ),
+    ] = False,
 ) -> None:
     """What is on disk, per id and month, from the journal alone. Exit 1 if incomplete."""
     try:
@@ -351,7 +404,12 @@ def status(
         view = read_coverage(out, plan=plan)
     except OmarBulkError as exc:
         _fail(exc)
-    if as_json:
+    if prometheus or prometheus_per_id:
+        from .metrics import coverage_registry, exposition
+
+        registry = coverage_registry(view, per_id=prometheus_per_id, planned=plan is not None)
+        typer.echo(exposition(registry), nl=False)
+    elif as_json:
         import json
 
         typer.echo(json.dumps(view.as_json(), indent=2))
