@@ -22,7 +22,7 @@ from . import __version__
 from .errors import OmarBulkError
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
@@ -66,54 +66,80 @@ def _password(what: str) -> str | None:
 @app.command()
 def fetch(
     manifest: Annotated[
-        Path | None, typer.Argument(help="TOML or CSV manifest of meters/groups and dates.")
+        Path | None,
+        typer.Argument(
+            metavar="MANIFEST", help="TOML or CSV manifest of meters/groups and dates."
+        ),
     ] = None,
     meter: Annotated[
-        list[str] | None, typer.Option("--meter", help="Meter (resource) id; repeatable.")
+        list[str] | None,
+        typer.Option("--meter", metavar="ID", help="Meter (resource) id; repeatable."),
     ] = None,
     group: Annotated[
-        list[str] | None, typer.Option("--group", help="Group id; repeatable.")
+        list[str] | None, typer.Option("--group", metavar="ID", help="Group id; repeatable.")
     ] = None,
     start: Annotated[
-        str | None, typer.Option(help="First trade date, YYYY-MM-DD (with --meter/--group).")
+        str | None,
+        typer.Option(metavar="DATE", help="First trade date, YYYY-MM-DD (with --meter/--group)."),
     ] = None,
     end: Annotated[
-        str | None, typer.Option(help="Last trade date, inclusive (with --meter/--group).")
+        str | None,
+        typer.Option(metavar="DATE", help="Last trade date, inclusive (with --meter/--group)."),
     ] = None,
     file_format: Annotated[
-        str, typer.Option("--format", help="mdef or csv, for pulls that do not say.")
+        str,
+        typer.Option(
+            "--format", metavar="mdef|csv", help="mdef or csv, for pulls that do not say."
+        ),
     ] = "mdef",
-    time_type: Annotated[str, typer.Option(help="PST or DST, for pulls that do not say.")] = "PST",
+    time_type: Annotated[
+        str, typer.Option(metavar="PST|DST", help="PST or DST, for pulls that do not say.")
+    ] = "PST",
     chunk: Annotated[
-        str, typer.Option(help="Split ranges by month, week, day, <N>d, or none.")
+        str, typer.Option(metavar="CHUNK", help="Split ranges by month, week, day, <N>d, or none.")
     ] = "month",
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("omar-data"),
-    env: Annotated[str, typer.Option(help="prod or test: which OMAR-Online to use.")] = "prod",
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Output folder.")] = Path("omar-data"),
+    env: Annotated[
+        str, typer.Option(metavar="prod|test", help="prod or test: which OMAR-Online to use.")
+    ] = "prod",
     base_url: Annotated[
         str | None,
-        typer.Option(envvar="OMAR_BASE_URL", help="Server URL, overriding --env (https only)."),
+        typer.Option(
+            envvar="OMAR_BASE_URL", metavar="URL", help="Server URL, overriding --env (https only)."
+        ),
     ] = None,
     cert: Annotated[
         Path | None,
-        typer.Option(envvar="OMAR_CERT", help="Client certificate: .p12/.pfx or PEM."),
+        typer.Option(
+            envvar="OMAR_CERT", metavar="FILE", help="Client certificate: .p12/.pfx or PEM."
+        ),
     ] = None,
     key: Annotated[
-        Path | None, typer.Option(envvar="OMAR_KEY", help="PEM private key, if separate.")
+        Path | None,
+        typer.Option(envvar="OMAR_KEY", metavar="FILE", help="PEM private key, if separate."),
     ] = None,
     ca_bundle: Annotated[
         Path | None,
-        typer.Option(envvar="OMAR_CA_BUNDLE", help="Extra CA certificates to trust (PEM)."),
+        typer.Option(
+            envvar="OMAR_CA_BUNDLE", metavar="FILE", help="Extra CA certificates to trust (PEM)."
+        ),
     ] = None,
-    concurrency: Annotated[int, typer.Option(help="Downloads at once.")] = 4,
+    concurrency: Annotated[int, typer.Option(metavar="N", help="Downloads at once.")] = 4,
     rate: Annotated[
-        float | None, typer.Option(help="At most this many request starts per second.")
+        float | None, typer.Option(metavar="R", help="At most this many request starts per second.")
     ] = None,
-    retries: Annotated[int, typer.Option(help="Further attempts after the first.")] = 5,
+    retries: Annotated[
+        int, typer.Option(metavar="N", help="Further attempts after the first.")
+    ] = 5,
     timeout: Annotated[
-        float, typer.Option(help="Longest silence while connecting or reading, seconds.")
+        float,
+        typer.Option(metavar="S", help="Longest silence while connecting or reading, seconds."),
     ] = 120.0,
     retry_wait: Annotated[
-        float, typer.Option(help="Base of the exponential backoff between attempts, seconds.")
+        float,
+        typer.Option(
+            metavar="S", help="Base of the exponential backoff between attempts, seconds."
+        ),
     ] = 1.0,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Fetch even what the journal says is done.")
@@ -121,21 +147,24 @@ def fetch(
     revisit_days: Annotated[
         int | None,
         typer.Option(
-            help="Fetch again items whose range ends within the last N days (revised data)."
+            metavar="N",
+            help="Fetch again items whose range ends within the last N days (revised data).",
         ),
     ] = None,
     today: Annotated[
         str | None,
         typer.Option(
+            metavar="DATE",
             help="Resolve relative dates as if today were YYYY-MM-DD (default: "
-            "today in California)."
+            "today in California).",
         ),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print every URL a run would request; send nothing.")
     ] = False,
     report: Annotated[
-        Path | None, typer.Option(help="Write the JSON report here (default OUT/.omar-bulk/).")
+        Path | None,
+        typer.Option(metavar="FILE", help="Write the JSON report here (default OUT/.omar-bulk/)."),
     ] = None,
     progress: Annotated[
         bool | None,
@@ -300,7 +329,7 @@ def _dry_run(settings: object) -> None:
 @app.command()
 def check(
     env: Annotated[
-        str, typer.Option(metavar="ENV", help="prod or test: which OMAR-Online to use.")
+        str, typer.Option(metavar="prod|test", help="prod or test: which OMAR-Online to use.")
     ] = "prod",
     base_url: Annotated[
         str | None,
@@ -368,17 +397,22 @@ def check(
 
 @app.command()
 def status(
-    out: Annotated[Path, typer.Argument(help="Output folder of earlier fetches.")] = Path(
-        "omar-data"
-    ),
+    out: Annotated[
+        Path, typer.Argument(metavar="OUT", help="Output folder of earlier fetches.")
+    ] = Path("omar-data"),
     manifest: Annotated[
         Path | None,
-        typer.Option(help="Also count what this manifest plans but was never fetched."),
+        typer.Option(
+            metavar="FILE", help="Also count what this manifest plans but was never fetched."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the view as JSON.")] = False,
-    by: Annotated[str, typer.Option(help="month (a row per id and year) or year.")] = "month",
+    by: Annotated[
+        str, typer.Option(metavar="month|year", help="month (a row per id and year) or year.")
+    ] = "month",
     today: Annotated[
-        str | None, typer.Option(help="Resolve the manifest's relative dates as of this date.")
+        str | None,
+        typer.Option(metavar="DATE", help="Resolve the manifest's relative dates as of this date."),
     ] = None,
     prometheus: Annotated[
         bool,
@@ -427,23 +461,32 @@ def status(
 
 @app.command()
 def serve(
-    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8444,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(metavar="N", help="Port to listen on (0: any free port).")
+    ] = 8444,
+    host: Annotated[
+        str, typer.Option(metavar="ADDRESS", help="Address to listen on.")
+    ] = "127.0.0.1",
     certs: Annotated[
-        Path, typer.Option(help="Folder for the stand-in's throwaway certificates.")
+        Path, typer.Option(metavar="DIR", help="Folder for the stand-in's throwaway certificates.")
     ] = Path("omar-standin-certs"),
-    latency: Annotated[float, typer.Option(help="Seconds before each download answer.")] = 0.0,
+    latency: Annotated[
+        float, typer.Option(metavar="S", help="Seconds before each download answer.")
+    ] = 0.0,
     fault_rate: Annotated[
-        float, typer.Option(help="Share of downloads that meet a random fault (0..1).")
+        float, typer.Option(metavar="P", help="Share of downloads that meet a random fault (0..1).")
     ] = 0.0,
     faults: Annotated[
-        str, typer.Option(help="Comma-separated fault kinds for --fault-rate.")
+        str, typer.Option(metavar="KINDS", help="Comma-separated fault kinds for --fault-rate.")
     ] = "503,500,cut",
-    retry_after: Annotated[float, typer.Option(help="Retry-After seconds on 503/429.")] = 1.0,
+    retry_after: Annotated[
+        float, typer.Option(metavar="S", help="Retry-After seconds on 503/429.")
+    ] = 1.0,
     session_requests: Annotated[
-        int, typer.Option(help="Expire a session after this many downloads (0: never).")
+        int,
+        typer.Option(metavar="N", help="Expire a session after this many downloads (0: never)."),
     ] = 0,
-    seed: Annotated[int, typer.Option(help="Seed of the random faults.")] = 0,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the random faults.")] = 0,
     accept_slashes: Annotated[
         bool,
         typer.Option(
@@ -475,7 +518,8 @@ def serve(
 @app.command()
 def demo(
     out: Annotated[
-        Path | None, typer.Option(help="Output folder (default: a new temporary folder).")
+        Path | None,
+        typer.Option(metavar="DIR", help="Output folder (default: a new temporary folder)."),
     ] = None,
     progress: Annotated[
         bool | None,
