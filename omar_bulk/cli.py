@@ -67,9 +67,7 @@ def _password(what: str) -> str | None:
 def fetch(
     manifest: Annotated[
         Path | None,
-        typer.Argument(
-            metavar="MANIFEST", help="TOML or CSV manifest of meters/groups and dates."
-        ),
+        typer.Argument(metavar="MANIFEST", help="TOML or CSV manifest of meters/groups and dates."),
     ] = None,
     meter: Annotated[
         list[str] | None,
