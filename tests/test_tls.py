@@ -368,3 +368,23 @@ def test_commands_that_load_the_key_forbid_core_dumps(
     code, soft, hard, dumpable = done.stdout.split()[-4:]
     assert code == "1", done.stdout + done.stderr  # unreachable: the key was loaded first
     assert (soft, hard, dumpable) == ("0", "0", "0")
+
+
+@pytest.mark.parametrize(
+    "openssl_server", [[], ["-no_tls1_3"]], ids=["tls1.3", "tls1.2"], indirect=True
+)
+def test_check_reports_a_tls_alert_refusing_our_certificate_as_exit_3(
+    offline_cli: Cli, pki: TestPKI, stranger: TestPKI, openssl_server: str
+) -> None:
+    outcome = offline_cli(
+        "check",
+        "--base-url",
+        openssl_server,
+        "--cert",
+        str(stranger.client_pem),
+        "--ca-bundle",
+        str(pki.ca),
+    )
+    assert outcome.exit_code == 3, outcome.stdout
+    assert "✗ our certificate" in outcome.stdout
+    assert "TLS alert" in outcome.stdout
