@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .settings import Settings
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
@@ -68,54 +68,78 @@ def _password(what: str) -> str | None:
 @app.command()
 def fetch(
     manifest: Annotated[
-        Path | None, typer.Argument(help="TOML or CSV manifest of meters/groups and dates.")
+        Path | None,
+        typer.Argument(metavar="MANIFEST", help="TOML or CSV manifest of meters/groups and dates."),
     ] = None,
     meter: Annotated[
-        list[str] | None, typer.Option("--meter", help="Meter (resource) id; repeatable.")
+        list[str] | None,
+        typer.Option("--meter", metavar="ID", help="Meter (resource) id; repeatable."),
     ] = None,
     group: Annotated[
-        list[str] | None, typer.Option("--group", help="Group id; repeatable.")
+        list[str] | None, typer.Option("--group", metavar="ID", help="Group id; repeatable.")
     ] = None,
     start: Annotated[
-        str | None, typer.Option(help="First trade date, YYYY-MM-DD (with --meter/--group).")
+        str | None,
+        typer.Option(metavar="DATE", help="First trade date, YYYY-MM-DD (with --meter/--group)."),
     ] = None,
     end: Annotated[
-        str | None, typer.Option(help="Last trade date, inclusive (with --meter/--group).")
+        str | None,
+        typer.Option(metavar="DATE", help="Last trade date, inclusive (with --meter/--group)."),
     ] = None,
     file_format: Annotated[
-        str, typer.Option("--format", help="mdef or csv, for pulls that do not say.")
+        str,
+        typer.Option(
+            "--format", metavar="mdef|csv", help="mdef or csv, for pulls that do not say."
+        ),
     ] = "mdef",
-    time_type: Annotated[str, typer.Option(help="PST or DST, for pulls that do not say.")] = "PST",
+    time_type: Annotated[
+        str, typer.Option(metavar="PST|DST", help="PST or DST, for pulls that do not say.")
+    ] = "PST",
     chunk: Annotated[
-        str, typer.Option(help="Split ranges by month, week, day, <N>d, or none.")
+        str, typer.Option(metavar="CHUNK", help="Split ranges by month, week, day, <N>d, or none.")
     ] = "month",
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("omar-data"),
-    env: Annotated[str, typer.Option(help="prod or test: which OMAR-Online to use.")] = "prod",
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Output folder.")] = Path("omar-data"),
+    env: Annotated[
+        str, typer.Option(metavar="prod|test", help="prod or test: which OMAR-Online to use.")
+    ] = "prod",
     base_url: Annotated[
         str | None,
-        typer.Option(envvar="OMAR_BASE_URL", help="Server URL, overriding --env (https only)."),
+        typer.Option(
+            envvar="OMAR_BASE_URL", metavar="URL", help="Server URL, overriding --env (https only)."
+        ),
     ] = None,
     cert: Annotated[
         Path | None,
-        typer.Option(envvar="OMAR_CERT", help="Client certificate: .p12/.pfx or PEM."),
+        typer.Option(
+            envvar="OMAR_CERT", metavar="FILE", help="Client certificate: .p12/.pfx or PEM."
+        ),
     ] = None,
     key: Annotated[
-        Path | None, typer.Option(envvar="OMAR_KEY", help="PEM private key, if separate.")
+        Path | None,
+        typer.Option(envvar="OMAR_KEY", metavar="FILE", help="PEM private key, if separate."),
     ] = None,
     ca_bundle: Annotated[
         Path | None,
-        typer.Option(envvar="OMAR_CA_BUNDLE", help="Extra CA certificates to trust (PEM)."),
+        typer.Option(
+            envvar="OMAR_CA_BUNDLE", metavar="FILE", help="Extra CA certificates to trust (PEM)."
+        ),
     ] = None,
-    concurrency: Annotated[int, typer.Option(help="Downloads at once.")] = 4,
+    concurrency: Annotated[int, typer.Option(metavar="N", help="Downloads at once.")] = 4,
     rate: Annotated[
-        float | None, typer.Option(help="At most this many request starts per second.")
+        float | None, typer.Option(metavar="R", help="At most this many request starts per second.")
     ] = None,
-    retries: Annotated[int, typer.Option(help="Further attempts after the first.")] = 5,
+    retries: Annotated[
+        int, typer.Option(metavar="N", help="Further attempts after the first.")
+    ] = 5,
     timeout: Annotated[
-        float, typer.Option(help="Longest silence while connecting or reading, seconds.")
+        float,
+        typer.Option(metavar="S", help="Longest silence while connecting or reading, seconds."),
     ] = 120.0,
     retry_wait: Annotated[
-        float, typer.Option(help="Base of the exponential backoff between attempts, seconds.")
+        float,
+        typer.Option(
+            metavar="S", help="Base of the exponential backoff between attempts, seconds."
+        ),
     ] = 1.0,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Fetch even what the journal says is done.")
@@ -123,25 +147,36 @@ def fetch(
     revisit_days: Annotated[
         int | None,
         typer.Option(
-            help="Fetch again items whose range ends within the last N days (revised data)."
+            metavar="N",
+            help="Fetch again items whose range ends within the last N days (revised data).",
         ),
     ] = None,
     today: Annotated[
         str | None,
         typer.Option(
+            metavar="DATE",
             help="Resolve relative dates as if today were YYYY-MM-DD (default: "
-            "today in California)."
+            "today in California).",
         ),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print every URL a run would request; send nothing.")
     ] = False,
     report: Annotated[
-        Path | None, typer.Option(help="Write the JSON report here (default OUT/.omar-bulk/).")
+        Path | None,
+        typer.Option(metavar="FILE", help="Write the JSON report here (default OUT/.omar-bulk/)."),
     ] = None,
     progress: Annotated[
         bool | None,
         typer.Option("--progress/--no-progress", help="Progress display (default: on a terminal)."),
+    ] = None,
+    metrics: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="At the end, write the run's metrics here for Prometheus (a .prom file in"
+            " node_exporter's textfile folder).",
+        ),
     ] = None,
 ) -> None:
     """Download every planned file that is not already on disk and verified."""
@@ -189,7 +224,7 @@ def fetch(
             return
         from .console import run_with_display
 
-        code = run_with_display(settings, progress).exit_code
+        code = run_with_display(settings, progress, metrics=metrics)
     except OmarBulkError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -227,24 +262,114 @@ def _dry_run(settings: Settings) -> None:
 
 
 @app.command()
+def check(
+    env: Annotated[
+        str, typer.Option(metavar="prod|test", help="prod or test: which OMAR-Online to use.")
+    ] = "prod",
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OMAR_BASE_URL", metavar="URL", help="Server URL, overriding --env (https only)."
+        ),
+    ] = None,
+    cert: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="OMAR_CERT", metavar="FILE", help="Client certificate: .p12/.pfx or PEM."
+        ),
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(envvar="OMAR_KEY", metavar="FILE", help="PEM private key, if separate."),
+    ] = None,
+    ca_bundle: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="OMAR_CA_BUNDLE", metavar="FILE", help="Extra CA certificates to trust (PEM)."
+        ),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(metavar="S", help="Longest wait for each network step, seconds.")
+    ] = 10.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
+) -> None:
+    """Check the certificate and the server before a backfill; download nothing.
+
+    Exit 0 ready (warnings printed), 1 unreachable, 2 bad certificate or options,
+    3 certificate refused or server not trusted.
+    """
+    try:
+        from .check import report_lines, run_check
+        from .errors import UsageError
+        from .protocol import ENVIRONMENTS
+        from .tls import forbid_core_dumps
+
+        if env not in ENVIRONMENTS:
+            raise UsageError(f"--env {env!r}: use prod or test")
+        if not (timeout > 0 and timeout < float("inf")):
+            raise UsageError("--timeout must be a positive number of seconds")
+        forbid_core_dumps()
+        report = run_check(
+            base_url=base_url or ENVIRONMENTS[env],
+            cert=cert,
+            key=key,
+            ca_bundle=ca_bundle,
+            password=_password,
+            timeout=timeout,
+        )
+    except OmarBulkError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(report.as_json(), indent=2))
+    else:
+        typer.echo("\n".join(report_lines(report)))
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
 def status(
-    out: Annotated[Path, typer.Argument(help="Output folder of earlier fetches.")] = Path(
-        "omar-data"
-    ),
+    out: Annotated[
+        Path, typer.Argument(metavar="OUT", help="Output folder of earlier fetches.")
+    ] = Path("omar-data"),
     manifest: Annotated[
         Path | None,
-        typer.Option(help="Also count what this manifest plans but was never fetched."),
+        typer.Option(
+            metavar="FILE", help="Also count what this manifest plans but was never fetched."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the view as JSON.")] = False,
-    by: Annotated[str, typer.Option(help="month (a row per id and year) or year.")] = "month",
+    by: Annotated[
+        str, typer.Option(metavar="month|year", help="month (a row per id and year) or year.")
+    ] = "month",
     today: Annotated[
-        str | None, typer.Option(help="Resolve the manifest's relative dates as of this date.")
+        str | None,
+        typer.Option(metavar="DATE", help="Resolve the manifest's relative dates as of this date."),
     ] = None,
     file_format: Annotated[
-        str, typer.Option("--format", help="As given to fetch: plan the manifest the same way.")
+        str,
+        typer.Option(
+            "--format",
+            metavar="mdef|csv",
+            help="As given to fetch: plan the manifest the same way.",
+        ),
     ] = "mdef",
-    time_type: Annotated[str, typer.Option(help="As given to fetch.")] = "PST",
-    chunk: Annotated[str, typer.Option(help="As given to fetch.")] = "month",
+    time_type: Annotated[str, typer.Option(metavar="PST|DST", help="As given to fetch.")] = "PST",
+    chunk: Annotated[str, typer.Option(metavar="CHUNK", help="As given to fetch.")] = "month",
+    prometheus: Annotated[
+        bool,
+        typer.Option("--prometheus", help="Print coverage gauges in Prometheus' text format."),
+    ] = False,
+    prometheus_per_id: Annotated[
+        bool,
+        typer.Option(
+            "--prometheus-per-id",
+            help="With --prometheus, also a series per id (many ids make many series).",
+        ),
+    ] = False,
 ) -> None:
     """What is on disk, per id and month, from the journal alone. Exit 1 if incomplete."""
     try:
@@ -261,7 +386,12 @@ def status(
         view = read_coverage(out, plan=plan)
     except OmarBulkError as exc:
         _fail(exc)
-    if as_json:
+    if prometheus or prometheus_per_id:
+        from .metrics import coverage_registry, exposition
+
+        registry = coverage_registry(view, per_id=prometheus_per_id, planned=plan is not None)
+        typer.echo(exposition(registry), nl=False)
+    elif as_json:
         import json
 
         typer.echo(json.dumps(view.as_json(), indent=2))
@@ -279,23 +409,32 @@ def status(
 
 @app.command()
 def serve(
-    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8444,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(metavar="N", help="Port to listen on (0: any free port).")
+    ] = 8444,
+    host: Annotated[
+        str, typer.Option(metavar="ADDRESS", help="Address to listen on.")
+    ] = "127.0.0.1",
     certs: Annotated[
-        Path, typer.Option(help="Folder for the stand-in's throwaway certificates.")
+        Path, typer.Option(metavar="DIR", help="Folder for the stand-in's throwaway certificates.")
     ] = Path("omar-standin-certs"),
-    latency: Annotated[float, typer.Option(help="Seconds before each download answer.")] = 0.0,
+    latency: Annotated[
+        float, typer.Option(metavar="S", help="Seconds before each download answer.")
+    ] = 0.0,
     fault_rate: Annotated[
-        float, typer.Option(help="Share of downloads that meet a random fault (0..1).")
+        float, typer.Option(metavar="P", help="Share of downloads that meet a random fault (0..1).")
     ] = 0.0,
     faults: Annotated[
-        str, typer.Option(help="Comma-separated fault kinds for --fault-rate.")
+        str, typer.Option(metavar="KINDS", help="Comma-separated fault kinds for --fault-rate.")
     ] = "503,500,cut",
-    retry_after: Annotated[float, typer.Option(help="Retry-After seconds on 503/429.")] = 1.0,
+    retry_after: Annotated[
+        float, typer.Option(metavar="S", help="Retry-After seconds on 503/429.")
+    ] = 1.0,
     session_requests: Annotated[
-        int, typer.Option(help="Expire a session after this many downloads (0: never).")
+        int,
+        typer.Option(metavar="N", help="Expire a session after this many downloads (0: never)."),
     ] = 0,
-    seed: Annotated[int, typer.Option(help="Seed of the random faults.")] = 0,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the random faults.")] = 0,
     accept_slashes: Annotated[
         bool,
         typer.Option(
@@ -327,7 +466,8 @@ def serve(
 @app.command()
 def demo(
     out: Annotated[
-        Path | None, typer.Option(help="Output folder (default: a new temporary folder).")
+        Path | None,
+        typer.Option(metavar="DIR", help="Output folder (default: a new temporary folder)."),
     ] = None,
     progress: Annotated[
         bool | None,

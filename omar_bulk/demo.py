@@ -90,10 +90,10 @@ def run_demo(*, out: Path | None, progress: bool | None) -> int:
             retry_wait=0.3,
             retries=5,
         )
-        first = run_with_display(settings, progress).exit_code
+        first = run_with_display(settings, progress)
         console.print("\n[bold]the same command again[/]: only what is missing is requested")
         before = len(server.state.downloads())
-        again = run_with_display(settings, progress).exit_code
+        again = run_with_display(settings, progress)
         asked = len(server.state.downloads()) - before
         console.print(f"the rerun sent {asked} download request(s)\n")
     from .coverage import read_coverage

@@ -21,7 +21,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from .answers import judge_download
+from .answers import judge_download, looks_like_html
 from .download import WHOLE_BODY_LIMIT, Saved, Unconfirmed, Work, keep_error_page, receive
 from .errors import (
     AuthError,
@@ -179,12 +179,12 @@ class Engine:
         final = self.storage.final(work.key)
         attempts = 0
         confirm: str | None = None
+        sent_under = [0]  # the login an attempt's request actually went out with
         while True:
             attempts += 1
-            generation = await self.session.ready()
+            await self.session.ready()
             try:
-                saved = await self._gated_attempt(work, final, attempts, generation, confirm)
-                self.session.served_one(generation)
+                saved = await self._gated_attempt(work, final, attempts, sent_under, confirm)
                 result = ItemResult(
                     work.item, work.url, final, saved.status, saved.size, saved.sha256, attempts
                 )
@@ -211,9 +211,7 @@ class Engine:
                     )
                     return failed, None
                 if isinstance(exc, SessionExpired):
-                    delay = self.backoff.after_expiry(
-                        attempts, exc.retry_after, session_worked=self.session.worked(generation)
-                    )
+                    delay = 0.0  # renewing the session waits when the server is in trouble
                 elif isinstance(exc, Unconfirmed):
                     delay = 0.0  # not a failure: the second copy is the check
                 else:
@@ -222,25 +220,28 @@ class Engine:
                 if delay:
                     await asyncio.sleep(delay)  # outside the gate: waiting holds no slot
                 if isinstance(exc, SessionExpired):
-                    await self._renew(generation)
+                    await self._renew(sent_under[0])
 
     async def _gated_attempt(
-        self, work: Work, final: Path, attempts: int, generation: int, confirm: str | None
+        self, work: Work, final: Path, attempts: int, sent_under: list[int], confirm: str | None
     ) -> Saved:
-        """One attempt inside the adaptive limit, telling it how the server answered."""
+        """One attempt inside the adaptive limit, telling it how the server answered.
+
+        ``sent_under[0]`` is set to the login generation current when the request leaves:
+        waiting for a slot can outlast a login, and an expiry must renew the right one.
+        """
         epoch = await self.gate.acquire()
         clean = pushback = False
         try:
             await self._limiter.wait()
+            generation = sent_under[0] = self.session.generation
             self.observer.started(work.item, final, attempts)
-            outcome = await self._attempt(work, confirm)
+            outcome = await self._attempt(work, confirm, generation)
             clean = True
             return outcome
         except RetryableError as exc:
             # A session that expires before serving anything is a server in trouble.
-            pushback = exc.pushback or (
-                isinstance(exc, SessionExpired) and not self.session.worked(generation)
-            )
+            pushback = exc.pushback or (isinstance(exc, SessionExpired) and self.session.troubled())
             raise
         finally:
             self.gate.release(epoch, clean=clean, pushback=pushback)
@@ -252,11 +253,15 @@ class Engine:
             # The login itself failed for now; the item's next attempt will find out again.
             await asyncio.sleep(self.backoff.delay(1, exc.retry_after))
 
-    async def _attempt(self, work: Work, confirm: str | None) -> Saved:
+    async def _attempt(self, work: Work, confirm: str | None, generation: int) -> Saved:
         """One request for one item: a settled file (``Saved``) or an ItemError."""
         async with self.session.get(work.url) as response:
             head = head_of(response)
             verdict = judge_download(head, work.url)
+            if verdict is None and not looks_like_html(b"", head.content_type):
+                # Data is on its way under this login: counted now, not when the body is
+                # done, so that expiries answered meanwhile do not look like a broken login.
+                self.session.served_one(generation)
             if isinstance(verdict, PermanentError):
                 page = await keep_error_page(response, head, work, self.storage, WHOLE_BODY_LIMIT)
                 raise PermanentError(f"{verdict}{page}")

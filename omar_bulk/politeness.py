@@ -42,18 +42,6 @@ class Backoff:
             wait = max(wait, retry_after)
         return wait
 
-    def after_expiry(
-        self, attempt: int, retry_after: float | None, *, session_worked: bool
-    ) -> float:
-        """The wait after a download found the session expired.
-
-        A session that served downloads and then expired is ordinary: log in again and retry
-        at once. One that expires before serving anything, right after a fresh login, is a
-        server in trouble (a maintenance page that says "log in", a redirect on every
-        request): back off exactly as for a 503.
-        """
-        return 0.0 if session_worked else self.delay(attempt, retry_after)
-
 
 class RateLimiter:
     """Spaces request starts at least ``1/rate`` seconds apart, across all workers."""

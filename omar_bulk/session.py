@@ -80,8 +80,10 @@ class Session:
         self._lock = asyncio.Lock()
         #: Bumped by every successful login; 0 until the first.
         self.generation = 0
-        #: Downloads the current login has served: 0 means it expired before serving any.
+        #: Downloads the current login has served.
         self.served = 0
+        #: Logins in a row that were replaced without serving a single download.
+        self.barren = 0
         self.logins = 0
 
     @asynccontextmanager
@@ -124,16 +126,30 @@ class Session:
         async with self._lock:
             if generation != self.generation:
                 return  # another worker already logged in again
+            self.barren = self.barren + 1 if self.served == 0 else 0
+            if self.barren >= 2:
+                # Logging in again is cheap once. A login that expires again before serving
+                # anything is a server in trouble: wait as for a 503 before the next one. The
+                # wait is here, under the lock, so every worker waits for the same login.
+                delay = self._backoff.delay(self.barren - 1)
+                self._observer.notice(
+                    f"the session expired again right after logging in; waiting {delay:.1f} s"
+                    " before logging in again"
+                )
+                await asyncio.sleep(delay)
             await self._login()
 
     def served_one(self, generation: int) -> None:
-        """A download under ``generation`` succeeded: that login works."""
+        """A download under ``generation`` was answered with data: that login works."""
         if generation == self.generation:
             self.served += 1
 
-    def worked(self, generation: int) -> bool:
-        """Did login ``generation`` serve any download (or was it replaced since)?"""
-        return generation != self.generation or self.served > 0
+    def troubled(self) -> bool:
+        """Logins keep expiring before serving anything: the last one was replaced without
+        serving a download, and the current one has served none yet. Expiring again now is
+        a server in trouble (a maintenance page that says "log in", a redirect on every
+        request), not an ordinary session timeout."""
+        return self.barren > 0 and self.served == 0
 
     @asynccontextmanager
     async def get(self, url: str) -> AsyncIterator[aiohttp.ClientResponse]:

@@ -2,10 +2,14 @@
 
 The client certificate comes as PKCS#12 (``.p12``/``.pfx``, as browsers export it) or as PEM
 holding the certificate and possibly the key, with an optional separate PEM key that may be
-encrypted. Python's ``ssl`` reads only PEM files, so the identity is parsed here with
-``cryptography`` and handed to OpenSSL through a private temporary file whose key is encrypted
-under a one-time random password; the file lives only for the duration of ``load_cert_chain``.
-The user's password is asked for only when a file needs one and is never stored or printed.
+encrypted. Python's ``ssl`` reads only files, so the identity is parsed here with
+``cryptography`` and handed to OpenSSL re-encrypted under a one-time random password. On Linux
+it goes through an anonymous in-memory file (``memfd_create``) read by its ``/proc/self/fd``
+path: nothing is written to any file system, and the kernel frees it with the process, even after
+``kill -9``. Elsewhere it is a 0600 temporary file that lives only for the duration of
+``load_cert_chain``; a kill in that instant leaves it behind, its key still encrypted under a
+password that died with the process. The user's password is asked for only when a file needs one
+and is never stored or printed; ``forbid_core_dumps`` keeps both out of crash dumps.
 
 Server verification is always on: the system trust store plus ``--ca-bundle``. There is no
 switch to turn it off.
@@ -13,11 +17,13 @@ switch to turn it off.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import ssl
+import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +38,9 @@ from .errors import CertificateError, UsageError
 PasswordSource = Callable[[str], str | None]
 """Called with a description of what needs unlocking; returns the password or None."""
 
-EXPIRY_WARNING = timedelta(days=14)
+#: Warn when the client certificate expires within this time: renewing one at the ISO takes
+#: weeks, so ``fetch`` and ``check`` both start saying so a month ahead.
+EXPIRY_WARNING = timedelta(days=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,17 +84,77 @@ class ClientIdentity:
             serialization.BestAvailableEncryption(one_time),
         )
         chain_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in self.chain)
-        fd, name = tempfile.mkstemp(prefix="omar-bulk-", suffix=".pem")  # created 0600
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(chain_pem + key_pem)
-            context.load_cert_chain(name, password=one_time)
+            with _identity_file(chain_pem + key_pem) as name:
+                context.load_cert_chain(name, password=one_time)
         except ssl.SSLError as exc:
             raise CertificateError(
                 f"OpenSSL refused the client certificate {self.source}: {exc.reason}"
             ) from None
+
+
+@contextlib.contextmanager
+def _identity_file(data: bytes) -> Iterator[str]:
+    """A path OpenSSL can read ``data`` from, gone when the block ends."""
+    memory = _memory_file(data)
+    if memory is not None:
+        try:
+            yield f"/proc/self/fd/{memory}"
         finally:
-            os.unlink(name)
+            os.close(memory)
+        return
+    fd, name = tempfile.mkstemp(prefix="omar-bulk-", suffix=".pem")  # created 0600
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        yield name
+    finally:
+        os.unlink(name)
+
+
+def _memory_file(data: bytes) -> int | None:
+    """An anonymous in-memory file holding ``data`` (Linux), or None where there is none."""
+    create = getattr(os, "memfd_create", None)
+    if create is None or not os.path.isdir("/proc/self/fd"):
+        return None
+    try:
+        fd: int = create("omar-bulk-identity", getattr(os, "MFD_CLOEXEC", 0))
+    except OSError:  # a sandbox may forbid the call: fall back to the temporary file
+        return None
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def forbid_core_dumps() -> None:
+    """No core dump of this process from now on: it is about to hold a decrypted key and
+    perhaps the user's password, which a dump would write to disk in clear.
+
+    The hard limit goes to zero too, so nothing later in the process can raise it again. On
+    Linux the process is also marked not dumpable, which keeps other processes of the same user
+    from reading its memory through ``/proc`` or ptrace. Best effort: where a platform lacks a
+    call, it is skipped.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+_PR_SET_DUMPABLE = 4  # from <linux/prctl.h>
 
 
 def load_identity(

@@ -38,13 +38,6 @@ def test_backoff_never_undercuts_retry_after() -> None:
     assert backoff.delay(7, 3.0, draw=0.999999) == pytest.approx(64.0, rel=1e-5)
 
 
-def test_an_expiry_after_a_working_session_is_retried_at_once() -> None:
-    backoff = Backoff(base=1.0, cap=120.0)
-    assert backoff.after_expiry(3, None, session_worked=True) == 0.0
-    waits = [backoff.after_expiry(3, 2.0, session_worked=False) for _ in range(5)]
-    assert all(w >= 2.0 for w in waits)
-
-
 def _limit(maximum: int) -> tuple[AdaptiveLimit, list[tuple[int, int]]]:
     changes: list[tuple[int, int]] = []
     return AdaptiveLimit(maximum, lambda level, top: changes.append((level, top))), changes

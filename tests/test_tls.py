@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import ssl
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -283,3 +287,104 @@ def test_every_form_of_a_dropped_connection_is_classified_as_dropped(error: OSEr
     wrapped.__cause__ = error
     for exc in (error, wrapped):
         assert isinstance(classify_client_error(exc, 5), ConnectionDropped), exc
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memfd_create is Linux-only")
+def test_no_key_file_is_created_in_tmpdir_during_a_run_on_linux(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The identity reaches OpenSSL through an anonymous in-memory file, not a temporary one."""
+    scratch = tmp_path / "tmpdir"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    made: list[str] = []
+    original = tempfile.mkstemp
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        fd, name = original(*args, **kwargs)
+        made.append(name)
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", spy)
+    outcome = cli("fetch", *ONE)
+    assert outcome.exit_code == 0, outcome.stderr
+    assert [n for n in made if Path(n).name.startswith("omar-bulk-")] == []
+    assert list(scratch.glob("omar-bulk-*.pem")) == []
+
+
+def test_the_memory_file_holds_only_the_encrypted_key_and_vanishes(
+    pki: TestPKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not hasattr(os, "memfd_create"):
+        pytest.skip("memfd_create is Linux-only")
+    paths: list[str] = []
+    original = ssl.SSLContext.load_cert_chain
+
+    def spy(self: ssl.SSLContext, certfile: str, *args: Any, **kwargs: Any) -> None:
+        paths.append(certfile)
+        original(self, certfile, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_cert_chain", spy)
+    create_ssl_context(load_identity(pki.client_pem))
+    (path,) = paths
+    assert path.startswith("/proc/self/fd/")
+    assert not os.path.exists(path)  # the descriptor is closed once OpenSSL has read it
+
+
+PROBE = """
+import ctypes, resource, sys
+from omar_bulk.cli import app
+try:
+    app(sys.argv[1:], prog_name="omar-bulk")
+except SystemExit as end:
+    code = end.code
+dumpable = ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)  # PR_GET_DUMPABLE
+print(code, *resource.getrlimit(resource.RLIMIT_CORE), dumpable)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux-only")
+@pytest.mark.parametrize("command", ["fetch", "check"])
+def test_commands_that_load_the_key_forbid_core_dumps(
+    pki: TestPKI, tmp_path: Path, command: str
+) -> None:
+    """A crash while the decrypted key is in memory must not write it into a core file."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"https://127.0.0.1:{probe.getsockname()[1]}/"
+    args = [command, "--base-url", closed, "--cert", str(pki.client_p12)]
+    if command == "fetch":
+        args += [*ONE, "--out", str(tmp_path / "out"), "--retries", "0", "--no-progress"]
+    env = {**os.environ, "OMAR_CERT_PASSWORD": DEMO_PASSWORD}
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    code, soft, hard, dumpable = done.stdout.split()[-4:]
+    assert code == "1", done.stdout + done.stderr  # unreachable: the key was loaded first
+    assert (soft, hard, dumpable) == ("0", "0", "0")
+
+
+@pytest.mark.parametrize(
+    "openssl_server", [[], ["-no_tls1_3"]], ids=["tls1.3", "tls1.2"], indirect=True
+)
+def test_check_reports_a_tls_alert_refusing_our_certificate_as_exit_3(
+    offline_cli: Cli, pki: TestPKI, stranger: TestPKI, openssl_server: str
+) -> None:
+    outcome = offline_cli(
+        "check",
+        "--base-url",
+        openssl_server,
+        "--cert",
+        str(stranger.client_pem),
+        "--ca-bundle",
+        str(pki.ca),
+    )
+    assert outcome.exit_code == 3, outcome.stdout
+    assert "✗ our certificate" in outcome.stdout
+    assert "TLS alert" in outcome.stdout

@@ -1,0 +1,577 @@
+"""``omar-bulk check``: look at the certificate and the server before a backfill, fetch nothing.
+
+Each step is one ``Check``: a name, a verdict (``ok``, ``warn``, ``fail`` or ``skip``), a reason
+a person can act on, and details for scripts. The steps run in the order a connection is made,
+and the first failure decides the exit code, as ``fetch`` would have ended:
+
+    certificate file ─▶ validity ─▶ key ─▶ permissions          (2: bad local input)
+    TCP ─▶ TLS ─▶ server certificate                            (1: unreachable, 3: untrusted)
+    our certificate accepted ─▶ session ─▶ clock                (3: refused)
+
+Steps after a failure that they depend on are reported as skipped. The server steps use the
+standard library's ``socket``, ``ssl`` and ``http.client`` directly, one step at a time, so each
+can say exactly where a connection stops; they use the same SSL context as a run
+(``tls.create_ssl_context``). The session cookie's name is reported, never its value.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http.client
+import socket
+import ssl
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from .errors import CertificateError, UsageError
+from .protocol import normalise_base_url
+from .tls import EXPIRY_WARNING, ClientIdentity, PasswordSource, create_ssl_context, load_identity
+
+OK = "ok"
+WARN = "warn"
+FAIL = "fail"
+SKIP = "skip"
+
+#: A clock further than this from the server's is worth a warning: certificate validity and
+#: session lifetimes are judged on clocks.
+CLOCK_SKEW_WARNING = 120.0
+MAX_REDIRECTS = 5
+
+_BAD_INPUT = 2
+_UNREACHABLE = 1
+_REFUSED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One step's verdict. ``exit_code`` is what a failure of this step means for the run."""
+
+    name: str
+    verdict: str
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+    exit_code: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "details": self.details,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    """Every step of one check, in order, and the exit code they add up to."""
+
+    base_url: str
+    checks: tuple[Check, ...]
+
+    @property
+    def exit_code(self) -> int:
+        return next((c.exit_code for c in self.checks if c.verdict == FAIL), 0)
+
+    @property
+    def warnings(self) -> int:
+        return sum(c.verdict == WARN for c in self.checks)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "base_url": self.base_url,
+            "ok": self.exit_code == 0,
+            "exit_code": self.exit_code,
+            "checks": [c.as_json() for c in self.checks],
+        }
+
+
+MARKS = {OK: "✓", WARN: "!", FAIL: "✗", SKIP: "-"}
+
+
+def report_lines(report: CheckReport) -> list[str]:
+    """The human view: one line per step, a mark, the step, the reason; then a verdict."""
+    width = max(len(c.name) for c in report.checks)
+    lines = [f"{MARKS[c.verdict]} {c.name:<{width}}  {c.reason}" for c in report.checks]
+    if report.exit_code:
+        lines.append(f"not ready: fix the first ✗ above (exit {report.exit_code})")
+    elif report.warnings:
+        lines.append(f"ready, with {report.warnings} warning(s)")
+    else:
+        lines.append("ready")
+    return lines
+
+
+def run_check(
+    *,
+    base_url: str,
+    cert: Path | None,
+    key: Path | None = None,
+    ca_bundle: Path | None = None,
+    password: PasswordSource | None = None,
+    timeout: float = 10.0,
+    now: datetime | None = None,
+) -> CheckReport:
+    """Check the client identity, then the server with it. Raises only ``UsageError`` for
+    options that are wrong in themselves (a bad URL, a missing ``--cert``)."""
+    url = _valid_base_url(base_url)
+    if cert is None:
+        if key is not None:
+            raise UsageError("--key needs --cert")
+        raise UsageError("a client certificate is required: give --cert (or OMAR_CERT)")
+    checks: list[Check] = []
+    identity = _check_identity(checks, cert, key, password, now or datetime.now(UTC))
+    context: ssl.SSLContext | None = None
+    if identity is not None:
+        try:
+            context = create_ssl_context(identity, ca_bundle=ca_bundle)
+        except (CertificateError, UsageError) as exc:
+            checks.append(Check("TLS setup", FAIL, str(exc), exit_code=_BAD_INPUT))
+    if context is None:
+        for name in _SERVER_STEPS:
+            checks.append(Check(name, SKIP, "not tried: fix the problem above first"))
+    else:
+        _check_server(checks, url, context, timeout)
+    return CheckReport(url, tuple(checks))
+
+
+_SERVER_STEPS = ("TCP", "TLS", "server certificate", "our certificate", "session", "clock")
+
+
+def _valid_base_url(base_url: str) -> str:
+    url = normalise_base_url(base_url.strip())
+    parts = urlsplit(url)
+    if parts.scheme != "https":
+        raise UsageError(f"base URL {base_url!r}: only https:// is accepted")
+    if not parts.hostname:
+        raise UsageError(f"base URL {base_url!r} has no host")
+    try:
+        parts.port  # noqa: B018  (raises on a bad port)
+    except ValueError:
+        raise UsageError(f"base URL {base_url!r} has a bad port") from None
+    return url
+
+
+# -- the client identity -------------------------------------------------------------------
+
+
+def _check_identity(
+    checks: list[Check],
+    cert: Path,
+    key: Path | None,
+    password: PasswordSource | None,
+    now: datetime,
+) -> ClientIdentity | None:
+    try:
+        identity = load_identity(cert, key, password=password)
+    except CertificateError as exc:
+        checks.append(Check("certificate", FAIL, str(exc), exit_code=_BAD_INPUT))
+        return None
+    leaf = identity.chain[0]
+    details = {
+        "file": str(cert),
+        "subject": identity.subject,
+        "common_name": _attribute(leaf.subject, "CN"),
+        "organization": _attribute(leaf.subject, "O"),
+        "issuer": leaf.issuer.rfc4514_string(),
+        "serial": f"{leaf.serial_number:x}",
+    }
+    who = details["common_name"] or identity.subject
+    org = f" ({details['organization']})" if details["organization"] else ""
+    checks.append(
+        Check(
+            "certificate",
+            OK,
+            f"{who}{org}, issued by {_attribute(leaf.issuer, 'CN') or details['issuer']},"
+            f" serial {details['serial']}",
+            details,
+        )
+    )
+    checks.append(_validity(identity, now))
+    checks.append(
+        Check(
+            "private key",
+            OK,
+            "matches the certificate" + (f" (from {key})" if key else ""),
+            {"file": str(key or cert)},
+        )
+    )
+    for path in dict.fromkeys(p for p in (cert, key) if p is not None):
+        checks.append(_permissions(path))
+    failed = any(c.verdict == FAIL for c in checks)
+    return None if failed else identity
+
+
+def _attribute(name: Any, short: str) -> str | None:
+    from cryptography.x509.oid import NameOID
+
+    oid = {"CN": NameOID.COMMON_NAME, "O": NameOID.ORGANIZATION_NAME}[short]
+    values = name.get_attributes_for_oid(oid)
+    return str(values[0].value) if values else None
+
+
+def _validity(identity: ClientIdentity, now: datetime) -> Check:
+    details = {
+        "not_before": identity.not_before.isoformat(),
+        "not_after": identity.not_after.isoformat(),
+        "days_left": (identity.not_after - now).days,
+    }
+    span = f"valid {identity.not_before:%Y-%m-%d} to {identity.not_after:%Y-%m-%d}"
+    try:
+        warnings = identity.validity_warnings(now)  # the rule fetch applies, not a copy of it
+    except CertificateError as exc:
+        return Check("validity", FAIL, str(exc), details, exit_code=_BAD_INPUT)
+    if warnings:
+        return Check(
+            "validity",
+            WARN,
+            f"{warnings[0]}: ask for a renewal now, it takes time",
+            details,
+        )
+    days = details["days_left"]
+    return Check(
+        "validity",
+        OK,
+        f"{span}: {days} days left (warning from {EXPIRY_WARNING.days} days)",
+        details,
+    )
+
+
+def _permissions(path: Path) -> Check:
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError as exc:
+        return Check("permissions", WARN, f"{path}: cannot stat ({exc.strerror})")
+    details = {"file": str(path), "mode": f"{mode:04o}"}
+    if mode & 0o044:
+        readers = " and ".join(
+            who for who, bit in (("its group", 0o040), ("every user", 0o004)) if mode & bit
+        )
+        return Check(
+            "permissions",
+            WARN,
+            f"{path} is {mode:04o}: {readers} can read it; chmod 600 {path}",
+            details,
+        )
+    return Check("permissions", OK, f"{path} is {mode:04o}: only you can read it", details)
+
+
+# -- the server ----------------------------------------------------------------------------
+
+
+def _check_server(checks: list[Check], url: str, context: ssl.SSLContext, timeout: float) -> None:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or 443
+    where = f"{host}:{port}"
+    remaining = list(_SERVER_STEPS)
+
+    def add(check: Check) -> None:
+        remaining.remove(check.name)
+        checks.append(check)
+
+    def skip_rest(why: str = "not tried: the step above failed") -> None:
+        for name in list(remaining):
+            add(Check(name, SKIP, why))
+
+    started = time.monotonic()
+    try:
+        raw = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        add(Check("TCP", FAIL, f"cannot connect to {where}: {_os_reason(exc)}", {}, _UNREACHABLE))
+        skip_rest()
+        return
+    add(Check("TCP", OK, f"connected to {where} in {_ms(started)}", {"address": where}))
+    try:
+        try:
+            tls = context.wrap_socket(raw, server_hostname=host)
+        except ssl.SSLCertVerificationError as exc:
+            add(Check("TLS", OK, "the server answered the TLS handshake"))
+            add(
+                Check(
+                    "server certificate",
+                    FAIL,
+                    f"does not verify for {host} ({exc.verify_message}); if the server uses a"
+                    " private CA, give its certificate with --ca-bundle",
+                    {"verify_message": exc.verify_message},
+                    _REFUSED,
+                )
+            )
+            skip_rest()
+            return
+        except ssl.SSLError as exc:
+            # TLS 1.2 refuses a client certificate inside the handshake, with an alert ...
+            reason = str(exc.reason or exc)
+            if _is_refusal(reason):
+                add(Check("TLS", OK, "the server answered the TLS handshake"))
+                add(Check("server certificate", SKIP, "not reported: the handshake ended early"))
+                add(_refused(f"TLS alert: {reason}"))
+            elif isinstance(exc, ssl.SSLEOFError):
+                add(_dropped_in_handshake())
+            else:
+                add(Check("TLS", FAIL, f"TLS handshake with {where} failed: {reason}", {}, 3))
+            skip_rest()
+            return
+        except (ConnectionResetError, BrokenPipeError):
+            add(_dropped_in_handshake())  # ... or by hanging up
+            skip_rest()
+            return
+        except OSError as exc:
+            add(
+                Check(
+                    "TLS",
+                    FAIL,
+                    f"no TLS handshake with {where}: {_os_reason(exc)}",
+                    {},
+                    _UNREACHABLE,
+                )
+            )
+            skip_rest()
+            return
+        with tls:
+            cipher = tls.cipher()
+            suite = cipher[0] if cipher else "unknown cipher"
+            add(
+                Check(
+                    "TLS",
+                    OK,
+                    f"{tls.version()}, {suite}",
+                    {"version": tls.version(), "cipher": suite},
+                )
+            )
+            add(_server_certificate(tls, host))
+            _check_login(add, skip_rest, tls, url, context, timeout)
+    finally:
+        raw.close()
+
+
+def _server_certificate(tls: ssl.SSLSocket, host: str) -> Check:
+    peer: dict[str, Any] = dict(tls.getpeercert() or {})
+    short = {"commonName": "CN", "organizationName": "O"}
+    subject = ", ".join(
+        f"{short[k]}={v}" for rdn in peer.get("subject", ()) for k, v in rdn if k in short
+    )
+    names = [f"{kind}:{value}" for kind, value in peer.get("subjectAltName", ())]
+    details = {
+        "subject": subject,
+        "subject_alt_names": names,
+        "issuer": ", ".join(f"{k}={v}" for rdn in peer.get("issuer", ()) for k, v in rdn),
+        "not_after": peer.get("notAfter"),
+    }
+    shown = ", ".join(names) or subject or "?"
+    return Check(
+        "server certificate", OK, f"verifies for {host}: {subject or '?'}; names {shown}", details
+    )
+
+
+def _check_login(
+    add: Callable[[Check], None],
+    skip_rest: Callable[[], None],
+    tls: ssl.SSLSocket,
+    url: str,
+    context: ssl.SSLContext,
+    timeout: float,
+) -> None:
+    """The login request a run starts with; its answer says whether our certificate is welcome."""
+    from . import __version__
+
+    parts = urlsplit(url)
+    headers = {"User-Agent": f"omar-bulk/{__version__} (check)", "Accept-Encoding": "identity"}
+    cookies: dict[str, str] = {}
+    server_date: str | None = None
+    current = url
+    connection = http.client.HTTPSConnection(
+        parts.hostname or "", parts.port or 443, context=context, timeout=timeout
+    )
+    connection.sock = tls  # the socket the steps above opened and checked
+    try:
+        for _hop in range(MAX_REDIRECTS + 1):
+            target = urlsplit(current)
+            path = target.path + (f"?{target.query}" if target.query else "")
+            if cookies:
+                headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+            try:
+                connection.request("GET", path or "/", headers=headers)
+                response = connection.getresponse()
+                body = response.read(1 << 20)
+            except ssl.SSLError as exc:
+                reason = str(exc.reason or exc)
+                if _is_refusal(reason):
+                    add(_refused(f"TLS alert: {reason}"))
+                else:
+                    add(Check("our certificate", FAIL, f"TLS error: {reason}", {}, _REFUSED))
+                skip_rest()
+                return
+            except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine):
+                add(
+                    _refused(
+                        "the server closed the connection right after the handshake without"
+                        " answering, which is how some servers refuse a client certificate"
+                    )
+                )
+                skip_rest()
+                return
+            except (TimeoutError, OSError) as exc:
+                add(
+                    Check(
+                        "our certificate",
+                        FAIL,
+                        f"no answer to the login request: {_os_reason(exc)}",
+                        {},
+                        _UNREACHABLE,
+                    )
+                )
+                skip_rest()
+                return
+            server_date = response.getheader("Date") or server_date
+            for header in response.headers.get_all("Set-Cookie") or ():
+                name, _, rest = header.partition("=")
+                cookies[name.strip()] = rest.split(";", 1)[0]
+            status = response.status
+            location = response.getheader("Location")
+            if status in (301, 302, 303, 307, 308) and location:
+                following = urljoin(current, location)
+                if urlsplit(following).netloc != parts.netloc:
+                    break  # another host is not ours to check
+                current = following
+                if response.will_close:
+                    connection.close()
+                    connection = http.client.HTTPSConnection(
+                        parts.hostname or "", parts.port or 443, context=context, timeout=timeout
+                    )
+                continue
+            break
+    finally:
+        connection.close()
+    detail = {"status": status}
+    # nginx answers a refused client certificate with a 400 page that says so
+    body_says_cert = status == 400 and b"certificate" in body.lower()
+    if status in (401, 403) or body_says_cert:
+        add(
+            Check(
+                "our certificate",
+                FAIL,
+                f"the server refused the login with {status} {response.reason}: check that the"
+                " certificate is registered for OMAR-Online",
+                detail,
+                _REFUSED,
+            )
+        )
+        skip_rest()
+        return
+    if status >= 400:
+        add(
+            Check(
+                "our certificate",
+                FAIL,
+                f"the login answered {status} {response.reason}",
+                detail,
+                _UNREACHABLE,
+            )
+        )
+        skip_rest()
+        return
+    add(Check("our certificate", OK, f"accepted: the login answered {status}", detail))
+    names = sorted(cookies)
+    if names:
+        add(Check("session", OK, f"opened: cookie {', '.join(names)}", {"cookies": names}))
+    else:
+        add(
+            Check(
+                "session",
+                WARN,
+                "the login set no cookie: downloads may each need a login",
+                {"cookies": []},
+            )
+        )
+    add(_clock(server_date))
+
+
+def _clock(server_date: str | None) -> Check:
+    if not server_date:
+        return Check("clock", SKIP, "the server sent no Date header to compare with")
+    try:
+        theirs = email.utils.parsedate_to_datetime(server_date)
+    except (TypeError, ValueError):
+        return Check("clock", SKIP, f"the server's Date header is unreadable: {server_date!r}")
+    if theirs.tzinfo is None:
+        theirs = theirs.replace(tzinfo=UTC)
+    skew = datetime.now(UTC).timestamp() - theirs.timestamp()
+    details = {"skew_seconds": round(skew, 1), "server_date": server_date}
+    # The Date header has one-second resolution and was stamped before the answer travelled.
+    if abs(skew) <= CLOCK_SKEW_WARNING:
+        return Check("clock", OK, f"within {max(1, round(abs(skew)))} s of the server's", details)
+    direction = "ahead of" if skew > 0 else "behind"
+    return Check(
+        "clock",
+        WARN,
+        f"this machine is {_span(abs(skew))} {direction} the server: set its clock (NTP)",
+        details,
+    )
+
+
+def _refused(why: str) -> Check:
+    return Check(
+        "our certificate",
+        FAIL,
+        f"refused by the server ({why}); check that --cert is the certificate registered for"
+        " OMAR-Online and is still valid",
+        {},
+        _REFUSED,
+    )
+
+
+def _dropped_in_handshake() -> Check:
+    return Check(
+        "TLS",
+        FAIL,
+        "the server closed the connection during the TLS handshake, which is how some servers"
+        " refuse a client certificate; check that --cert is the certificate registered for"
+        " OMAR-Online",
+        {},
+        _REFUSED,
+    )
+
+
+def _is_refusal(reason: str) -> bool:
+    upper = reason.upper()
+    return "ALERT" in upper or "CERTIFICATE" in upper
+
+
+def _os_reason(exc: BaseException) -> str:
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name ({exc.strerror})"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timed out"
+    strerror = getattr(exc, "strerror", None)
+    return str(strerror or exc or type(exc).__name__)
+
+
+def _ms(started: float) -> str:
+    return f"{(time.monotonic() - started) * 1000:.0f} ms"
+
+
+def _span(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+__all__ = [
+    "FAIL",
+    "MARKS",
+    "OK",
+    "SKIP",
+    "WARN",
+    "Check",
+    "CheckReport",
+    "report_lines",
+    "run_check",
+]
