@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import ssl
 import subprocess
@@ -18,7 +17,7 @@ from omar_bulk.standin.certs import DEMO_PASSWORD, TestPKI
 from omar_bulk.standin.server import serve_in_thread
 from omar_bulk.tls import create_ssl_context, load_identity
 
-from .conftest import Cli, data_files
+from .conftest import Cli, data_files, need_command
 
 ONE = ["--meter", "M1", "--start", "2024-02-01", "--end", "2024-02-02"]
 
@@ -201,8 +200,7 @@ def test_a_server_that_drops_our_certificate_silently_aborts_with_exit_3(
 @pytest.fixture
 def openssl_server(pki: TestPKI, request: pytest.FixtureRequest) -> Iterator[str]:
     """A real OpenSSL server that refuses unknown client certificates with a TLS alert."""
-    binary = shutil.which("openssl")
-    assert binary, "the openssl command is part of the base system"
+    binary = need_command("openssl")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -232,7 +230,7 @@ def openssl_server(pki: TestPKI, request: pytest.FixtureRequest) -> Iterator[str
         yield f"https://127.0.0.1:{port}/"
     finally:
         process.kill()
-        process.wait()
+        process.wait(timeout=10)
 
 
 @pytest.mark.parametrize(
