@@ -16,6 +16,7 @@ import pytest
 
 from omar_bulk import __version__
 from omar_bulk.errors import LocalWriteError
+from omar_bulk.standin.certs import TestPKI
 from omar_bulk.standin.server import Faults
 from omar_bulk.storage import Storage, translate_os_error
 
@@ -213,6 +214,22 @@ def test_demo_runs_a_real_backfill(tmp_path: Path) -> None:
     assert "97 planned, 96 downloaded" in result.stderr
     assert "the rerun sent 1 download request(s)" in result.stderr
     assert len(data_files(out)) == 96
+
+
+def test_a_demo_whose_run_aborts_fails_loudly(
+    offline_cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A demo that cannot download (here: its client trusts another CA) says it did not go as
+    planned and exits non-zero; it never shows the empty archive as its result."""
+    stranger = TestPKI.create(tmp_path / "stranger")
+    monkeypatch.setattr(TestPKI, "ca", property(lambda _self: stranger.folder / "ca.pem"))
+    outcome = offline_cli("demo", "--out", str(tmp_path / "demo"), "--no-progress")
+    assert outcome.exit_code == 3, outcome.stderr
+    assert "run aborted" in outcome.stderr
+    assert "the demo did not go as planned" in outcome.stderr
+    assert "went as planned" not in outcome.stderr
+    assert "files are in" not in outcome.stderr
+    assert "complete" not in outcome.stderr
 
 
 def first_line(stream: IO[str], *, timeout: float) -> str:
