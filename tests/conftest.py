@@ -1,13 +1,22 @@
 """Fixtures: a stand-in PKI, a stand-in server per test, and a way to run the CLI in-process.
 
-Everything here stays on loopback and in temporary folders.
+Everything here stays on loopback and in temporary folders of the test's own: nothing another
+process left in the machine's shared temporary folder can change an outcome.
+
+A test that needs something of the machine (a command, root or user namespaces) skips with the
+reason where it is missing. In CI (``CI=true``; ``.ci/run`` sets it) every skip is a failure:
+there the machine is meant to have everything, and a silent skip would hide a lost test.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import sqlite3
-from collections.abc import Iterator
+import subprocess
+import tempfile
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -20,6 +29,61 @@ from omar_bulk.standin.certs import DEMO_PASSWORD, TestPKI
 from omar_bulk.standin.server import Faults, ServerThread, body_for, serve_in_thread
 
 LOOPBACK = {"localhost", "127.0.0.1", "::1", b"localhost", b"127.0.0.1", b"::1", None}
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """In CI a skipped test is a failed one, with the skip's reason."""
+    report = yield
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        reason = str(reason).removeprefix("Skipped: ")
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where every test must run: {reason}"
+    return report
+
+
+def need_command(name: str) -> str:
+    """The path of a command this test needs; skip the test, saying so, where it is missing."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"needs the {name} command, not found on PATH")
+    return path
+
+
+def need_mount_namespace() -> list[str]:
+    """An ``unshare`` prefix giving a private mount namespace (as root, or through a user
+    namespace otherwise); skip the test, saying why, where the machine allows neither."""
+    command = [need_command("unshare"), "--mount", "--propagation", "private"]
+    if os.geteuid() != 0:
+        command.append("--map-root-user")
+    try:
+        probe = subprocess.run(
+            [*command, "true"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except subprocess.TimeoutExpired:
+        pytest.skip("needs a private mount namespace: unshare did not answer in 10 s")
+    if probe.returncode != 0:
+        who = "root" if os.geteuid() == 0 else "user namespaces"
+        pytest.skip(
+            f"needs a private mount namespace ({who}): {probe.stderr.strip() or probe.returncode}"
+        )
+    return command
+
+
+@pytest.fixture(autouse=True)
+def private_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own temporary folder, for this process (``tempfile``) and its children
+    (``TMPDIR``): a file left by a killed run elsewhere on the machine is never seen here."""
+    folder = tmp_path / "tmpdir"
+    folder.mkdir()
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
 
 
 @pytest.fixture(autouse=True)

@@ -32,7 +32,9 @@ def main() -> None:
     mount = Path(config["mount"])
     mount.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={config['size']}", "tmpfs", str(mount)], check=True
+        ["mount", "-t", "tmpfs", "-o", f"size={config['size']}", "tmpfs", str(mount)],
+        check=True,
+        timeout=30,
     )
     filler = mount / "filler"
     filler.write_bytes(b"\0" * config["filler"])

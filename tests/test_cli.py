@@ -5,14 +5,18 @@ from __future__ import annotations
 import errno
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import IO
 
 import pytest
 
 from omar_bulk import __version__
 from omar_bulk.errors import LocalWriteError
+from omar_bulk.standin.certs import TestPKI
 from omar_bulk.standin.server import Faults
 from omar_bulk.storage import Storage, translate_os_error
 
@@ -31,6 +35,7 @@ def test_the_installed_command_starts_and_shows_help() -> None:
         [sys.executable, "-m", "omar_bulk", "fetch", "--help"],
         capture_output=True,
         text=True,
+        timeout=60,
         check=False,
     )
     assert result.returncode == 0
@@ -211,6 +216,32 @@ def test_demo_runs_a_real_backfill(tmp_path: Path) -> None:
     assert len(data_files(out)) == 96
 
 
+def test_a_demo_whose_run_aborts_fails_loudly(
+    offline_cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A demo that cannot download (here: its client trusts another CA) says it did not go as
+    planned and exits non-zero; it never shows the empty archive as its result."""
+    stranger = TestPKI.create(tmp_path / "stranger")
+    monkeypatch.setattr(TestPKI, "ca", property(lambda _self: stranger.folder / "ca.pem"))
+    outcome = offline_cli("demo", "--out", str(tmp_path / "demo"), "--no-progress")
+    assert outcome.exit_code == 3, outcome.stderr
+    assert "run aborted" in outcome.stderr
+    assert "the demo did not go as planned" in outcome.stderr
+    assert "went as planned" not in outcome.stderr
+    assert "files are in" not in outcome.stderr
+    assert "complete" not in outcome.stderr
+
+
+def first_line(stream: IO[str], *, timeout: float) -> str:
+    """The next line of a child's output, or a test failure after ``timeout`` seconds."""
+    lines: queue.Queue[str] = queue.Queue(maxsize=1)
+    threading.Thread(target=lambda: lines.put(stream.readline()), daemon=True).start()
+    try:
+        return lines.get(timeout=timeout)
+    except queue.Empty:
+        pytest.fail(f"no line of output within {timeout} s")
+
+
 def test_serve_runs_a_stand_in_that_fetch_can_use(tmp_path: Path) -> None:
     certs = tmp_path / "certs"
     server = subprocess.Popen(
@@ -221,7 +252,7 @@ def test_serve_runs_a_stand_in_that_fetch_can_use(tmp_path: Path) -> None:
     )
     try:
         assert server.stdout is not None
-        first = server.stdout.readline()
+        first = first_line(server.stdout, timeout=30)
         assert first.startswith("stand-in OMAR-Online listening at https://127.0.0.1:")
         base_url = first.rsplit(" ", 1)[1].strip()
         out = tmp_path / "out"
@@ -250,7 +281,12 @@ def test_serve_runs_a_stand_in_that_fetch_can_use(tmp_path: Path) -> None:
         assert len(data_files(out)) == 1
     finally:
         server.send_signal(2)
-        server.wait(timeout=10)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()  # leave no stand-in behind, then fail on the timeout
+            server.wait(timeout=10)
+            raise
     assert server.returncode == 0
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from omar_bulk.standin.server import Faults, ServerThread
 
-from .conftest import Cli, data_files, expected_body, journal_rows
+from .conftest import Cli, data_files, expected_body, journal_rows, need_command
 
 M1_FEB = ["--meter", "M1", "--start", "2024-02-01", "--end", "2024-02-02"]
 M1_FEB_ALL = ["--meter", "M1", "--start", "2024-02-01", "--end", "2024-02-29"]
@@ -423,14 +423,17 @@ def test_the_stand_in_refuses_plain_slashes_unless_told_otherwise(cli: Cli, faul
         "&fileFormat=MDEF&group="
     )
 
+    curl = need_command("curl")
     jar = cli.out.parent / "cookies.txt"
     auth = ["--cert", str(pki.client_pem), "--cacert", str(pki.ca)]
-    subprocess.run(["curl", "-s", "-o", "/dev/null", "-c", str(jar), *auth, base], check=True)
+    subprocess.run(
+        [curl, "-s", "-o", "/dev/null", "-c", str(jar), *auth, base], check=True, timeout=30
+    )
 
     def status() -> str:
         return subprocess.run(
             [
-                "curl",
+                curl,
                 "-s",
                 "-o",
                 "/dev/null",
@@ -444,6 +447,7 @@ def test_the_stand_in_refuses_plain_slashes_unless_told_otherwise(cli: Cli, faul
             capture_output=True,
             text=True,
             check=True,
+            timeout=30,
         ).stdout
 
     assert status() == "400"

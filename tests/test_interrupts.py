@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 
@@ -59,6 +59,40 @@ def wait_for(condition, timeout: float = 30.0) -> None:  # type: ignore[no-untyp
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.02)
+
+
+def frozen_when(
+    process: subprocess.Popen[str], condition: Callable[[], bool], timeout: float = 30.0
+) -> None:
+    """Return with ``process`` stopped (SIGSTOP) at a moment ``condition`` holds, so it still
+    holds when the caller acts: no transfer can finish between the look and the kill."""
+    deadline = time.monotonic() + timeout
+    while True:
+        process.send_signal(signal.SIGSTOP)
+        while not all_stopped(process.pid):
+            assert time.monotonic() < deadline, "the run did not stop on SIGSTOP in time"
+            time.sleep(0.001)
+        if condition():
+            return
+        process.send_signal(signal.SIGCONT)
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def all_stopped(pid: int) -> bool:
+    """Every thread of ``pid`` is stopped (state T), or the process is gone."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:
+        return True  # the process is gone: nothing left to wait for
+    for task in tasks:
+        try:
+            stat = (task / "stat").read_text()
+        except FileNotFoundError:
+            continue  # that thread ended while we looked
+        if stat.rsplit(")", 1)[1].split()[0] not in {"T", "t", "Z", "X"}:
+            return False
+    return True
 
 
 def handles_sigterm(pid: int) -> bool:
@@ -146,9 +180,9 @@ def test_kill_9_then_rerun_finishes_with_exact_files(
 ) -> None:
     out = tmp_path / "out"
     process = start_run(pki, slow_server, out)
-    wait_for(lambda: len(data_files(out)) >= 2 and len(parts(out)) >= 1)
+    frozen_when(process, lambda: len(data_files(out)) >= 2 and len(parts(out)) >= 1)
     process.kill()
-    process.wait()
+    process.wait(timeout=10)
     left = parts(out)
     assert left, "the kill should have left .part files behind"
     done_before = {rel for rel, row in journal_rows(out).items() if row[0] == "downloaded"}

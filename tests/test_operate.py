@@ -75,7 +75,7 @@ def test_completion_does_no_network_certificate_or_journal_work(
     out = tmp_path / "out"
     auth = f"--base-url https://127.0.0.1:{port}/ --cert {pki.client_p12}"
     line = words.format(auth=auth, out=out)
-    scratch = tmp_path / "tmpdir"
+    scratch = tmp_path / "scratch"
     scratch.mkdir()
     env = {
         **os.environ,

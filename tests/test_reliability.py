@@ -10,10 +10,10 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from datetime import date
@@ -24,7 +24,7 @@ import pytest
 from omar_bulk.standin.certs import DEMO_PASSWORD, TestPKI
 from omar_bulk.standin.server import Faults, ServerThread, body_for, serve_in_thread
 
-from .conftest import Cli, data_files, expected_body, standin_args
+from .conftest import Cli, data_files, expected_body, need_mount_namespace, standin_args
 
 HERE = Path(__file__).parent
 
@@ -102,10 +102,12 @@ def test_kill_9_at_random_moments_loses_nothing(pki: TestPKI, tmp_path: Path) ->
             if process.poll() is not None:
                 break
             process.kill()
-            process.wait()
+            process.wait(timeout=10)
             kills += 1
         for _ in range(5):
-            finished = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+            finished = subprocess.run(
+                args, env=env, capture_output=True, text=True, timeout=120, check=False
+            )
             if finished.returncode == 0:
                 break
         assert finished.returncode == 0, finished.stderr
@@ -124,8 +126,7 @@ def test_a_full_disk_stops_cleanly_and_the_rerun_completes(
     pki: TestPKI, tmp_path: Path, server: ServerThread
 ) -> None:
     """A tiny tmpfs as --out, in a private mount namespace so nothing stays mounted."""
-    unshare = shutil.which("unshare")
-    assert unshare, "unshare (util-linux) is part of the base system"
+    command = need_mount_namespace()
     config = {
         "mount": str(tmp_path / "tiny"),
         "size": "1m",
@@ -145,9 +146,6 @@ def test_a_full_disk_stops_cleanly_and_the_rerun_completes(
         ],
     }
     (tmp_path / "config.json").write_text(json.dumps(config))
-    command = [unshare, "--mount", "--propagation", "private"]
-    if os.geteuid() != 0:
-        command.append("--map-root-user")
     subprocess.run(
         [*command, sys.executable, str(HERE / "diskfull_driver.py"), str(tmp_path / "config.json")],
         check=True,
@@ -241,14 +239,20 @@ def test_a_server_restarted_mid_run(cli: Cli, faults: Faults, tmp_path: Path) ->
     server = cli.server
     faults.latency = 0.05
 
+    restarted = threading.Event()
+
     def restart() -> None:
+        deadline = time.monotonic() + 60
         while len(server.state.downloads()) < 10:
+            if time.monotonic() > deadline:
+                return  # the run ended or stalled first: the assertions below say so
             time.sleep(0.01)
         server.stop()
         time.sleep(0.8)
         server.start()
+        restarted.set()
 
-    helper = threading.Thread(target=restart)
+    helper = threading.Thread(target=restart, daemon=True)
     helper.start()
     report = tmp_path / "r.json"
     outcome = cli(
@@ -265,21 +269,39 @@ def test_a_server_restarted_mid_run(cli: Cli, faults: Faults, tmp_path: Path) ->
         "--report",
         str(report),
     )
-    helper.join()
+    helper.join(timeout=60)
+    assert not helper.is_alive(), "the restart helper did not finish within 60 s"
+    assert restarted.is_set(), "the server was never restarted mid-run"
     assert outcome.exit_code == 0, outcome.stderr
     items = json.loads(report.read_text())["items"]
     assert max(i["attempts"] for i in items) > 1
     assert_complete_and_consistent(cli.out, 48)
 
 
-def test_connection_refused_for_a_while_then_back(cli: Cli) -> None:
+def test_connection_refused_for_a_while_then_back(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server comes back only after the first login was refused, however slow the start."""
+    from omar_bulk.console import PlainObserver
+
     assert cli.server is not None
     server = cli.server
     server.stop()
-    threading.Timer(1.0, server.start).start()
-    outcome = cli("fetch", *ONE_YEAR, "--retries", "20", "--retry-wait", "0.2")
+    notice = PlainObserver.notice
+    refusals: list[str] = []
+
+    def back_after_a_refusal(self: PlainObserver, message: str) -> None:
+        notice(self, message)
+        if "login failed (cannot connect" in message:
+            refusals.append(message)
+            if len(refusals) == 1:
+                server.start()
+
+    monkeypatch.setattr(PlainObserver, "notice", back_after_a_refusal)
+    outcome = cli("fetch", *ONE_YEAR, "--retries", "3", "--retry-wait", "0.2")
     assert outcome.exit_code == 0, outcome.stderr
     assert "login failed (cannot connect" in outcome.stderr
+    assert len(refusals) == 1, refusals
     assert_complete_and_consistent(cli.out, 24)
 
 
@@ -418,7 +440,8 @@ def test_password_and_key_never_leak_in_any_failure_path(
         assert SECRET[::-1].encode() not in haystack
         for line in key_lines:
             assert line not in haystack
-    leftovers = [p for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("omar-bulk-*.pem")]
+    # The test's own temporary folder (conftest.private_tmpdir): only this run's files are here.
+    leftovers = list(Path(tempfile.gettempdir()).glob("omar-bulk-*.pem"))
     assert leftovers == []
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -22,7 +21,7 @@ from omar_bulk.standin.certs import DEMO_PASSWORD, TestPKI
 from omar_bulk.standin.server import serve_in_thread
 from omar_bulk.tls import create_ssl_context, load_identity
 
-from .conftest import Cli, data_files
+from .conftest import Cli, data_files, need_command
 
 ONE = ["--meter", "M1", "--start", "2024-02-01", "--end", "2024-02-02"]
 
@@ -205,8 +204,7 @@ def test_a_server_that_drops_our_certificate_silently_aborts_with_exit_3(
 @pytest.fixture
 def openssl_server(pki: TestPKI, request: pytest.FixtureRequest) -> Iterator[str]:
     """A real OpenSSL server that refuses unknown client certificates with a TLS alert."""
-    binary = shutil.which("openssl")
-    assert binary, "the openssl command is part of the base system"
+    binary = need_command("openssl")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -236,7 +234,7 @@ def openssl_server(pki: TestPKI, request: pytest.FixtureRequest) -> Iterator[str
         yield f"https://127.0.0.1:{port}/"
     finally:
         process.kill()
-        process.wait()
+        process.wait(timeout=10)
 
 
 @pytest.mark.parametrize(
@@ -294,7 +292,7 @@ def test_no_key_file_is_created_in_tmpdir_during_a_run_on_linux(
     cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The identity reaches OpenSSL through an anonymous in-memory file, not a temporary one."""
-    scratch = tmp_path / "tmpdir"
+    scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setenv("TMPDIR", str(scratch))
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))

@@ -2,6 +2,10 @@
 
 ``TestPKI.create(folder)`` writes a private CA, a server certificate for the loopback names and
 a client identity in every form omar-bulk accepts. Nothing here is fit for production use.
+
+Every certificate carries the extensions RFC 5280 requires (key identifiers, basic constraints,
+key usage), because omar-bulk verifies strictly: Python 3.13's default context turns on
+``VERIFY_X509_STRICT``, which refuses a chain missing them, and omar-bulk does not loosen that.
 """
 
 from __future__ import annotations
@@ -34,6 +38,21 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
+def _key_usage(*, ca: bool) -> x509.KeyUsage:
+    # ECDSA leaves sign the handshake; only the CA signs certificates and revocation lists.
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def _write(path: Path, data: bytes) -> Path:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
@@ -52,28 +71,20 @@ class Authority:
     def create(cls, common_name: str = "omar-bulk stand-in CA") -> Authority:
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.now(UTC)
+        public = key.public_key()
         cert = (
             x509.CertificateBuilder()
             .subject_name(_name(common_name))
             .issuer_name(_name(common_name))
-            .public_key(key.public_key())
+            .public_key(public)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - timedelta(days=1))
             .not_valid_after(now + timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(_key_usage(ca=True), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
             .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False
             )
             .sign(key, hashes.SHA256())
         )
@@ -90,6 +101,7 @@ class Authority:
         """A leaf certificate: for loopback server names, or for a client."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.now(UTC)
+        issuer_ski = self.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
         builder = (
             x509.CertificateBuilder()
             .subject_name(_name(common_name))
@@ -99,6 +111,14 @@ class Authority:
             .not_valid_before(not_before or now - timedelta(days=1))
             .not_valid_after(not_after or now + timedelta(days=365))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_key_usage(ca=False), critical=True)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski.value),
+                critical=False,
+            )
             .add_extension(
                 x509.ExtendedKeyUsage(
                     [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
