@@ -17,6 +17,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from stat import S_ISLNK
 
 from .errors import LocalWriteError
 from .results import DOWNLOADED, EMPTY, FAILED, REVISED, UNCHANGED, ItemResult
@@ -395,9 +396,12 @@ def vouches(entry: Entry, final: Path) -> tuple[bool | None, str | None]:
     if entry.status != DOWNLOADED:
         return False, None
     try:
-        stat = final.stat()
+        stat = final.lstat()
     except OSError:
         return False, f"{final} is missing; fetching it again"
+    if S_ISLNK(stat.st_mode):
+        # Never vouched for, never followed: the refetch renames the real file over the link.
+        return False, f"{final} is a symbolic link, not the file fetched; fetching it again"
     if stat.st_size != entry.bytes:
         return False, (
             f"{final} has {stat.st_size} bytes, the journal says {entry.bytes}; fetching it again"
