@@ -64,6 +64,29 @@ def _close_all(folders: dict[str, int]) -> None:
     folders.clear()
 
 
+def make_private_dirs(name: Path | str) -> None:
+    """Create a folder the user named and its missing parents, each 0700 whatever the umask
+    (links followed: the user chose the path)."""
+    name = os.fspath(name)
+    missing = []
+    probe = name
+    while probe and not os.path.isdir(probe):
+        missing.append(probe)
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    try:
+        for path in reversed(missing):
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                continue
+            os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+    except OSError as exc:
+        raise translate_os_error(exc, name) from exc
+
+
 class Storage:
     """Places files under ``root`` and keeps the tool's own state in ``root/.omar-bulk``.
 
@@ -127,25 +150,7 @@ class Storage:
             self._folder(relative)
 
     def _make_outside(self, name: str) -> None:
-        """Create a folder the user named, and its missing parents (links followed: the user
-        chose the path)."""
-        missing = []
-        probe = name
-        while probe and not os.path.isdir(probe):
-            missing.append(probe)
-            parent = os.path.dirname(probe)
-            if parent == probe:
-                break
-            probe = parent
-        try:
-            for path in reversed(missing):
-                try:
-                    os.mkdir(path, 0o700)
-                except FileExistsError:
-                    continue
-                os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
-        except OSError as exc:
-            raise translate_os_error(exc, name) from exc
+        make_private_dirs(name)
 
     def _relative(self, name: str) -> str | None:
         """``name`` relative to the root ("" for the root), or None outside it."""

@@ -216,3 +216,35 @@ def test_a_state_folder_others_control_stops_the_run_with_exit_4(
     assert ".omar-bulk" in outcome.stderr and "Traceback" not in outcome.stderr
     assert list(outside.iterdir()) == []
     assert cli.server is not None and cli.server.state.downloads() == []
+
+
+# --- the report ----------------------------------------------------------------------------
+
+
+def test_report_folders_are_private_under_a_permissive_umask(cli: Cli, tmp_path: Path) -> None:
+    """``--report`` into folders that do not exist yet, with umask 000: each made 0700."""
+    report = tmp_path / "reports" / "daily" / "r.json"
+    previous = os.umask(0)
+    try:
+        outcome = cli("fetch", *TWO_METERS, "--report", str(report))
+    finally:
+        os.umask(previous)
+    assert outcome.exit_code == 0, outcome.stderr
+    for folder in (report.parent, report.parent.parent):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    assert stat.S_IMODE(report.stat().st_mode) == 0o600
+
+
+def test_the_reports_temporary_file_is_never_a_planted_link(cli: Cli, tmp_path: Path) -> None:
+    """The old fixed temporary name, planted as a link beside the report, is left alone and its
+    target is not overwritten; no temporary file is left behind."""
+    target = victim(tmp_path)
+    report = tmp_path / "reports" / "r.json"
+    report.parent.mkdir()
+    planted = report.parent / ".r.json.tmp"
+    planted.symlink_to(target)
+    outcome = cli("fetch", *TWO_METERS, "--report", str(report))
+    assert outcome.exit_code == 0, outcome.stderr
+    assert untouched(target) and planted.is_symlink()
+    assert sorted(p.name for p in report.parent.iterdir()) == [".r.json.tmp", "r.json"]
+    assert '"items"' in report.read_text()
