@@ -51,6 +51,12 @@ def rows(path: Path, table: str = "items") -> list[tuple[object, ...]]:
 def old_out(cli: Cli, tmp_path: Path) -> Path:
     """A copy of the output folder release 0.1.0 wrote, where ``cli`` writes."""
     shutil.copytree(FIXTURE, cli.out)
+    # As a fresh clone leaves it: every time stamp new (so the journal's are stale and each file
+    # is re-hashed), and folders as git made them; 0.1.0 had made them 0700.
+    for path in cli.out.rglob("*"):
+        os.utime(path)
+        if path.is_dir():
+            path.chmod(0o700)
     manifest = tmp_path / "fixture.toml"
     manifest.write_text(MANIFEST)
     return manifest
