@@ -7,13 +7,12 @@ winning: failed, then missing (planned by ``--manifest`` but never fetched), the
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
 from .errors import UsageError
-from .journal import JOURNAL_NAME
+from .journal import Journal
 from .plan import Plan
 from .protocol import relative_key
 from .storage import STATE_DIR
@@ -136,28 +135,24 @@ def months_between(start: date, end: date) -> list[str]:
 
 def read_coverage(out: Path, *, plan: Plan | None = None) -> Coverage:
     """Build the view from ``out``'s journal (read-only), and from ``plan`` if given."""
-    path = out / STATE_DIR / JOURNAL_NAME
     series: dict[tuple[str, str, str, str], Series] = {}
     totals = dict.fromkeys(SEVERITY, 0)
     failures: list[Failure] = []
     seen: set[str] = set()
     last_fetch: float | None = None
     revisions_total = 0
-    if path.exists():
-        try:
-            # as_uri needs an absolute path; OUT is often relative (the default is ./omar-data)
-            db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
-            rows = db.execute(
-                "SELECT path, kind, id, start, end, format, time_type, status, error,"
-                " revisions, fetched_at FROM items"
-            ).fetchall()
-            db.close()
-        except sqlite3.DatabaseError as exc:
-            raise UsageError(f"cannot read the journal {path}: {exc}") from None
-    elif plan is None:
+    journal = Journal.open_readonly(out / STATE_DIR, strict=True)
+    if journal is None and plan is None:
         raise UsageError(f"{out} has no omar-bulk journal: nothing was fetched there yet")
-    else:
-        rows = []
+    try:
+        rows = [
+            (r.path, r.kind, r.id, r.start, r.end, r.format, r.time_type, r.status, r.error,
+             r.revisions, r.fetched_at)
+            for r in (journal.records() if journal is not None else ())
+        ]  # fmt: skip
+    finally:
+        if journal is not None:
+            journal.close()
     for key, kind, ident, start, end, fmt, time_type, status, error, revisions, fetched in rows:
         seen.add(key)
         state = _state(status, error, revisions)

@@ -12,6 +12,7 @@
         │   ├── ConnectionDropped  closed or reset with no answer at all
         │   └── SessionExpired     the login session is gone: log in again, then retry
         └── PermanentError         another attempt would get the same answer (404, HTML page)
+            └── UnsafePathError    a symbolic link (or other stranger) planted inside OUT
 
 aiohttp and OS errors are translated into this tree in exactly one place each:
 ``session.classify_client_error`` and ``storage.translate_os_error``; what an HTTP
@@ -98,3 +99,8 @@ class SessionExpired(RetryableError):
 
 class PermanentError(ItemError):
     """A failure that another attempt would only repeat."""
+
+
+class UnsafePathError(PermanentError):
+    """Something planted inside the output folder where omar-bulk would write: a symbolic link,
+    or a file where a folder belongs. It is never followed; this item fails, the run goes on."""

@@ -6,20 +6,30 @@ so a run killed at any instant loses at most the items in flight: one small comm
 ``.part`` files can only be left behind by a run that did not finish. Before a run first writes
 into an id's folder it commits that folder to ``folders``, once per folder and run; the next
 run sweeps the folders of every unfinished run for ``.part`` files.
+
+The journal outlives the release that wrote it: its format version is SQLite's
+``PRAGMA user_version`` (0.1.0 wrote 0, before there was one). An older journal is brought up to
+date in place, in one transaction, after a backup copy beside it; a journal from a newer
+release stops this one (``UsageError``) and is left exactly as it is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sqlite3
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from stat import S_ISLNK
+from urllib.parse import quote
 
-from .errors import LocalWriteError
+from .errors import LocalWriteError, UsageError
 from .results import ItemResult, Status
+from .storage import translate_os_error
 
 JOURNAL_NAME = "journal.sqlite3"
 
@@ -67,6 +77,25 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 
 
+def _to_v1(db: sqlite3.Connection) -> None:
+    """0.1.0 (no version) to 1: the same tables. Journals from before 0.1.0 lack
+    ``versions.archived_as``."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(versions)")}
+    if "archived_as" not in columns:
+        db.execute("ALTER TABLE versions ADD COLUMN archived_as TEXT")
+
+
+#: Step ``n`` brings a journal of format ``n`` to ``n + 1``, inside the one transaction that
+#: runs every step a journal needs. To change the format: change ``_SCHEMA`` (what a new journal
+#: gets) and append the step that does the same to an existing one.
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1]
+
+
+def format_version() -> int:
+    """The journal format this release reads and writes."""
+    return len(MIGRATIONS)
+
+
 _UPSERT = (
     "INSERT INTO items (path, kind, id, start, end, format, time_type, url, status, bytes,"
     " sha256, attempts, error, mtime_ns, fetched_at, run_id, revisions, checked_at)"
@@ -91,11 +120,93 @@ class Entry:
     fetched_at: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One item as the journal keeps it, for the coverage view."""
+
+    path: str
+    kind: str
+    id: str
+    start: str
+    end: str
+    format: str
+    time_type: str
+    status: str
+    error: str | None
+    revisions: int
+    fetched_at: float
+
+
 def _write_error(exc: sqlite3.Error, path: Path) -> LocalWriteError:
+    refused = _access_error(exc, path)
+    if refused is not None:
+        return refused
     text = str(exc)
     if "full" in text:
         return LocalWriteError(f"the disk is full: cannot write the journal {path}")
     return LocalWriteError(f"cannot write the journal {path}: {text}")
+
+
+# SQLite's primary result codes that speak of the file system, not of the journal's content:
+# a journal that cannot be written is not a damaged one (and must not be renamed aside).
+_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
+_SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 13, 14
+_NOT_DAMAGE = {
+    _SQLITE_PERM,
+    _SQLITE_BUSY,
+    _SQLITE_LOCKED,
+    _SQLITE_READONLY,
+    _SQLITE_IOERR,
+    _SQLITE_FULL,
+    _SQLITE_CANTOPEN,
+}
+
+
+def _access_error(exc: sqlite3.Error, path: Path) -> LocalWriteError | None:
+    """The error for a journal the file system will not let us use, or None for damage."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None or code & 0xFF not in _NOT_DAMAGE:
+        return None
+    primary = code & 0xFF
+    if primary in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return LocalWriteError(f"the journal {path} is locked by another process")
+    if primary == _SQLITE_FULL:
+        return LocalWriteError(f"the disk is full: cannot write the journal {path}")
+    folder = path.parent
+    try:
+        read_only = bool(os.statvfs(path if path.exists() else folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        read_only = False
+    if read_only:
+        why = "it is on a read-only file system"
+    elif not os.access(folder, os.W_OK) or not os.access(path, os.W_OK):
+        why = f"no permission to write in {folder} (read-only, immutable or another user's)"
+    else:
+        why = str(exc)
+    return LocalWriteError(
+        f"cannot write the journal {path}: {why}; it was left untouched. omar-bulk must be able"
+        " to write there: fix that and run the same command again"
+    )
+
+
+def readonly_uri(path: Path) -> str:
+    """An SQLite URI opening ``path`` read-only, for any path: relative, or holding ``?``,
+    ``#`` or ``%`` (``Path.as_uri`` refuses relative paths)."""
+    return f"file:{quote(os.path.abspath(path))}?mode=ro"
+
+
+def _check_version(db: sqlite3.Connection, path: Path) -> int:
+    """The journal's format version; a newer one than this release's stops the run."""
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if version > format_version():
+        from . import __version__
+
+        raise UsageError(
+            f"the journal {path} was written by a newer omar-bulk (journal format {version};"
+            f" omar-bulk {__version__} reads up to {format_version()}); it was left untouched:"
+            " upgrade omar-bulk, or use another --out"
+        )
+    return version
 
 
 class Journal:
@@ -123,18 +234,24 @@ class Journal:
         try:
             return cls._opened(path, fresh, notes, data_root)
         except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                raise LocalWriteError(f"the journal {path} is locked by another process") from exc
-            if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
-                raise _write_error(exc, path) from exc
+            refused = _access_error(exc, path)
+            if refused is not None:
+                raise refused from exc
             damage = str(exc)
+        except OSError as exc:
+            raise translate_os_error(exc, path) from exc
         candidates = _salvage_journal(path)
         aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
-        for suffix in ("", "-wal", "-shm"):
-            source = Path(str(path) + suffix)
-            if source.exists():
-                os.replace(source, Path(str(aside) + suffix))
-        journal = cls(path, cls._connect(path))
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                source = Path(str(path) + suffix)
+                if source.exists():
+                    os.replace(source, Path(str(aside) + suffix))
+            journal = cls(path, cls._connect(path))
+        except OSError as exc:
+            raise translate_os_error(exc, path) from exc
+        except sqlite3.Error as exc:
+            raise _write_error(exc, path) from exc
         kept, total = journal._rebuild(candidates, folder, data_root)
         notes.append(
             f"the journal was damaged ({damage}); it was moved to {aside.name} and a new one"
@@ -208,34 +325,67 @@ class Journal:
         return kept, len(by_path)
 
     @classmethod
-    def open_readonly(cls, folder: Path) -> Journal | None:
-        """The journal for a dry run, or None where there is none (nothing is created)."""
+    def open_readonly(cls, folder: Path, *, strict: bool = False) -> Journal | None:
+        """The journal for reading only (a dry run, ``status``), or None where there is none;
+        nothing is created. A damaged journal is None too, unless ``strict``: then it is a
+        UsageError that says so."""
         path = folder / JOURNAL_NAME
         if not path.exists():
             return None
         try:
-            db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
-            db.execute("SELECT 1 FROM items LIMIT 1").fetchall()
-        except sqlite3.DatabaseError:
+            db = sqlite3.connect(readonly_uri(path), uri=True)
+        except sqlite3.DatabaseError as exc:
+            if strict:
+                raise UsageError(f"cannot read the journal {path}: {exc}") from None
             return None
+        try:
+            _check_version(db, path)
+            db.execute("SELECT 1 FROM items LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            if strict:
+                raise UsageError(f"cannot read the journal {path}: {exc}") from None
+            return None
+        except BaseException:
+            db.close()
+            raise
         return cls(path, db)
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
         if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-            os.close(fd)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                os.close(fd)
+            except FileExistsError:
+                pass
         db = sqlite3.connect(path, isolation_level=None, timeout=5)
         try:
+            # Read before anything is written: a newer release's journal is left as it is.
+            version = _check_version(db, path)
             db.execute("PRAGMA journal_mode=WAL")
             # WAL with synchronous=NORMAL survives a killed process; it can lose the last
             # commits on power loss, and then the size check on the next run catches it.
             db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            # Reads every page once: damage anywhere is found now, not by a write mid-run.
+            # Reads every page once: damage anywhere is found now, not by a write mid-run,
+            # and never carried into a migration.
             verdict = db.execute("PRAGMA quick_check").fetchone()[0]
             if verdict != "ok":
                 raise sqlite3.DatabaseError(f"integrity check failed: {verdict}")
+            if db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone() is None:
+                with db:
+                    db.execute("BEGIN IMMEDIATE")
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                    db.execute(f"PRAGMA user_version = {format_version()}")
+            elif version < format_version():
+                _migrate(db, path, version)
+            else:
+                # A journal that cannot be written must stop the run now, not at its first
+                # outcome: take the write lock once and let it go.
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("ROLLBACK")
         except BaseException:
             db.close()
             raise
@@ -276,6 +426,17 @@ class Journal:
             (path,),
         ).fetchone()
         return Entry(*row) if row else None
+
+    def records(self) -> Iterator[Record]:
+        """Every item's record, for ``status``: read in one pass, in no particular order."""
+        try:
+            for row in self._db.execute(
+                "SELECT path, kind, id, start, end, format, time_type, status, error,"
+                " revisions, fetched_at FROM items"
+            ):
+                yield Record(*row)
+        except sqlite3.DatabaseError as exc:
+            raise UsageError(f"cannot read the journal {self.path}: {exc}") from None
 
     def is_empty(self) -> bool:
         """No item recorded yet (a first run needs no look-ups)."""
@@ -397,9 +558,12 @@ def vouches(entry: Entry, final: Path) -> tuple[bool | None, str | None]:
     if entry.status != Status.DOWNLOADED:
         return False, None
     try:
-        stat = final.stat()
+        stat = final.lstat()
     except OSError:
         return False, f"{final} is missing; fetching it again"
+    if S_ISLNK(stat.st_mode):
+        # Never vouched for, never followed: the refetch renames the real file over the link.
+        return False, f"{final} is a symbolic link, not the file fetched; fetching it again"
     if stat.st_size != entry.bytes:
         return False, (
             f"{final} has {stat.st_size} bytes, the journal says {entry.bytes}; fetching it again"
@@ -427,7 +591,7 @@ def _salvage_journal(path: Path) -> list[tuple[object, ...]]:
     """Whatever rows of a damaged journal can still be read (often none)."""
     rows: list[tuple[object, ...]] = []
     try:
-        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        db = sqlite3.connect(readonly_uri(path), uri=True)
     except sqlite3.Error:
         return rows
     try:
@@ -438,6 +602,40 @@ def _salvage_journal(path: Path) -> list[tuple[object, ...]]:
     finally:
         db.close()
     return rows
+
+
+def _migrate(db: sqlite3.Connection, path: Path, version: int) -> None:
+    """Bring a journal of an older format up to this release's, in one transaction, after a
+    backup copy beside it (``journal.sqlite3.v0-backup`` for a 0.1.0 journal). A step that
+    fails leaves the journal exactly as it was."""
+    backup = path.with_name(f"{path.name}.v{version}-backup")
+    if not backup.exists():  # else an earlier attempt made it, from this same journal
+        try:
+            fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            os.close(fd)
+            copy = sqlite3.connect(backup)
+            try:
+                db.backup(copy)
+            finally:
+                copy.close()
+        except (OSError, sqlite3.Error) as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(backup)
+            raise LocalWriteError(
+                f"cannot keep a backup of the journal before updating its format: {backup}:"
+                f" {exc}; the journal was left untouched"
+            ) from exc
+    try:
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            for step in MIGRATIONS[version:]:
+                step(db)
+            db.execute(f"PRAGMA user_version = {format_version()}")
+    except sqlite3.Error as exc:
+        raise LocalWriteError(
+            f"cannot update the journal {path} from format {version} to {format_version()}:"
+            f" {exc}; it was left as it was (a copy is in {backup.name})"
+        ) from exc
 
 
 def _report_entries(report: Path, data_root: Path | None) -> dict[str, tuple[int, str]]:

@@ -2,6 +2,7 @@
 
 Items are spooled to an anonymous temporary file as they finish, so a run of a million items
 does not hold a million dictionaries; the final file is assembled once, then renamed into place.
+Folders made for it are 0700, like every folder omar-bulk makes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from .results import ItemResult, Summary
-from .storage import translate_os_error
+from .storage import make_private_dirs, translate_os_error
 
 
 class ReportWriter:
@@ -31,10 +32,12 @@ class ReportWriter:
     def write(self, summary: Summary) -> Path:
         """Write the report file; the spool is consumed."""
         target = self.path
-        temp = target.with_name(f".{target.name}.tmp")
+        temp: str | None = None
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            make_private_dirs(target.parent)
+            # mkstemp: a fresh unpredictable name, O_EXCL|O_NOFOLLOW, 0600. A fixed name could
+            # be planted as a link by anyone who can write beside the report.
+            fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 out.write('{"summary": ')
                 out.write(json.dumps(summary.as_report()))
@@ -48,8 +51,9 @@ class ReportWriter:
                 out.write("\n]}\n")
             os.replace(temp, target)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
+            if temp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
             raise translate_os_error(exc, target) from exc
         finally:
             self._spool.close()

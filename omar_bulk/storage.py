@@ -2,7 +2,8 @@
 
 A body is written to ``NAME.part`` beside its destination and renamed over ``NAME`` only once
 it has passed every check, so a reader never sees a partial file under a data file's name.
-Folders the tool creates are 0700 and files 0600: meter data is sensitive.
+Folders the tool creates are 0700 and files 0600: meter data is sensitive. Inside the
+output folder nothing is reached through a symbolic link (see ``_FOLDER`` below).
 
 Every OS error on the way is translated into ``LocalWriteError`` here, in ``translate_os_error``,
 with a message that says what is wrong and where.
@@ -14,12 +15,13 @@ import contextlib
 import errno
 import os
 import re
-import shutil
+import stat
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
-from .errors import LocalWriteError
+from .errors import LocalWriteError, UnsafePathError
 
 STATE_DIR = ".omar-bulk"
 PART_SUFFIX = ".part"
@@ -42,8 +44,47 @@ def translate_os_error(exc: OSError, path: Path | str) -> LocalWriteError:
     return error
 
 
-def _opener(path: str, flags: int) -> int:
-    return os.open(path, flags, 0o600)
+# Every folder below the root is opened relative to its parent's descriptor without following
+# a link, and every file is created there with O_EXCL|O_NOFOLLOW: a link planted anywhere inside
+# OUT (by whoever else can write there) is never followed, so a job running as root over a
+# shared OUT writes, truncates and chmods nothing outside it. The output folder itself may be
+# a link: the user chose it.
+_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_OLD_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# Open folder descriptors kept for reuse: one per id folder in use and its parents. Items come
+# in plan order, id by id, so a small cache serves nearly every call.
+_OPEN_FOLDERS = 64
+
+
+def _close_all(folders: dict[str, int]) -> None:
+    for fd in folders.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    folders.clear()
+
+
+def make_private_dirs(name: Path | str) -> None:
+    """Create a folder the user named and its missing parents, each 0700 whatever the umask
+    (links followed: the user chose the path)."""
+    name = os.fspath(name)
+    missing = []
+    probe = name
+    while probe and not os.path.isdir(probe):
+        missing.append(probe)
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    try:
+        for path in reversed(missing):
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                continue
+            os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+    except OSError as exc:
+        raise translate_os_error(exc, name) from exc
 
 
 class Storage:
@@ -52,43 +93,138 @@ class Storage:
     Files are named by their key, the posix path relative to ``root`` (as in the journal);
     paths are plain strings on the per-item path, where ``pathlib`` would cost more than the
     file system calls it prepares.
+
+    Links planted inside the root are never followed (see ``_FOLDER``). A link where a folder
+    belongs, a ``.part`` name that is a link, or a data file that is a link when its version
+    must go to history, fails that item with ``UnsafePathError`` and is left as it is; the link
+    and whatever it points to are not touched. A link in place of the state folder stops the
+    run (``LocalWriteError``): without its journal there is nothing to run.
     """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._root = os.fspath(root)
+        self._prefix = self._root.rstrip("/") + "/"
         self.state = root / STATE_DIR
         self.errors = self.state / "errors"
         self.history = self.state / "history"
-        self._made: set[str] = set()
+        self._folders: dict[str, int] = {}
+        self._closer = weakref.finalize(self, _close_all, self._folders)
+
+    def close(self) -> None:
+        """Close the folder descriptors kept open (also done when the object is collected)."""
+        self._closer()
 
     def prepare(self) -> None:
-        """Create the output and state folders (0700) if they are missing."""
-        self.make_dirs(self.state)
+        """Create the output and state folders (0700) if they are missing.
+
+        The state folder must be a real folder owned by this user and writable by nobody else:
+        whoever could write there could plant a link in place of the journal.
+        """
+        self._make_outside(self._root)
+        try:
+            fd = self._folder(STATE_DIR)
+        except UnsafePathError as exc:
+            raise LocalWriteError(str(exc)) from None
+        info = os.fstat(fd)
+        if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+            raise LocalWriteError(
+                f"{self.state} belongs to another user (uid {info.st_uid}); omar-bulk keeps its"
+                " journal only in a folder of its own user"
+            )
+        if info.st_mode & 0o022:
+            raise LocalWriteError(
+                f"{self.state} can be written by other users; run `chmod 700 {self.state}`"
+                " (omar-bulk makes it 0700) and run again"
+            )
 
     def make_dirs(self, folder: Path | str) -> None:
-        """Create ``folder`` and its missing parents, each 0700 whatever the umask."""
+        """Create ``folder`` and its missing parents, each 0700 whatever the umask.
+
+        Below the root no link is followed (``UnsafePathError``)."""
         name = os.fspath(folder)
-        if name in self._made:
-            return
-        missing = []
-        probe = name
-        while probe and not os.path.isdir(probe):
-            missing.append(probe)
-            parent = os.path.dirname(probe)
-            if parent == probe:
-                break
-            probe = parent
+        relative = self._relative(name)
+        if relative is None:
+            self._make_outside(name)
+        else:
+            self._folder(relative)
+
+    def _make_outside(self, name: str) -> None:
+        make_private_dirs(name)
+
+    def _relative(self, name: str) -> str | None:
+        """``name`` relative to the root ("" for the root), or None outside it."""
+        if name.startswith(self._prefix):
+            return name[len(self._prefix) :].strip("/")
+        if name.rstrip("/") == self._root.rstrip("/"):
+            return ""
         try:
-            for path in reversed(missing):
-                try:
-                    os.mkdir(path, 0o700)
-                except FileExistsError:
-                    continue
-                os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+            relative = Path(name).relative_to(self.root)
+        except ValueError:
+            return None
+        return "" if relative == Path() else relative.as_posix()
+
+    def _split(self, path: Path | str) -> tuple[str, str]:
+        relative = self._relative(os.fspath(path))
+        if not relative:
+            raise ValueError(f"{path} is not a file inside {self.root}")
+        folder, _, name = relative.rpartition("/")
+        return folder, name
+
+    def _folder(self, relative: str, *, create: bool = True) -> int:
+        """A descriptor of the folder ``relative`` to the root, made 0700 where missing.
+
+        Raises ``UnsafePathError`` where a component is a link or not a folder, and
+        ``FileNotFoundError`` for a missing one when ``create`` is off.
+        """
+        folders = self._folders
+        fd = folders.pop(relative, None)
+        if fd is not None:
+            folders[relative] = fd  # most recently used last
+            return fd
+        if not relative:
+            try:
+                fd = os.open(self._root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                self._make_outside(self._root)
+                fd = os.open(self._root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise translate_os_error(exc, self._root) from exc
+        else:
+            parent_name, _, name = relative.rpartition("/")
+            parent = self._folder(parent_name, create=create)
+            fd = self._open_child(parent, name, relative, create)
+        folders[relative] = fd
+        if len(folders) > _OPEN_FOLDERS:
+            oldest = next(iter(folders))
+            os.close(folders.pop(oldest))
+        return fd
+
+    def _open_child(self, parent: int, name: str, relative: str, create: bool) -> int:
+        where = self._prefix + relative
+        try:
+            try:
+                return os.open(name, _FOLDER, dir_fd=parent)
+            except FileNotFoundError:
+                if not create:
+                    raise
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o700, dir_fd=parent)
+            fd = os.open(name, _FOLDER, dir_fd=parent)
+            try:
+                os.fchmod(fd, 0o700)  # mkdir's mode is filtered by the umask
+            except OSError:
+                os.close(fd)
+                raise
+            return fd
         except OSError as exc:
-            raise translate_os_error(exc, name) from exc
-        self._made.add(name)
+            if isinstance(exc, FileNotFoundError) and not create:
+                raise
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise _unsafe(where, parent, name) from None
+            raise translate_os_error(exc, where) from exc
 
     def path_of(self, key: str) -> str:
         return f"{self._root}/{key}"
@@ -99,17 +235,37 @@ class Storage:
     def part(self, key: str) -> Path:
         return Path(self.path_of(key) + PART_SUFFIX)
 
+    def _create(self, folder: int, name: str, where: str) -> int:
+        """Create ``name`` (0600) in ``folder``, never through a link. A stale regular file of
+        that name (a ``.part`` left by a killed run) is replaced; anything else is refused."""
+        try:
+            return os.open(name, _NEW_FILE, 0o600, dir_fd=folder)
+        except FileExistsError:
+            info = os.stat(name, dir_fd=folder, follow_symlinks=False)
+            if not stat.S_ISREG(info.st_mode):
+                raise _unsafe(where, folder, name) from None
+            os.unlink(name, dir_fd=folder)
+            return os.open(name, _NEW_FILE, 0o600, dir_fd=folder)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _unsafe(where, folder, name) from None
+            raise
+
     def write_whole(self, key: str, data: bytes, archive: Path | None = None) -> int:
         """Write a small body in one go: ``.part``, then rename over the final name.
 
         With ``archive``, the file it replaces is kept there first. Returns the new file's
         ``st_mtime_ns`` for the journal (a rename leaves it unchanged).
         """
-        final = self.path_of(key)
-        part = final + PART_SUFFIX
-        self.make_dirs(os.path.dirname(final))
+        folder_name, _, name = key.rpartition("/")
+        part = name + PART_SUFFIX
+        where = self.path_of(key) + PART_SUFFIX
+        folder = self._folder(folder_name)
         try:
-            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            fd = self._create(folder, part, where)
+        except OSError as exc:
+            raise translate_os_error(exc, where) from exc
+        try:
             try:
                 view = memoryview(data)
                 while view:
@@ -118,33 +274,46 @@ class Storage:
             finally:
                 os.close(fd)
             if archive is not None:
-                self.keep(final, archive)
-            os.replace(part, final)
+                self.keep(self.path_of(key), archive)
+            os.replace(part, name, src_dir_fd=folder, dst_dir_fd=folder)
             return mtime
+        except UnsafePathError:
+            self.discard(key)
+            raise
         except OSError as exc:
             self.discard(key)
-            raise translate_os_error(exc, part) from exc
+            raise translate_os_error(exc, where) from exc
 
     async def open_part(self, key: str) -> Any:
         """Open ``key``'s ``.part`` file for streaming through aiofiles."""
         import aiofiles  # only large bodies need it
 
-        part = self.path_of(key) + PART_SUFFIX
-        self.make_dirs(os.path.dirname(part))
+        folder_name, _, name = key.rpartition("/")
+        where = self.path_of(key) + PART_SUFFIX
+        folder = self._folder(folder_name)
         try:
-            return await aiofiles.open(part, "wb", opener=_opener)
+            # Created here, on the loop: one open() is cheaper than a thread hand-off, and the
+            # descriptor is checked before aiofiles takes it over (it closes it).
+            fd = self._create(folder, name + PART_SUFFIX, where)
         except OSError as exc:
-            raise translate_os_error(exc, part) from exc
+            raise translate_os_error(exc, where) from exc
+        try:
+            return await aiofiles.open(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            raise
 
     def commit(self, key: str, archive: Path | None = None) -> int:
         """Move a complete ``.part`` into place (keeping the file it replaces in ``archive``);
         return the file's ``st_mtime_ns``."""
+        folder_name, _, name = key.rpartition("/")
         final = self.path_of(key)
         try:
+            folder = self._folder(folder_name)
             if archive is not None:
                 self.keep(final, archive)
-            os.replace(final + PART_SUFFIX, final)
-            return os.stat(final).st_mtime_ns
+            os.replace(name + PART_SUFFIX, name, src_dir_fd=folder, dst_dir_fd=folder)
+            return os.stat(name, dir_fd=folder, follow_symlinks=False).st_mtime_ns
         except OSError as exc:
             raise translate_os_error(exc, final) from exc
 
@@ -153,61 +322,131 @@ class Storage:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(fetched_at))
         archive = self.history / f"{key}.{stamp}"
         target, counter = archive, 1
-        while target.exists():
+        while os.path.lexists(target):
             target = archive.with_name(f"{archive.name}-{counter}")
             counter += 1
         return target
 
     def keep(self, final: Path | str, archive: Path) -> None:
         """Put the current ``final`` in ``archive``: a hard link, so ``final`` stays in place
-        until the new version replaces it (a copy where links are not possible)."""
-        self.make_dirs(archive.parent)
+        until the new version replaces it (a copy where links are not possible).
+
+        ``final`` must be a regular file: a link there is refused (``UnsafePathError``), never
+        followed, so its target is neither linked, copied nor chmodded."""
+        source_folder, source_name = self._split(final)
+        target_folder, target_name = self._split(archive)
+        source_dir = self._folder(source_folder)
         try:
-            os.link(final, archive)
+            fd = os.open(source_name, _OLD_FILE, dir_fd=source_dir)
         except FileNotFoundError:
             return  # nothing to keep
-        except OSError:
-            shutil.copy2(final, archive)
-        os.chmod(archive, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _unsafe(os.fspath(final), source_dir, source_name) from None
+            raise
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise _unsafe(os.fspath(final), source_dir, source_name)
+            os.fchmod(fd, 0o600)  # the inode just checked: the archive shares it
+            target_dir = self._folder(target_folder)
+            try:
+                # Without follow_symlinks, linkat links the name itself: should the file have
+                # been swapped for a link since it was opened, history gets that link, inert.
+                os.link(
+                    source_name,
+                    target_name,
+                    src_dir_fd=source_dir,
+                    dst_dir_fd=target_dir,
+                    follow_symlinks=False,
+                )
+            except FileExistsError:
+                raise
+            except OSError:
+                self._copy(fd, info, target_dir, target_name, os.fspath(archive))
+        finally:
+            os.close(fd)
+
+    def _copy(self, source: int, info: os.stat_result, folder: int, name: str, where: str) -> None:
+        """Copy an open file into a new one (where hard links are not possible)."""
+        target = self._create(folder, name, where)
+        try:
+            os.lseek(source, 0, os.SEEK_SET)
+            while block := os.read(source, 1 << 20):
+                view = memoryview(block)
+                while view:
+                    view = view[os.write(target, view) :]
+            os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
+        finally:
+            os.close(target)
 
     def retire(self, key: str, archive: Path) -> None:
         """Move ``key`` out of the data folders into ``archive`` (its new version is empty)."""
-        final = self.path_of(key)
+        folder_name, _, name = key.rpartition("/")
         try:
-            self.keep(final, archive)
+            self.keep(self.path_of(key), archive)
+            folder = self._folder(folder_name)
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(final)
+                os.unlink(name, dir_fd=folder)
         except OSError as exc:
             raise translate_os_error(exc, archive) from exc
 
     def discard(self, key: str) -> None:
-        """Remove ``key``'s ``.part`` file if there is one. Never raises."""
-        with contextlib.suppress(OSError):
-            os.unlink(self.path_of(key) + PART_SUFFIX)
+        """Remove ``key``'s ``.part`` file if there is one (a link is removed, never followed).
+        Never raises."""
+        folder_name, _, name = key.rpartition("/")
+        with contextlib.suppress(OSError, UnsafePathError):
+            os.unlink(name + PART_SUFFIX, dir_fd=self._folder(folder_name, create=False))
 
     def sweep_parts(self, folder: str) -> None:
-        """Remove every ``.part`` file in ``folder`` (relative to the root). Never raises."""
-        where = self.path_of(folder)
+        """Remove every ``.part`` file in ``folder`` (relative to the root): files and links
+        alike, since removing a link leaves its target alone. Never raises; a folder that is a
+        link is not entered."""
         try:
-            with os.scandir(where) as entries:
-                names = [e.name for e in entries if e.name.endswith(PART_SUFFIX)]
-        except OSError:
+            fd = self._folder(folder.strip("/"), create=False)
+            names = [name for name in os.listdir(fd) if name.endswith(PART_SUFFIX)]
+        except (OSError, UnsafePathError):
             return
         for name in names:
             with contextlib.suppress(OSError):
-                os.unlink(f"{where}/{name}")
+                os.unlink(name, dir_fd=fd)
 
     def save_error_page(self, key: str, body: bytes) -> Path:
         """Keep an HTML answer for diagnosis; return where it went."""
         stamp = time.strftime("%Y%m%dT%H%M%S")
+        folder = self._folder(f"{STATE_DIR}/errors/{key}".rpartition("/")[0])
         target = self.errors / f"{key}.{stamp}.html"
-        self.make_dirs(target.parent)
+        counter = 0
+        while True:
+            try:
+                fd = os.open(target.name, _NEW_FILE, 0o600, dir_fd=folder)
+                break
+            except FileExistsError:
+                counter += 1
+                target = self.errors / f"{key}.{stamp}-{counter}.html"
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise _unsafe(os.fspath(target), folder, target.name) from None
+                raise translate_os_error(exc, target) from exc
         try:
-            with open(target, "wb", opener=_opener) as handle:
+            with open(fd, "wb") as handle:
                 handle.write(body)
         except OSError as exc:
             raise translate_os_error(exc, target) from exc
         return target
+
+
+def _unsafe(where: str, folder: int, name: str) -> UnsafePathError:
+    """The error for a stranger at ``name``: says what it is, and that it was left alone."""
+    try:
+        mode = os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode
+    except OSError:
+        mode = 0
+    what = "a symbolic link" if stat.S_ISLNK(mode) else "not what omar-bulk put there"
+    return UnsafePathError(
+        f"{where} is {what}; omar-bulk never follows links inside the output folder and left"
+        " it alone: remove it and run again"
+    )
 
 
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)

@@ -50,12 +50,6 @@ def test_status_reads_the_default_and_relative_folders(rel_cli: Cli, here: Path)
     assert planned.exit_code == 0, planned.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="journal.Journal.open_readonly turns a relative path into a URI; fixed in journal.py "
-    "by another branch: drop this mark once merged",
-)
 def test_a_dry_run_over_a_relative_folder_with_a_journal(rel_cli: Cli) -> None:
     assert rel_cli("fetch", "m.toml").exit_code == 0
     dry = rel_cli("fetch", "m.toml", "--dry-run")
