@@ -1,9 +1,10 @@
 """omar-bulk side by side with curl, aria2c and parfive on the same work (see README.md here).
 
-    python benchmarks/run.py [--rounds 3] [--workloads 1,2,3,4]
+    python benchmarks/run.py [--rounds 3] [--workloads 1,2,3,4,5] [--results FILE]
 
 Everything runs on loopback: nginx with mutual TLS serving pre-generated bodies (so the server
 is never the bottleneck), and the bundled stand-in server where a workload needs latency.
+Workload 5 measures omar-bulk alone: its live display on and off, in a pseudo-terminal.
 Results go to benchmarks/RESULTS.md and benchmarks/results.png.
 
 Each workload lives in its own module under ``workloads/``; ``harness.py`` holds what they
@@ -16,10 +17,11 @@ import argparse
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
-from harness import CHILD_ENV, PY, ROOT, TOOLS, WORK, nginx
+from harness import CHILD_ENV, HERE, PY, ROOT, TOOLS, WORK, nginx
 from report import report_only, write_results
-from workloads import big_body, latency, plan_scale, small_files, startup
+from workloads import big_body, display, latency, plan_scale, small_files, startup
 
 from omar_bulk.standin.certs import TestPKI
 
@@ -27,14 +29,17 @@ from omar_bulk.standin.certs import TestPKI
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workloads", default="1,2,3,4")
+    parser.add_argument("--workloads", default="1,2,3,4,5")
     parser.add_argument("--big-mib", type=int, default=1024, help="size of workload 3's body")
     parser.add_argument(
         "--report-only", action="store_true", help="rewrite RESULTS.md from the last run"
     )
+    parser.add_argument(
+        "--results", type=Path, default=HERE / "RESULTS.md", help="where to write the tables"
+    )
     args = parser.parse_args()
     if args.report_only:
-        report_only()
+        report_only(args.results)
         return 0
     chosen = {int(x) for x in args.workloads.split(",")}
     WORK.mkdir(exist_ok=True)
@@ -72,7 +77,9 @@ def main() -> int:
         loads.append(latency.run(args.rounds))
     if 4 in chosen:
         extra |= plan_scale.dry_run(args.rounds)
-    write_results(loads, extra)
+    if 5 in chosen:
+        loads.append(display.run(args.rounds))
+    write_results(loads, extra, args.results)
     return 0
 
 
