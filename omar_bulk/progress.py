@@ -149,7 +149,12 @@ class RichObserver:
 
     def _paint(self) -> None:
         while not self._stop.wait(self._interval):
-            self._flush()
+            try:
+                self._flush()
+            except Exception:
+                # A broken frame must not take the run down with it, nor print a traceback
+                # over the screen: the run goes on without a live display, the summary follows.
+                return
 
     def _flush(self) -> None:
         """One frame, with the lines that came in since the last one printed above it."""

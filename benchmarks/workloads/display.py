@@ -5,7 +5,8 @@ the display on and with ``--no-progress``. Both run in a pseudo-terminal of the 
 display is the only difference; the terminal's output is read as fast as it comes, as a terminal
 emulator would. One more run, inside tmux, captures the screen mid-run to check that it fits:
 no row folded (``capture-pane -J`` joins folded rows, so a joined row wider than the terminal was
-folded) and nothing cut.
+folded; so is a row indented under a column, as a table folds a cell that does not fit) and
+nothing cut (no "..." where rows were dropped).
 """
 
 from __future__ import annotations
@@ -117,18 +118,29 @@ def screen(endpoint: Endpoint, concurrency: int) -> list[str]:
     finally:
         subprocess.run([*server, "kill-server"], check=False, capture_output=True)
         shutil.rmtree(out, ignore_errors=True)
-    folded = sum(1 for _, joined in captures for line in joined if len(line.rstrip()) > COLUMNS)
+    folded = sum(_folded(joined) for _, joined in captures)
+    cut = any(line.strip() == "..." for plain, _ in captures for line in plain)
     tall = max(_rows_used(plain) for plain, _ in captures)
     middle = captures[1][0]
     return [
         f"Screen at {COLUMNS}x{ROWS}, concurrency {concurrency}, captured with tmux"
-        f" `capture-pane -p` 2, 4 and 6 s into the run: {folded} folded rows,"
-        f" at most {tall} rows used. The capture at 4 s:",
+        f" `capture-pane -p` 2, 4 and 6 s into the run: {folded} folded rows in the three"
+        f" captures, {'cut short' if cut else 'nothing cut'}, at most {tall} rows used."
+        " The capture at 4 s:",
         "",
         "```",
         *[line.rstrip() for line in middle],
         "```",
     ]
+
+
+def _folded(rows: list[str]) -> int:
+    """Rows folded by the terminal (wider than it, once tmux joins them) or by the display.
+
+    A display that lays its rows out as a table folds a cell that does not fit onto a row of its
+    own, indented under its column: a row indented deeper than a file row's two spaces.
+    """
+    return sum(1 for row in rows if len(row.rstrip()) > COLUMNS or row.startswith(" " * 6))
 
 
 def _rows_used(rows: list[str]) -> int:
