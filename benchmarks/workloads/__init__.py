@@ -1,0 +1,1 @@
+"""One module per workload; each builds its items, runs the tools and returns its figures."""
