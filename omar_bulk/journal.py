@@ -28,6 +28,7 @@ from stat import S_ISLNK
 from urllib.parse import quote
 
 from .errors import LocalWriteError, UsageError
+from .report import REPORT_NAME
 from .results import ItemResult, Status
 from .storage import translate_os_error
 
@@ -283,7 +284,7 @@ class Journal:
             key, status, size, sha = row[0], row[8], row[9], row[10]
             if status == Status.DOWNLOADED and isinstance(key, str) and isinstance(sha, str):
                 by_path[key] = (int(size), sha)  # type: ignore[call-overload]
-        by_path.update(_report_entries(folder / "last-run.json", data_root))
+        by_path.update(_report_entries(folder / REPORT_NAME, data_root))
         if data_root is None:
             return 0, len(by_path)
         kept = 0

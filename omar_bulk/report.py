@@ -17,6 +17,9 @@ from typing import IO
 from .results import ItemResult, Summary
 from .storage import make_private_dirs, translate_os_error
 
+#: Where a run's report goes unless ``--report`` says otherwise, under ``OUT/.omar-bulk/``.
+REPORT_NAME = "last-run.json"
+
 
 class ReportWriter:
     def __init__(self, path: Path) -> None:

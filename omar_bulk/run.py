@@ -24,12 +24,11 @@ from .errors import LocalWriteError, OmarBulkError, UsageError
 from .journal import Journal, hash_matches, vouches
 from .policy import decide, needs_disk_check
 from .protocol import relative_key, request_url
-from .report import ReportWriter
+from .report import REPORT_NAME, ReportWriter
 from .results import NullObserver, Observer, RunResult, Summary, Tally
 from .settings import Settings
 from .storage import STATE_DIR, Storage
 
-REPORT_NAME = "last-run.json"
 INTERRUPTED = 130
 
 
