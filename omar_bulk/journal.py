@@ -458,11 +458,16 @@ class Journal:
     def supersede(self, old: Entry, new_key: str, archived_as: str | None) -> None:
         """Record in one transaction that ``new_key`` replaced ``old`` (a shorter file of the
         same chunk): ``old``'s version goes to ``versions`` under ``new_key`` (with where its
-        file was kept, if it had one), and ``old``'s row is marked superseded, not deleted,
-        so a later run that plans it again knows the longer file stands for it."""
+        file was kept, if it had one), and so do the versions recorded under ``old``, so
+        ``versions(new_key)`` is the chunk's whole history. ``old``'s row is marked
+        superseded, not deleted: a later run that plans it again knows the longer file
+        stands for it."""
         try:
             with self._db:
                 self._db.execute("BEGIN")
+                self._db.execute(
+                    "UPDATE OR REPLACE versions SET path=? WHERE path=?", (new_key, old.path)
+                )
                 if old.status == Status.DOWNLOADED:
                     self._db.execute(
                         "INSERT OR REPLACE INTO versions (path, fetched_at, sha256, bytes,"
