@@ -5,6 +5,7 @@ Data flow::
     plan ──▶ producer ──(bounded queue)──▶ N workers ──▶ download (.part → rename)
                │ policy.decide: skip what          │         └──▶ journal, report, observer
                │ the journal vouches for           └── session (login when first needed)
+               └─ policy.superseded: shorter files of a chunk that grew go to history
 
 The producer walks the lazy plan and hands work to ``concurrency`` workers through a queue of
 twice that size, so memory stays flat however long the plan is, and no task is created per item.
@@ -31,11 +32,12 @@ from .errors import (
     RetryableError,
     SessionExpired,
     UnreachableError,
+    UnsafePathError,
 )
 from .journal import Entry, Journal, hash_matches, vouches
 from .plan import Item
-from .policy import decide, needs_disk_check
-from .politeness import AdaptiveLimit, Backoff, RateLimiter
+from .policy import KEPT, decide, needs_disk_check, superseded
+from .politeness import AdaptiveLimit, Backoff, RateLimiter, RetryBudget
 from .protocol import relative_key, request_url
 from .report import ReportWriter
 from .results import ItemResult, Observer, Status, Tally
@@ -75,6 +77,8 @@ class Engine:
         self._limiter = RateLimiter(settings.rate)
         self._main: asyncio.Task[Any] | None = None
         self._folders: set[str] = set()
+        #: A first run's journal holds nothing a settled item could replace.
+        self._fresh = False
 
     # -- control ---------------------------------------------------------------------------
 
@@ -117,11 +121,15 @@ class Engine:
         base = self.settings.base_url
         overwrite = self.settings.overwrite
         cutoff = self.revisit_from
-        lookup = self.journal.get if not self.journal.is_empty() else _nothing
+        self._fresh = self.journal.is_empty()
+        # One range read gives the item's entry and the other files of its chunk (a partial
+        # month's shorter versions): no extra query per item to clean those up.
+        lookup = self.journal.same_start if not self._fresh else _nothing
         for item in items:
             key = relative_key(item)
             url = request_url(base, item)
-            entry = lookup(key)
+            rows = lookup(key)
+            entry = next((row for row in rows if row.path == key), None)
             on_disk = needs_disk_check(entry) and await self._still_good(entry, key)
             due = decide(item, entry, on_disk, overwrite=overwrite, revisit_from=cutoff)
             if not due.fetch:
@@ -129,6 +137,8 @@ class Engine:
                 final = self.storage.final(key)
                 result = ItemResult(item, url, final, Status.SKIPPED, entry.bytes, entry.sha256)
                 self._finish(result)
+                if len(rows) > 1 and entry.superseded_by is None:
+                    self._supersede(item, key, rows)  # piles left by an earlier release
                 continue
             await queue.put(Work(item, url, key, due.previous))
         for _ in range(self.settings.concurrency):
@@ -153,8 +163,29 @@ class Engine:
             work = await queue.get()
             if work is None:
                 return
-            result, saved = await self._fetch(work)
+            sent = [0]
+            try:
+                result, saved = await self._fetch(work, sent)
+            except asyncio.CancelledError:
+                if self.interrupted and sent[0]:
+                    self._unsettled(work, sent[0])
+                raise
             self._finish(result, saved, work)
+
+    def _unsettled(self, work: Work, attempts: int) -> None:
+        """Report an item the server had already been asked for (in flight, or waiting out a
+        Retry-After) when the run was interrupted: attempted, not settled. The journal keeps
+        what it had, so the next run asks again."""
+        result = ItemResult(
+            work.item,
+            work.url,
+            self.storage.final(work.key),
+            Status.INTERRUPTED,
+            attempts=attempts,
+            error="interrupted before the item was settled",
+        )
+        self.report.add(result)
+        self.tally.add(result)
 
     def _finish(
         self, result: ItemResult, saved: Saved | None = None, work: Work | None = None
@@ -173,18 +204,41 @@ class Engine:
         if result.status == Status.FAILED and len(self.failures) < 1000:
             self.failures.append(result)
         self.observer.finished(result)
+        if work is not None and not self._fresh and result.status in _LANDED:
+            self._supersede(work.item, work.key, self.journal.same_start(work.key))
 
-    async def _fetch(self, work: Work) -> tuple[ItemResult, Saved | None]:
-        """Every attempt for one item, until it is settled."""
+    def _supersede(self, item: Item, key: str, rows: list[Entry]) -> None:
+        """Move the shorter files of ``item``'s chunk to history and say so in the journal.
+
+        Small renames on the loop, as ``download`` does for small files: a grown chunk
+        replaces at most one file a day.
+        """
+        for old in superseded(item, key, rows):
+            archived: str | None = None
+            if old.status == Status.DOWNLOADED:
+                archive = self.storage.history_path(old.path, old.fetched_at)
+                try:
+                    self.storage.retire(old.path, archive)
+                except UnsafePathError as exc:
+                    self.observer.notice(f"{exc}; it still stands for {key}'s chunk")
+                    continue
+                if archive.exists():
+                    archived = str(archive.relative_to(self.storage.root))
+            self.journal.supersede(old, key, archived)
+            self.tally.superseded += 1
+
+    async def _fetch(self, work: Work, sent: list[int]) -> tuple[ItemResult, Saved | None]:
+        """Every attempt for one item, until it is settled (``sent[0]``: requests sent)."""
         final = self.storage.final(work.key)
         attempts = 0
+        budget = RetryBudget(self.settings.retries)
         confirm: str | None = None
         sent_under = [0]  # the login an attempt's request actually went out with
         while True:
             attempts += 1
             await self.session.ready()
             try:
-                saved = await self._gated_attempt(work, final, attempts, sent_under, confirm)
+                saved = await self._gated_attempt(work, final, attempts, sent_under, confirm, sent)
                 result = ItemResult(
                     work.item, work.url, final, saved.status, saved.size, saved.sha256, attempts
                 )
@@ -197,7 +251,8 @@ class Engine:
             except RetryableError as exc:
                 if isinstance(exc, Unconfirmed):
                     confirm = exc.digest
-                if attempts > self.settings.retries:
+                ordinary = isinstance(exc, SessionExpired) and not self.session.troubled()
+                if not budget.spend(ordinary_expiry=ordinary):
                     error = str(exc)
                     if isinstance(exc, SessionExpired):
                         error += " (the session could not be kept open)"
@@ -223,7 +278,13 @@ class Engine:
                     await self._renew(sent_under[0])
 
     async def _gated_attempt(
-        self, work: Work, final: Path, attempts: int, sent_under: list[int], confirm: str | None
+        self,
+        work: Work,
+        final: Path,
+        attempts: int,
+        sent_under: list[int],
+        confirm: str | None,
+        sent: list[int],
     ) -> Saved:
         """One attempt inside the adaptive limit, telling it how the server answered.
 
@@ -235,6 +296,7 @@ class Engine:
         try:
             await self._limiter.wait()
             generation = sent_under[0] = self.session.generation
+            sent[0] += 1
             self.observer.started(work.item, final, attempts)
             outcome = await self._attempt(work, confirm, generation)
             clean = True
@@ -285,9 +347,13 @@ class Engine:
             self._folders.add(folder)
 
 
-def _nothing(_key: str) -> None:
+#: Outcomes after which an item's file (or recorded empty answer) stands for its chunk.
+_LANDED = (*KEPT, Status.REVISED, Status.UNCHANGED)
+
+
+def _nothing(_key: str) -> list[Entry]:
     """The journal's answer for every item of a first run: nothing recorded yet."""
-    return None
+    return []
 
 
 def _first_fatal(group: BaseExceptionGroup[BaseException]) -> OmarBulkError | None:

@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS items (
     fetched_at REAL NOT NULL,
     run_id INTEGER NOT NULL,
     revisions INTEGER NOT NULL DEFAULT 0,
-    checked_at REAL
+    checked_at REAL,
+    superseded_by TEXT
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS versions (
     path TEXT NOT NULL,
@@ -86,10 +87,19 @@ def _to_v1(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE versions ADD COLUMN archived_as TEXT")
 
 
+def _to_v2(db: sqlite3.Connection) -> None:
+    """1 to 2: ``items.superseded_by``, the key of the longer file of the same chunk that
+    replaced this one (a partial month that grew). Archives whose partial months piled up
+    before it are cleaned up by the next run (``policy.superseded``)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(items)")}
+    if "superseded_by" not in columns:
+        db.execute("ALTER TABLE items ADD COLUMN superseded_by TEXT")
+
+
 #: Step ``n`` brings a journal of format ``n`` to ``n + 1``, inside the one transaction that
 #: runs every step a journal needs. To change the format: change ``_SCHEMA`` (what a new journal
 #: gets) and append the step that does the same to an existing one.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2]
 
 
 def format_version() -> int:
@@ -99,14 +109,15 @@ def format_version() -> int:
 
 _UPSERT = (
     "INSERT INTO items (path, kind, id, start, end, format, time_type, url, status, bytes,"
-    " sha256, attempts, error, mtime_ns, fetched_at, run_id, revisions, checked_at)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " sha256, attempts, error, mtime_ns, fetched_at, run_id, revisions, checked_at,"
+    " superseded_by) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL)"
     " ON CONFLICT(path) DO UPDATE SET url=excluded.url, status=excluded.status,"
     " bytes=excluded.bytes, sha256=excluded.sha256, attempts=excluded.attempts,"
     " error=excluded.error, mtime_ns=excluded.mtime_ns, fetched_at=excluded.fetched_at,"
     " run_id=excluded.run_id, revisions=items.revisions + excluded.revisions,"
-    " checked_at=excluded.checked_at"
+    " checked_at=excluded.checked_at, superseded_by=NULL"
 )
+_ENTRY = "SELECT path, status, bytes, sha256, mtime_ns, fetched_at, error, superseded_by FROM items"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +130,11 @@ class Entry:
     sha256: str | None
     mtime_ns: int | None
     fetched_at: float = 0.0
+    #: Why the latest attempt at a file that is still on disk failed (a failed revisit):
+    #: the next run tries again (``policy.decide``).
+    error: str | None = None
+    #: The key of the longer file of the same chunk that replaced this one, if any.
+    superseded_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,18 +438,59 @@ class Journal:
     # -- items -----------------------------------------------------------------------------
 
     def get(self, path: str) -> Entry | None:
-        row = self._db.execute(
-            "SELECT path, status, bytes, sha256, mtime_ns, fetched_at FROM items WHERE path=?",
-            (path,),
-        ).fetchone()
+        row = self._db.execute(f"{_ENTRY} WHERE path=?", (path,)).fetchone()
         return Entry(*row) if row else None
 
+    def same_start(self, key: str) -> list[Entry]:
+        """Every entry whose key shares ``key``'s folder, id and first day (its own included):
+        the files of the chunk that starts there, in any length, format and time type.
+
+        One range read of the primary key, as cheap as ``get``: file names begin
+        ``{ID}_{YYYYMMDD}_``, so they sort together.
+        """
+        stem = key.rpartition("/")[2]
+        prefix = key[: len(key) - len(stem)] + stem[: _start_end(stem)]
+        # "`" sorts right after "_": the range holds exactly the keys starting with the prefix.
+        rows = self._db.execute(
+            f"{_ENTRY} WHERE path >= ? AND path < ?", (prefix, prefix[:-1] + "`")
+        )
+        return [Entry(*row) for row in rows]
+
+    def supersede(self, old: Entry, new_key: str, archived_as: str | None) -> None:
+        """Record in one transaction that ``new_key`` replaced ``old`` (a shorter file of the
+        same chunk): ``old``'s version goes to ``versions`` under ``new_key`` (with where its
+        file was kept, if it had one), and so do the versions recorded under ``old``, so
+        ``versions(new_key)`` is the chunk's whole history. ``old``'s row is marked
+        superseded, not deleted: a later run that plans it again knows the longer file
+        stands for it."""
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.execute(
+                    "UPDATE OR REPLACE versions SET path=? WHERE path=?", (new_key, old.path)
+                )
+                if old.status == Status.DOWNLOADED:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO versions (path, fetched_at, sha256, bytes,"
+                        " archived_as) VALUES (?, ?, ?, ?, ?)",
+                        (new_key, old.fetched_at, old.sha256, old.bytes, archived_as),
+                    )
+                self._db.execute(
+                    "UPDATE items SET status=?, superseded_by=?, checked_at=?, run_id=?"
+                    " WHERE path=?",
+                    (Status.SUPERSEDED, new_key, time.time(), self.run_id, old.path),
+                )
+        except sqlite3.Error as exc:
+            raise _write_error(exc, self.path) from exc
+
     def records(self) -> Iterator[Record]:
-        """Every item's record, for ``status``: read in one pass, in no particular order."""
+        """Every item's record, for ``status``: read in one pass, in no particular order.
+        Superseded files (a partial chunk replaced by a longer one) are left out: their
+        chunk is counted once, through the file that replaced them."""
         try:
             for row in self._db.execute(
                 "SELECT path, kind, id, start, end, format, time_type, status, error,"
-                " revisions, fetched_at FROM items"
+                " revisions, fetched_at FROM items WHERE status != 'superseded'"
             ):
                 yield Record(*row)
         except sqlite3.DatabaseError as exc:
@@ -546,6 +603,12 @@ class Journal:
             return self._db.execute(sql, args)
         except sqlite3.Error as exc:
             raise _write_error(exc, self.path) from exc
+
+
+def _start_end(stem: str) -> int:
+    """Length of ``{ID}_{YYYYMMDD}_`` in a data file's name (ids may hold ``_``)."""
+    pieces = stem.rsplit("_", 3)
+    return len(pieces[0]) + 10 if len(pieces) == 4 else len(stem)
 
 
 def vouches(entry: Entry, final: Path) -> tuple[bool | None, str | None]:

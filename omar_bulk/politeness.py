@@ -43,6 +43,30 @@ class Backoff:
         return wait
 
 
+#: Session expiries that do not count against ``--retries`` for one item, when the session had
+#: been serving downloads: re-logging in is cheap, and with sessions that expire every few
+#: requests an item can meet several expiries through no fault of its own.
+FREE_RELOGINS = 10
+
+
+@dataclass(slots=True)
+class RetryBudget:
+    """One item's attempts left: ``retries`` failed attempts may be retried, besides up to
+    ``FREE_RELOGINS`` ordinary session expiries (a session that worked, then timed out)."""
+
+    retries: int
+    charged: int = 0
+    relogins: int = 0
+
+    def spend(self, *, ordinary_expiry: bool = False) -> bool:
+        """Account for one failed attempt; True if another one may follow."""
+        if ordinary_expiry and self.relogins < FREE_RELOGINS:
+            self.relogins += 1
+            return True
+        self.charged += 1
+        return self.charged <= self.retries
+
+
 class RateLimiter:
     """Spaces request starts at least ``1/rate`` seconds apart, across all workers."""
 

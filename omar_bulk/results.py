@@ -31,6 +31,12 @@ class Status(StrEnum):
     UNCHANGED = "unchanged"
     #: Only in ``status --manifest``: planned, never fetched.
     MISSING = "missing"
+    #: Only in the journal: a shorter file of a chunk that a longer one replaced (a partial
+    #: month that grew); its bytes are in history, its chunk counted once, as the longer file.
+    SUPERSEDED = "superseded"
+    #: Only in the report: an item whose request had gone out (or that was waiting out a
+    #: Retry-After) when the run was interrupted. Not settled: the journal keeps what it had.
+    INTERRUPTED = "interrupted"
 
 
 #: The outcomes one run can give an item, in the order reports list them.
@@ -90,8 +96,15 @@ class Tally:
     planned: int = 0
     counts: dict[Status, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     bytes: int = 0
+    #: Attempted items an interruption left unsettled (not an outcome: not in ``counts``).
+    interrupted: int = 0
+    #: Earlier, shorter files of a chunk moved to history because a longer one replaced them.
+    superseded: int = 0
 
     def add(self, result: ItemResult) -> None:
+        if result.status == Status.INTERRUPTED:
+            self.interrupted += 1
+            return
         self.counts[result.status] += 1
         if result.status in (Status.DOWNLOADED, Status.REVISED):
             self.bytes += result.bytes
@@ -122,6 +135,11 @@ class Summary:
     revised: int = 0
     unchanged: int = 0
     concurrency: dict[str, int] = field(default_factory=dict)
+    #: Attempted items left unsettled by an interruption (listed as ``interrupted`` in the
+    #: report's items); ``not_attempted`` counts only items never sent.
+    interrupted_items: int = 0
+    #: Shorter files of a chunk this run moved to history because a longer one replaced them.
+    superseded: int = 0
 
     @classmethod
     def of(
@@ -141,10 +159,12 @@ class Summary:
             bytes=tally.bytes,
             seconds=round(seconds, 3),
             interrupted=interrupted,
-            not_attempted=max(0, tally.planned - tally.done),
+            not_attempted=max(0, tally.planned - tally.done - tally.interrupted),
             revised=tally[Status.REVISED],
             unchanged=tally[Status.UNCHANGED],
             concurrency=dict(concurrency or {}),
+            interrupted_items=tally.interrupted,
+            superseded=tally.superseded,
         )
 
     def as_report(self) -> dict[str, Any]:
@@ -160,6 +180,8 @@ class Summary:
             "unchanged": self.unchanged,
             "interrupted": self.interrupted,
             "not_attempted": self.not_attempted,
+            "interrupted_items": self.interrupted_items,
+            "superseded": self.superseded,
             "concurrency": self.concurrency,
         }
 

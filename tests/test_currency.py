@@ -202,6 +202,34 @@ def test_a_failed_revisit_keeps_the_file_and_shows_in_status(cli: Cli, faults: F
     assert "404" in failure["error"]
 
 
+def test_the_next_run_tries_a_failed_revisit_again_and_status_agrees(
+    cli: Cli, faults: Faults
+) -> None:
+    """A revisit that failed is tried again by the next run, revisiting or not: fetch and
+    status never disagree about it, and once it succeeds both are exit 0."""
+    assert cli("fetch", *HALF_YEAR, "--today", TODAY).exit_code == 0
+    faults.script = {"M1": ["503*"]}
+    bad = cli("fetch", *HALF_YEAR, "--today", TODAY, "--revisit-days", "5", "--retries", "0")
+    assert bad.exit_code == 1
+    assert cli("status", str(cli.out), auth=False).exit_code == 1
+    faults.script = {}
+    faults.revision = 1
+    assert cli.server is not None
+    before = len(cli.server.state.downloads())
+    ordinary = cli("fetch", *HALF_YEAR, "--today", TODAY)  # no --revisit-days
+    assert ordinary.exit_code == 0, ordinary.stderr
+    (asked,) = cli.server.state.downloads()[before:]
+    assert "selectedMeters=M1&startDate=06%2F01%2F2024" in asked.raw_query
+    assert "1 revised" in ordinary.stderr
+    june = cli.out / "meter" / "M1" / "M1_20240601_20240630_PST.mdef"
+    end = date(2024, 6, 30)
+    assert june.read_bytes() == expected_body("meter", "M1", date(2024, 6, 1), end, faults=faults)
+    assert cli("status", str(cli.out), auth=False).exit_code == 0
+    before = len(cli.server.state.downloads())
+    assert cli("fetch", *HALF_YEAR, "--today", TODAY).exit_code == 0
+    assert len(cli.server.state.downloads()) == before  # settled: nothing more to try
+
+
 def test_revisit_in_a_dry_run_lists_the_window(cli: Cli) -> None:
     assert cli("fetch", *HALF_YEAR, "--today", TODAY).exit_code == 0
     urls = cli(

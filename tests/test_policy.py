@@ -77,5 +77,7 @@ def test_statuses_are_the_strings_reports_store() -> None:
         "revised",
         "unchanged",
         "missing",
+        "superseded",
+        "interrupted",
     ]
     assert f"{Status.FAILED}" == "failed" and Status("revised") is Status.REVISED

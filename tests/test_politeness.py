@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from omar_bulk.politeness import AdaptiveLimit, Backoff, RateLimiter
+from omar_bulk.politeness import FREE_RELOGINS, AdaptiveLimit, Backoff, RateLimiter, RetryBudget
 
 
 def test_backoff_doubles_from_the_base_under_full_jitter() -> None:
@@ -110,3 +110,12 @@ async def test_the_rate_limiter_spaces_starts() -> None:
 async def test_no_rate_means_no_wait() -> None:
     limiter = RateLimiter(None)
     await asyncio.wait_for(limiter.wait(), timeout=1)
+
+
+def test_the_retry_budget_counts_failures_not_ordinary_expiries() -> None:
+    budget = RetryBudget(2)
+    assert budget.spend() and budget.spend()
+    assert not budget.spend()  # the third failure ends it: 1 attempt + 2 retries
+    budget = RetryBudget(0)
+    assert all(budget.spend(ordinary_expiry=True) for _ in range(FREE_RELOGINS))
+    assert not budget.spend(ordinary_expiry=True)  # free re-logins are bounded too
