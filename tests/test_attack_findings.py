@@ -148,6 +148,20 @@ def test_metrics_never_overwrite_the_journal(cli: Cli) -> None:
     assert journal.read_bytes()[:16] == b"SQLite format 3\x00"
 
 
+@pytest.mark.parametrize(
+    "target", [".omar-bulk/journal.sqlite3", "meter/M1/M1_20240101_20240131_PST.mdef"]
+)
+def test_the_report_never_overwrites_a_file_omar_bulk_owns(cli: Cli, target: str) -> None:
+    """``--report`` naming the journal or a data file replaced it with the JSON report: the
+    journal was then set aside as damaged, and a data file held JSON while ``status`` said
+    complete. Files under OUT that omar-bulk owns are not a place for the report."""
+    assert cli("fetch", *M1_Q1).exit_code == 0
+    victim = cli.out / target
+    before = victim.read_bytes()
+    cli("fetch", *M1_Q1, "--report", str(victim))
+    assert victim.read_bytes() == before
+
+
 # -- the dry run and the real run disagree ----------------------------------------------------
 
 
