@@ -141,14 +141,22 @@ def login_redirect(current: str, head: Head) -> str:
     server's origin: the session cookie and our requests never go anywhere else."""
     if not head.location:
         raise UnreachableError(f"the login answered {head.said} without saying where to go")
-    target = urljoin(current, head.location.strip())
-    here, there = urlsplit(current), urlsplit(target)
+    try:
+        target = urljoin(current, head.location.strip())
+        here, there = urlsplit(current), urlsplit(target)
+        # .port raises on a port out of range or not a number; hostname on a broken IPv6
+        where, ours = (there.hostname, there.port or 443), (here.hostname, here.port or 443)
+    except ValueError:
+        raise UnreachableError(
+            f"the login redirected to an address that cannot be used"
+            f" ({printable(head.location, limit=120)!r}): the server is misconfigured"
+        ) from None
     if there.scheme != "https":
         raise AuthError(
             f"the server redirected the login to {printable(_origin(target))}, which is not https:"
             " omar-bulk sends nothing over plain http; check --base-url"
         )
-    if (there.hostname, there.port or 443) != (here.hostname, here.port or 443):
+    if where != ours:
         raise AuthError(
             f"the server redirected the login to another server ({printable(_origin(target))});"
             " omar-bulk keeps the session with the server it was given: check --base-url"

@@ -27,10 +27,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
-from .errors import CertificateError, UsageError
+from .answers import MAX_LOGIN_REDIRECTS, Head, judge_login, login_redirect, redirect_loop
+from .errors import AuthError, CertificateError, OmarBulkError, UsageError
 from .protocol import normalise_base_url
+from .text import printable
 from .tls import EXPIRY_WARNING, ClientIdentity, PasswordSource, create_ssl_context, load_identity
 
 OK = "ok"
@@ -41,7 +43,6 @@ SKIP = "skip"
 #: A clock further than this from the server's is worth a warning: certificate validity and
 #: session lifetimes are judged on clocks.
 CLOCK_SKEW_WARNING = 120.0
-MAX_REDIRECTS = 5
 
 _BAD_INPUT = 2
 _UNREACHABLE = 1
@@ -57,6 +58,11 @@ class Check:
     reason: str
     details: dict[str, Any] = field(default_factory=dict)
     exit_code: int = 0
+
+    def __post_init__(self) -> None:
+        # Reasons quote the server (reason phrases, TLS alerts, certificate names): one
+        # place makes them safe for a terminal, whichever step wrote them.
+        object.__setattr__(self, "reason", printable(self.reason, limit=400))
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -385,12 +391,15 @@ def _check_login(
     cookies: dict[str, str] = {}
     server_date: str | None = None
     current = url
+    hops = [url]
+    head = Head(0)
+    body = b""
     connection = http.client.HTTPSConnection(
         parts.hostname or "", parts.port or 443, context=context, timeout=timeout
     )
     connection.sock = tls  # the socket the steps above opened and checked
     try:
-        for _hop in range(MAX_REDIRECTS + 1):
+        while True:
             target = urlsplit(current)
             path = target.path + (f"?{target.query}" if target.query else "")
             if cookies:
@@ -433,12 +442,24 @@ def _check_login(
                 name, _, rest = header.partition("=")
                 cookies[name.strip()] = rest.split(";", 1)[0]
             status = response.status
-            location = response.getheader("Location")
-            if status in (301, 302, 303, 307, 308) and location:
-                following = urljoin(current, location)
-                if urlsplit(following).netloc != parts.netloc:
-                    break  # another host is not ours to check
-                current = following
+            head = Head(
+                status=status,
+                reason=response.reason or "",
+                content_type=response.getheader("Content-Type"),
+                location=response.getheader("Location"),
+                retry_after=response.getheader("Retry-After"),
+            )
+            if 300 <= status < 400 and head.location:
+                # The run's own rule (answers.login_redirect): https, the same origin, no loop.
+                try:
+                    current = login_redirect(current, head)
+                    hops.append(current)
+                    if len(hops) > MAX_LOGIN_REDIRECTS + 1 or current in hops[:-1]:
+                        raise redirect_loop(hops)
+                except OmarBulkError as exc:
+                    add(_login_failed(exc, {"status": status}))
+                    skip_rest()
+                    return
                 if response.will_close:
                     connection.close()
                     connection = http.client.HTTPSConnection(
@@ -449,34 +470,12 @@ def _check_login(
     finally:
         connection.close()
     detail = {"status": status}
-    # nginx answers a refused client certificate with a 400 page that says so
-    body_says_cert = status == 400 and b"certificate" in body.lower()
-    if status in (401, 403) or body_says_cert:
-        add(
-            Check(
-                "our certificate",
-                FAIL,
-                f"the server refused the login with {status} {response.reason}: check that the"
-                " certificate is registered for OMAR-Online",
-                detail,
-                _REFUSED,
-            )
-        )
+    verdict = judge_login(head, body, url)
+    if verdict is not None:
+        add(_login_failed(verdict, detail))
         skip_rest()
         return
-    if status >= 400:
-        add(
-            Check(
-                "our certificate",
-                FAIL,
-                f"the login answered {status} {response.reason}",
-                detail,
-                _UNREACHABLE,
-            )
-        )
-        skip_rest()
-        return
-    add(Check("our certificate", OK, f"accepted: the login answered {status}", detail))
+    add(Check("our certificate", OK, f"accepted: the login answered {head.said}", detail))
     names = sorted(cookies)
     if names:
         add(Check("session", OK, f"opened: cookie {', '.join(names)}", {"cookies": names}))
@@ -490,6 +489,12 @@ def _check_login(
             )
         )
     add(_clock(server_date))
+
+
+def _login_failed(error: OmarBulkError, detail: dict[str, Any]) -> Check:
+    """The verdict of the run's own login rules (``answers``), as a failed check."""
+    code = _REFUSED if isinstance(error, AuthError) else _UNREACHABLE
+    return Check("our certificate", FAIL, str(error), detail, code)
 
 
 def _clock(server_date: str | None) -> Check:

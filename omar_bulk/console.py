@@ -7,6 +7,7 @@ Both the CLI and the demo run through ``run_with_display``.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -18,11 +19,20 @@ from .settings import Settings
 from .summary import summary_lines
 
 
-def print_summary(result: RunResult, stream: TextIO | None = None) -> None:
+def say(text: str, stream: TextIO | None = None) -> None:
+    """Write one line for the person or the log, if it can be written at all.
+
+    A log on a full disk or a pipe whose reader died (``2>&1 | head -1``) must not stop the
+    downloads: the files, the journal, the report and the exit code still tell everything.
+    """
     out = stream or sys.stderr
+    with contextlib.suppress(OSError, ValueError):  # ValueError: the stream was closed
+        print(text, file=out, flush=True)
+
+
+def print_summary(result: RunResult, stream: TextIO | None = None) -> None:
     for line in summary_lines(result):
-        print("".join(text for text, _ in line), file=out)
-    out.flush()
+        say("".join(text for text, _ in line), stream)
 
 
 class PlainObserver(NullObserver):
@@ -39,10 +49,10 @@ class PlainObserver(NullObserver):
 
     def finished(self, result: ItemResult) -> None:
         if result.status == Status.FAILED:
-            print(f"failed: {result.path}: {result.error}", file=self.stream, flush=True)
+            say(f"failed: {result.path}: {result.error}", self.stream)
 
     def notice(self, message: str) -> None:
-        print(f"warning: {message}", file=self.stream, flush=True)
+        say(f"warning: {message}", self.stream)
 
 
 def run_with_display(
@@ -57,28 +67,34 @@ def run_with_display(
     from .run import fetch
     from .tls import forbid_core_dumps
 
-    record = _recorder(metrics, settings.out_dir)
+    record = _recorder(metrics, settings.out_dir, settings.report or settings.default_report())
     forbid_core_dumps()  # before the key is decrypted and the password asked for
     show = sys.stderr.isatty() if progress is None else progress
+    console: Any = None
     try:
         if not show:
             with PlainObserver() as plain:
                 result = fetch(settings, observer=record.watch(plain))
-            print_summary(result)
         else:
-            from .progress import RichObserver, render_summary, stderr_console
+            from .progress import RichObserver, stderr_console
 
             console = stderr_console()
             with RichObserver(console) as observer:
                 result = fetch(settings, observer=record.watch(observer))
-            render_summary(result, console)
     except OmarBulkError as exc:  # stopped before it began: a certificate, a locked folder
         record.ended(None, exc.exit_code, _warn)
         raise
     except KeyboardInterrupt:
         record.ended(None, INTERRUPTED, _warn)
         raise
+    # Metrics first: a summary that cannot be printed must not cost the monitoring its data.
     code: int = record.ended(result, result.exit_code, _warn)
+    if console is None:
+        print_summary(result)
+    else:
+        from .progress import render_summary
+
+        render_summary(result, console)
     return code
 
 
@@ -92,16 +108,16 @@ class _NoMetrics:
         return exit_code
 
 
-def _recorder(path: Path | None, out: Path) -> Any:
+def _recorder(path: Path | None, out: Path, report: Path) -> Any:
     if path is None:
         return _NoMetrics()  # prometheus_client is not even imported
     from .metrics import RunRecorder
 
-    return RunRecorder(path, out)
+    return RunRecorder(path, out, report)
 
 
 def _warn(message: str) -> None:
-    print(f"omar-bulk: warning: {message}", file=sys.stderr, flush=True)
+    say(f"omar-bulk: warning: {message}")
 
 
 __all__ = ["PlainObserver", "print_summary", "run_with_display"]

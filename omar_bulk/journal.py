@@ -28,6 +28,7 @@ from stat import S_ISLNK
 from urllib.parse import quote
 
 from .errors import LocalWriteError, UsageError
+from .plan import Item
 from .report import REPORT_NAME
 from .results import ItemResult, Status
 from .storage import translate_os_error
@@ -117,6 +118,47 @@ _UPSERT = (
     " run_id=excluded.run_id, revisions=items.revisions + excluded.revisions,"
     " checked_at=excluded.checked_at, superseded_by=NULL"
 )
+
+
+def _row(
+    key: str,
+    item: Item,
+    *,
+    url: str,
+    status: str,
+    size: int,
+    sha256: str | None,
+    attempts: int,
+    error: str | None,
+    mtime_ns: int | None,
+    now: float,
+    run_id: int,
+    revised: bool = False,
+) -> tuple[object, ...]:
+    """The values of ``_UPSERT``, in its order: the one place an item's row is built."""
+    s, e = item.start, item.end
+    return (
+        key,
+        item.kind,
+        item.id,
+        s.isoformat(),
+        e.isoformat(),
+        item.format,
+        item.time_type,
+        url,
+        str(status),
+        size,
+        sha256,
+        attempts,
+        error,
+        mtime_ns,
+        now,
+        run_id,
+        1 if revised else 0,
+        now,
+    )
+
+
 _ENTRY = "SELECT path, status, bytes, sha256, mtime_ns, fetched_at, error, superseded_by FROM items"
 
 
@@ -293,53 +335,28 @@ class Journal:
         self, candidates: list[tuple[object, ...]], folder: Path, data_root: Path | None
     ) -> tuple[int, int]:
         """Adopt candidates (and the last report's entries) whose files still verify."""
-        from .protocol import parse_relative_path, relative_path
-
-        by_path: dict[str, tuple[int, str]] = {}
-        for row in candidates:
-            key, status, size, sha = row[0], row[8], row[9], row[10]
-            if status == Status.DOWNLOADED and isinstance(key, str) and isinstance(sha, str):
-                by_path[key] = (int(size), sha)  # type: ignore[call-overload]
-        by_path.update(_report_entries(folder / REPORT_NAME, data_root))
-        if data_root is None:
-            return 0, len(by_path)
-        kept = 0
+        found, total = recoverable(candidates, folder, data_root)
+        now = time.time()
         with self._db:
             self._db.execute("BEGIN")
-            for key, (size, sha) in by_path.items():
-                item = parse_relative_path(PurePosixPath(key))
-                if item is None or relative_path(item).as_posix() != key:
-                    continue
-                final = data_root.joinpath(*PurePosixPath(key).parts)
-                entry = Entry(key, Status.DOWNLOADED, size, sha, None)
-                good, _ = vouches(entry, final)
-                if good is not False and hash_matches(entry, final)[0]:
-                    now = time.time()
-                    self._db.execute(
-                        _UPSERT,
-                        (
-                            key,
-                            item.kind,
-                            item.id,
-                            item.start.isoformat(),
-                            item.end.isoformat(),
-                            item.format,
-                            item.time_type,
-                            "",
-                            Status.DOWNLOADED,
-                            size,
-                            sha,
-                            0,
-                            None,
-                            final.stat().st_mtime_ns,
-                            now,
-                            0,
-                            0,
-                            now,
-                        ),
-                    )
-                    kept += 1
-        return kept, len(by_path)
+            for entry, item in found:
+                self._db.execute(
+                    _UPSERT,
+                    _row(
+                        entry.path,
+                        item,
+                        url="",
+                        status=Status.DOWNLOADED,
+                        size=entry.bytes,
+                        sha256=entry.sha256,
+                        attempts=0,
+                        error=None,
+                        mtime_ns=entry.mtime_ns,
+                        now=now,
+                        run_id=0,
+                    ),
+                )
+        return len(found), total
 
     @classmethod
     def open_readonly(cls, folder: Path, *, strict: bool = False) -> Journal | None:
@@ -551,27 +568,21 @@ class Journal:
                     (result.attempts, result.error, now, self.run_id, key),
                 )
                 return
-            values = (
+            values = _row(
                 key,
-                item.kind,
-                item.id,
-                item.start.isoformat(),
-                item.end.isoformat(),
-                item.format,
-                item.time_type,
-                result.url,
-                (Status.DOWNLOADED if result.sha256 else Status.EMPTY)
+                item,
+                url=result.url,
+                status=(Status.DOWNLOADED if result.sha256 else Status.EMPTY)
                 if status == Status.REVISED
                 else status,
-                result.bytes,
-                result.sha256,
-                result.attempts,
-                result.error,
-                mtime_ns,
-                now,
-                self.run_id,
-                1 if status == Status.REVISED else 0,
-                now,
+                size=result.bytes,
+                sha256=result.sha256,
+                attempts=result.attempts,
+                error=result.error,
+                mtime_ns=mtime_ns,
+                now=now,
+                run_id=self.run_id,
+                revised=status == Status.REVISED,
             )
             if status != Status.REVISED:
                 self._db.execute(_UPSERT, values)
@@ -649,6 +660,60 @@ def hash_matches(entry: Entry, final: Path) -> tuple[bool, str | None]:
     if digest.hexdigest() == entry.sha256:
         return True, None
     return False, f"{final} changed since it was fetched; fetching it again"
+
+
+def recoverable(
+    candidates: list[tuple[object, ...]], folder: Path, data_root: Path | None
+) -> tuple[list[tuple[Entry, Item]], int]:
+    """What a lost or damaged journal can be rebuilt from: the rows still readable
+    (``candidates``) and the last report's entries, kept only where the file under
+    ``data_root`` still has the recorded size and SHA-256. Returns (kept, considered).
+
+    The real run writes these into a new journal; the dry run reads them in memory, so both
+    skip exactly the same files.
+    """
+    from .protocol import parse_relative_path, relative_path
+
+    by_path: dict[str, tuple[int, str]] = {}
+    for row in candidates:
+        key, status, size, sha = row[0], row[8], row[9], row[10]
+        if status == Status.DOWNLOADED and isinstance(key, str) and isinstance(sha, str):
+            by_path[key] = (int(size), sha)  # type: ignore[call-overload]
+    by_path.update(_report_entries(folder / REPORT_NAME, data_root))
+    if data_root is None:
+        return [], len(by_path)
+    kept: list[tuple[Entry, Item]] = []
+    for key, (size, sha) in by_path.items():
+        item = parse_relative_path(PurePosixPath(key))
+        if item is None or relative_path(item).as_posix() != key:
+            continue
+        final = data_root.joinpath(*PurePosixPath(key).parts)
+        entry = Entry(key, Status.DOWNLOADED, size, sha, None)
+        good, _ = vouches(entry, final)
+        if good is not False and hash_matches(entry, final)[0]:
+            kept.append((Entry(key, Status.DOWNLOADED, size, sha, final.stat().st_mtime_ns), item))
+    return kept, len(by_path)
+
+
+def lost_journal_entries(folder: Path, data_root: Path) -> tuple[dict[str, Entry], str | None]:
+    """For a dry run where the journal is missing or unreadable: the entries a real run's
+    rebuild would keep, and the warning it would give (None when there is nothing to say)."""
+    path = folder / JOURNAL_NAME
+    if path.exists():
+        found, total = recoverable(_salvage_journal(path), folder, data_root)
+        note = (
+            f"the journal {path} cannot be read; a run will set it aside and rebuild it:"
+            f" {len(found)} of {total} recorded files still match their size and SHA-256"
+        )
+    elif _has_data(data_root):
+        found, total = recoverable([], folder, data_root)
+        note = (
+            f"there is no journal in {folder} but data files are present: {len(found)} of them"
+            " match the last report's size and SHA-256 and would be kept"
+        )
+    else:
+        return {}, None
+    return {entry.path: entry for entry, _ in found}, note
 
 
 def _salvage_journal(path: Path) -> list[tuple[object, ...]]:

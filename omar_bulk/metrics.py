@@ -82,8 +82,8 @@ class RetryCounter:
 class RunRecorder:
     """Writes a run's metrics when it ends, however it ends; counts its retries meanwhile."""
 
-    def __init__(self, path: Path, out: Path) -> None:
-        check_target(path)
+    def __init__(self, path: Path, out: Path, report: Path | None = None) -> None:
+        check_target(path, out, report)
         self.path = path
         self.out = out
         self._counter: RetryCounter | None = None
@@ -104,8 +104,20 @@ class RunRecorder:
         return exit_code
 
 
-def check_target(path: Path) -> None:
-    """Refuse, before a run, a metrics file that could never be written."""
+def check_target(path: Path, out: Path | None = None, report: Path | None = None) -> None:
+    """Refuse, before a run, a metrics file that could never be written, or that would
+    overwrite the journal, a data file or the run's own report."""
+    import os
+
+    from .storage import claimed
+
+    if out is not None and claimed(out, path):
+        raise UsageError(
+            f"--metrics {path} is among the files omar-bulk keeps in {out} (its state or its"
+            " data): give a file in node_exporter's textfile folder"
+        )
+    if report is not None and os.path.realpath(path) == os.path.realpath(report):
+        raise UsageError(f"--metrics {path} is the report's file too: give each its own")
     if path.is_dir():
         raise UsageError(f"--metrics {path} is a folder: give a file name ending in .prom")
     if not path.parent.is_dir():

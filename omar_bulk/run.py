@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from .errors import LocalWriteError, OmarBulkError, UsageError
-from .journal import Journal, hash_matches, vouches
+from .journal import Entry, Journal, hash_matches, lost_journal_entries, vouches
 from .policy import decide, needs_disk_check
 from .protocol import relative_key, request_url
 from .report import REPORT_NAME, ReportWriter
@@ -127,6 +127,15 @@ def fetch(
     run gracefully (``stop``, if given, can also be requested from elsewhere); the previous
     handlers are back when it returns.
     """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass  # no loop running in this thread: the ordinary case
+    else:
+        raise UsageError(
+            "omar_bulk.fetch() blocks, so it cannot run inside an event loop:"
+            " use 'await omar_bulk.fetch_async(settings)' there"
+        )
     context, warnings = open_tls(settings)
     stop = stop or StopSignal()
     with ROUTER.routing(stop):
@@ -256,12 +265,21 @@ def planned_urls(
     Reads the journal, if there is one, and decides with the run's own skip rule
     (``policy.decide``); creates nothing and needs no certificate.
     """
-    journal = Journal.open_readonly(settings.out_dir / STATE_DIR)
+    state = settings.out_dir / STATE_DIR
+    journal = Journal.open_readonly(state)
+    lookup: Callable[[str], Entry | None]
+    if journal is not None:
+        lookup = journal.get
+    else:  # missing or unreadable: the entries a real run would rebuild it with
+        entries, note = lost_journal_entries(state, settings.out_dir)
+        lookup = entries.get
+        if notice and note:
+            notice(note)
     storage = Storage(settings.out_dir)
     cutoff = settings.revisit_from()
     try:
         for item in settings.plan:
-            entry = journal.get(relative_key(item)) if journal is not None else None
+            entry = lookup(relative_key(item))
             on_disk = False
             if needs_disk_check(entry):
                 assert entry is not None

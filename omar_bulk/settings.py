@@ -53,6 +53,23 @@ class Settings:
             return date.min  # reaches back past the first day there is: revisit everything
         return today - timedelta(days=self.revisit_days)
 
+    def default_report(self) -> Path:
+        """Where the report goes without ``--report``."""
+        from .report import REPORT_NAME
+        from .storage import STATE_DIR
+
+        return self.out_dir / STATE_DIR / REPORT_NAME
+
+    def _report_clobbers(self) -> bool:
+        import os
+
+        from .storage import claimed
+
+        assert self.report is not None
+        if os.path.realpath(self.report) == os.path.realpath(self.default_report()):
+            return False
+        return claimed(self.out_dir, self.report)
+
     def __post_init__(self) -> None:
         raw = self.base_url.strip()
         if "@" in raw:
@@ -92,5 +109,10 @@ class Settings:
             raise UsageError("--revisit-days must be zero or a positive number of days")
         if self.cert is None and self.key is not None:
             raise UsageError("--key needs --cert")
+        if self.report is not None and self._report_clobbers():
+            raise UsageError(
+                f"--report {printable(str(self.report))} is among the files omar-bulk keeps in"
+                f" {printable(str(self.out_dir))} (its state or its data): choose another place"
+            )
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise UsageError(f"--out {self.out_dir} exists and is not a folder")

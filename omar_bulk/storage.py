@@ -27,6 +27,22 @@ STATE_DIR = ".omar-bulk"
 PART_SUFFIX = ".part"
 
 
+#: What omar-bulk keeps for itself under OUT: its state, and the data folders.
+OWNED = (STATE_DIR, "meter", "group")
+
+
+def claimed(root: Path, path: Path) -> bool:
+    """Is ``path`` (existing or not) among the files omar-bulk keeps for itself under
+    ``root``? A report or metrics file written there would overwrite the journal or a data
+    file. Links in either path are resolved, so no spelling of the path gets past."""
+    base = os.path.realpath(root)
+    target = os.path.realpath(path)
+    if os.path.commonpath([base, target]) != base:
+        return False
+    inside = os.path.relpath(target, base).split(os.sep)
+    return inside[0] in OWNED
+
+
 def translate_os_error(exc: OSError, path: Path | str) -> LocalWriteError:
     """The one place OS write errors become omar-bulk errors."""
     code = exc.errno
