@@ -379,6 +379,8 @@ def status(
 
         if by not in ("month", "year"):
             raise UsageError(f"--by {by!r}: use month or year")
+        if as_json and (prometheus or prometheus_per_id):
+            raise UsageError("--json and --prometheus each print the whole view: choose one")
         defaults = Defaults(
             format=file_format, time_type=time_type, chunk=chunk, today=_today(today)
         )

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest, write_to_textfile
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from .errors import LocalWriteError, UsageError
 
@@ -45,6 +45,8 @@ RUN_STATUSES = (
     "revised",
     "unchanged",
     "not_attempted",
+    "interrupted",
+    "superseded",
 )
 LAST_SUCCESS = "omar_bulk_fetch_last_success_timestamp_seconds"
 
@@ -168,6 +170,8 @@ def run_registry(
         "revised": summary.revised,
         "unchanged": summary.unchanged,
         "not_attempted": summary.not_attempted,
+        "interrupted": summary.interrupted_items,
+        "superseded": summary.superseded,
     }
     for status in RUN_STATUSES:
         gauge(
@@ -239,7 +243,7 @@ def write_run_metrics(
         last_success=_previous_success(path, out),
     )
     try:
-        write_to_textfile(str(path), registry)
+        _replace(path, generate_latest(registry))
     except OSError as exc:
         raise LocalWriteError(
             f"the metrics were not written to {path}: {exc.strerror or exc}"
@@ -313,6 +317,26 @@ def coverage_registry(view: Coverage, *, per_id: bool = False, planned: bool) ->
                     state=state,
                 ).set(series.files.get(state, 0))
     return registry
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new file of an unpredictable name beside ``path`` (created with
+    O_EXCL, never through a planted link), then rename it over ``path``: node_exporter never
+    reads half a file. 0644, unlike everything else omar-bulk writes: the collector usually
+    runs as another user, and the file holds counts, never meter data or secrets."""
+    import os
+    import tempfile
+
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            os.fchmod(handle.fileno(), 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
 
 
 def exposition(registry: CollectorRegistry) -> str:

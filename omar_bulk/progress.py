@@ -88,15 +88,24 @@ class RichObserver:
         self._level = self._maximum = 0
         self._stop = threading.Event()
         self._painter = threading.Thread(target=self._paint, name="omar-bulk display", daemon=True)
+        self._begun = False
         self._live = Live(self, console=self.console, auto_refresh=False, vertical_overflow="crop")
 
     def __enter__(self) -> RichObserver:
-        self._live.start()
-        self._painter.start()
+        # Nothing is drawn yet: a password prompt may come first (the certificate is loaded
+        # after the observer is set up), and a live display would paint over it.
         return self
+
+    def _begin(self) -> None:
+        if not self._begun and not self._stop.is_set():
+            self._begun = True
+            self._live.start()
+            self._painter.start()
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
+        if not self._begun:
+            return  # the run stopped before it began: nothing was drawn, nothing to clear
         self._painter.join(timeout=5)
         with self._lock:
             self._flights.clear()
@@ -108,6 +117,7 @@ class RichObserver:
     def planned(self, total: int) -> None:
         self._total = total
         self._since = self._clock()
+        self._begin()  # the identity is loaded by now: the screen is ours
 
     def started(self, item: Item, path: Path, attempt: int) -> None:
         label = path.name if attempt == 1 else f"{path.name} (attempt {attempt})"

@@ -263,7 +263,8 @@ def planned_urls(
     """Every URL a real run with ``settings`` would request now, sending nothing.
 
     Reads the journal, if there is one, and decides with the run's own skip rule
-    (``policy.decide``); creates nothing and needs no certificate.
+    (``policy.decide``); needs no certificate and writes nothing of its own (SQLite may leave
+    its shared-memory index, ``-shm``, beside a journal in WAL mode).
     """
     state = settings.out_dir / STATE_DIR
     journal = Journal.open_readonly(state)

@@ -32,9 +32,13 @@ def summary_lines(result: RunResult) -> list[list[Segment]]:
     ]
     if s.revised or s.unchanged:
         counts += [(", ", ""), (f"{s.revised} revised", "cyan"), (f", {s.unchanged} unchanged", "")]
+    if s.interrupted_items:
+        counts.append((f", {s.interrupted_items} interrupted in flight", ""))
     if s.not_attempted:
         counts.append((f", {s.not_attempted} not attempted", ""))
     lines.append(counts)
+    if s.superseded:
+        lines.append([(f"{s.superseded} shorter file(s) of a growing chunk moved to history", "")])
     lines.append([(f"{decimal_size(s.bytes)} in {duration(s.seconds)}", "")])
     pool = s.concurrency
     if pool.get("decreases"):

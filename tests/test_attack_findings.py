@@ -237,3 +237,27 @@ def test_fetch_called_inside_an_event_loop_says_to_use_fetch_async(
         return ""
 
     assert "fetch_async" in asyncio.run(inside())
+
+
+def test_status_refuses_json_and_prometheus_together(cli: Cli) -> None:
+    """Both print the whole view; one of them was silently dropped."""
+    assert cli("fetch", *M1_Q1).exit_code == 0
+    outcome = cli("status", str(cli.out), "--json", "--prometheus")
+    assert outcome.exit_code == 2 and "choose one" in outcome.stderr
+
+
+def test_the_metrics_file_is_replaced_atomically_and_readable_by_a_collector(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """A planted link at any predictable temporary name is never followed; the file is 0644."""
+    metrics = tmp_path / "prom" / "omar.prom"
+    metrics.parent.mkdir()
+    outside = tmp_path / "outside"
+    outside.write_text("keep me")
+    for pid_guess in range(5):
+        (metrics.parent / f"omar.prom.{pid_guess}").symlink_to(outside)
+    assert cli("fetch", *M1_Q1, "--metrics", str(metrics)).exit_code == 0
+    assert outside.read_text() == "keep me"
+    assert metrics.stat().st_mode & 0o777 == 0o644
+    assert "omar_bulk_fetch" in metrics.read_text()
+    assert not [p for p in metrics.parent.iterdir() if p.name.endswith(".tmp")]

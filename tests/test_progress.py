@@ -187,3 +187,24 @@ def test_failures_retries_and_warnings_are_printed_as_they_happen_a_frame_at_a_t
     assert "... and 12 more" in printed
     last = screen.file.getvalue()[len(printed) :]  # type: ignore[attr-defined]
     assert "1/1 files" in last and "M0001" not in last  # the last frame: no file rows
+
+
+def test_nothing_is_drawn_before_the_run_has_planned_so_a_password_prompt_stays_readable() -> None:
+    """The certificate (and its password prompt) comes after the display is set up: until the
+    run says how many items it plans, the display must leave the terminal alone."""
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=80, height=24)
+    with RichObserver(console) as observer:
+        assert screen.getvalue() == ""
+        assert not observer._painter.is_alive()
+        observer.planned(3)
+        assert observer._painter.is_alive()
+    assert "3" in screen.getvalue()
+
+
+def test_a_run_that_stops_before_planning_leaves_the_terminal_untouched() -> None:
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=80, height=24)
+    with RichObserver(console):
+        pass
+    assert screen.getvalue() == ""
