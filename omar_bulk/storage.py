@@ -18,6 +18,7 @@ import os
 import queue
 import re
 import stat
+import sys
 import threading
 import time
 import weakref
@@ -643,6 +644,88 @@ class Offload:
         for _ in self._threads:
             self._jobs.put(None)
         self._threads.clear()
+
+
+# --- where the journal and the lock live ------------------------------------------------------
+
+#: statfs(2) ``f_type`` of the file systems on which SQLite's WAL mode and POSIX locks cannot
+#: be trusted: WAL needs shared memory between processes on one host, and locks over NFS or
+#: SMB are advisory, emulated, or lost on a reconnect (sqlite.org/wal.html, "WAL does not work
+#: over a network filesystem"). Values from linux/magic.h.
+NETWORK_FILESYSTEMS = {
+    0x6969: "NFS",
+    0x517B: "SMB",
+    0xFF534D42: "CIFS",
+    0xFE534D42: "SMB2",
+    0x65735546: "FUSE",
+    0x01021997: "9P",
+    0x00C36400: "Ceph",
+    0x5346414F: "AFS",
+    0x73757245: "Coda",
+    0x0BD00BD0: "Lustre",
+}
+#: Where the journal goes by default for an OUT on a network file system: a folder of this
+#: machine's own, one per OUT (named by a hash of OUT's absolute path).
+STATE_HOME_NAME = "omar-bulk"
+
+
+def _statfs_type(path: str) -> int | None:
+    """statfs(2)'s ``f_type`` for ``path`` (Linux), or None where it cannot be asked."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    # struct statfs opens with f_type, a C long; 256 bytes hold the whole struct with room.
+    buffer = ctypes.create_string_buffer(256)
+    if libc.statfs(os.fsencode(path), buffer) != 0:
+        return None
+    return ctypes.c_ulong.from_buffer(buffer).value & 0xFFFFFFFF
+
+
+def network_filesystem(path: Path | str) -> str | None:
+    """The name of the network file system ``path`` is on (its nearest existing folder), or
+    None for a local one or where it cannot be told."""
+    probe = os.path.abspath(os.fspath(path))
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            return None
+        probe = parent
+    kind = _statfs_type(probe)
+    return None if kind is None else NETWORK_FILESYSTEMS.get(kind)
+
+
+def default_state_home() -> Path:
+    """$XDG_STATE_HOME/omar-bulk, or ~/.local/state/omar-bulk."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return Path(base) / STATE_HOME_NAME
+
+
+def state_folder(out: Path, given: Path | None) -> tuple[Path, str | None]:
+    """Where ``out``'s journal, lock and report live, and a warning to show, if any.
+
+    ``given`` (``--state-dir``) wins. Otherwise ``OUT/.omar-bulk``, unless OUT is on a network
+    file system: then a folder of this machine's own, per OUT, and a warning that says so.
+    """
+    if given is not None:
+        return given, None
+    kind = network_filesystem(out)
+    if kind is None:
+        return out / STATE_DIR, None
+    import hashlib
+
+    absolute = os.path.abspath(os.fspath(out))
+    name = hashlib.sha256(absolute.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    folder = default_state_home() / name
+    return folder, (
+        f"{out} is on a network file system ({kind}), where SQLite's journal and file locks"
+        f" are not reliable: the journal, lock and report are kept in {folder} instead."
+        " Give --state-dir (or OMAR_STATE_DIR) to choose the folder, the same for every"
+        " fetch and status of this output folder"
+    )
 
 
 def _unsafe(where: str, folder: int, name: str) -> UnsafePathError:
