@@ -66,9 +66,7 @@ def test_a_local_out_keeps_its_state_inside_and_a_network_one_gets_its_own(
     assert state_folder(tmp_path / "out", tmp_path / "mine") == (tmp_path / "mine", None)
 
 
-def test_state_dir_holds_the_journal_and_every_command_finds_it(
-    cli: Cli, tmp_path: Path
-) -> None:
+def test_state_dir_holds_the_journal_and_every_command_finds_it(cli: Cli, tmp_path: Path) -> None:
     """fetch --state-dir puts journal, lock and report there; a second run skips what it
     vouches for; the dry run and status read it there (also through OMAR_STATE_DIR)."""
     state = tmp_path / "state"
