@@ -34,6 +34,8 @@ WORK = HERE / "work"
 #: virtual machines a file creation costs from 30 to 400 microseconds, depending on what was
 #: just deleted) does not drown the differences between the tools.
 OUTPUT = Path("/dev/shm/omar-bulk-bench") if Path("/dev/shm").is_dir() else WORK / "out"
+#: Where a workload that measures the disk itself writes (``--disk-dir``): this checkout's disk.
+DISK_OUTPUT = WORK / "out"
 PY = sys.executable
 #: Children run as an installed tool does: with Python's bytecode cache.
 CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -231,6 +233,7 @@ class Workload:
     runs: dict[str, list[Run]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     table: str = "peers"  # how report.py shows it: "peers" (tools side by side) or "display"
+    output: Path | None = None  # where the tools write; OUTPUT (tmpfs) unless set
 
 
 def body_name(item: Item) -> str:
@@ -414,7 +417,7 @@ def run_workload(load: Workload, endpoints: dict[str, Endpoint], expected: int |
     for round_ in range(load.rounds):
         order = tools[round_ % len(tools) :] + tools[: round_ % len(tools)]
         for tool in order:
-            out = OUTPUT / load.name / tool.replace(" ", "-")
+            out = (load.output or OUTPUT) / load.name / tool.replace(" ", "-")
             shutil.rmtree(out, ignore_errors=True)
             job = WORK / "jobs" / load.name / tool.replace(" ", "-")
             items = load.items[: load.sample] if tool == "curl loop" else load.items

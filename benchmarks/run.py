@@ -19,9 +19,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import CHILD_ENV, HERE, PY, ROOT, TOOLS, WORK, nginx
+from harness import CHILD_ENV, DISK_OUTPUT, HERE, PY, ROOT, TOOLS, WORK, nginx, standin
 from report import report_only, write_results
-from workloads import big_body, display, latency, plan_scale, small_files, startup
+from workloads import big_body, display, latency, plan_scale, slow_disk, small_files, startup
 
 from omar_bulk.standin.certs import TestPKI
 
@@ -29,8 +29,15 @@ from omar_bulk.standin.certs import TestPKI
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workloads", default="1,2,3,4,5")
+    parser.add_argument("--workloads", default="1,2,3,4,5,6")
     parser.add_argument("--big-mib", type=int, default=1024, help="size of workload 3's body")
+    parser.add_argument(
+        "--disk-dir",
+        type=Path,
+        default=DISK_OUTPUT,
+        help="where workload 1 runs a second time, on a real disk (default: benchmarks/work/out)",
+    )
+    parser.add_argument("--no-disk", action="store_true", help="run workload 1 on tmpfs only")
     parser.add_argument(
         "--report-only", action="store_true", help="rewrite RESULTS.md from the last run"
     )
@@ -64,21 +71,31 @@ def main() -> int:
             plan_scale.prepare()
         if 3 in chosen:
             big_body.prepare(args.big_mib)
+        size6 = slow_disk.prepare() if 6 in chosen else 0
         with nginx(pki) as (strict, lenient):
             ends = {t: (lenient if t == "parfive" else strict) for t in TOOLS}
             extra |= startup.one_file(strict)
             if 1 in chosen:
                 loads.append(small_files.run(args.rounds, ends, size1))
+                if not args.no_disk:
+                    loads.append(small_files.run(args.rounds, ends, size1, args.disk_dir))
             if 3 in chosen:
                 loads.append(big_body.run(args.rounds, ends, args.big_mib))
             if 4 in chosen:
                 loads.append(plan_scale.run(args.rounds, ends))
+            if 6 in chosen and slow_disk.available():
+                loads.append(slow_disk.run(args.rounds, strict, size6))
+    elif 6 in chosen and slow_disk.available():
+        with standin(0) as endpoint:
+            loads.append(slow_disk.run(args.rounds, endpoint, None))
     if 2 in chosen:
         loads.append(latency.run(args.rounds))
     if 4 in chosen:
         extra |= plan_scale.dry_run(args.rounds)
     if 5 in chosen:
         loads.append(display.run(args.rounds))
+    if 6 in chosen and not slow_disk.available():
+        print("strace not found: workload 6 needs it (apt-get install -y strace)", file=sys.stderr)
     write_results(loads, extra, args.results)
     return 0
 

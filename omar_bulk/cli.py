@@ -178,6 +178,15 @@ def fetch(
             " node_exporter's textfile folder).",
         ),
     ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="OMAR_STATE_DIR",
+            metavar="DIR",
+            help="Keep the journal, lock and report here, not in OUT/.omar-bulk (for an OUT"
+            " on a network share; give the same DIR to every fetch and status of OUT).",
+        ),
+    ] = None,
 ) -> None:
     """Download every planned file that is not already on disk and verified."""
     try:
@@ -218,6 +227,7 @@ def fetch(
             revisit_days=revisit_days,
             today=anchor,
             report=report,
+            state_dir=state_dir,
         )
         if dry_run:
             _dry_run(settings)
@@ -370,6 +380,15 @@ def status(
             help="With --prometheus, also a series per id (many ids make many series).",
         ),
     ] = False,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="OMAR_STATE_DIR",
+            metavar="DIR",
+            help="Keep the journal, lock and report here, not in OUT/.omar-bulk (for an OUT"
+            " on a network share; give the same DIR to every fetch and status of OUT).",
+        ),
+    ] = None,
 ) -> None:
     """What is on disk, per id and month, from the journal alone. Exit 1 if incomplete."""
     try:
@@ -385,7 +404,7 @@ def status(
             format=file_format, time_type=time_type, chunk=chunk, today=_today(today)
         )
         plan = load_manifest(manifest, defaults) if manifest else None
-        view = read_coverage(out, plan=plan)
+        view = read_coverage(out, plan=plan, state_dir=state_dir)
     except OmarBulkError as exc:
         _fail(exc)
     if prometheus or prometheus_per_id:

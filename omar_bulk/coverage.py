@@ -15,7 +15,7 @@ from .errors import UsageError
 from .journal import Journal
 from .plan import Plan
 from .protocol import relative_key
-from .storage import STATE_DIR
+from .storage import state_folder
 
 FAILED_STATE = "failed"
 MISSING = "missing"
@@ -133,15 +133,18 @@ def months_between(start: date, end: date) -> list[str]:
     return months
 
 
-def read_coverage(out: Path, *, plan: Plan | None = None) -> Coverage:
-    """Build the view from ``out``'s journal (read-only), and from ``plan`` if given."""
+def read_coverage(
+    out: Path, *, plan: Plan | None = None, state_dir: Path | None = None
+) -> Coverage:
+    """Build the view from ``out``'s journal (read-only; in ``state_dir`` if given, see
+    ``storage.state_folder``), and from ``plan`` if given."""
     series: dict[tuple[str, str, str, str], Series] = {}
     totals = dict.fromkeys(SEVERITY, 0)
     failures: list[Failure] = []
     seen: set[str] = set()
     last_fetch: float | None = None
     revisions_total = 0
-    journal = Journal.open_readonly(out / STATE_DIR, strict=True)
+    journal = Journal.open_readonly(state_folder(out, state_dir)[0], strict=True)
     if journal is None and plan is None:
         raise UsageError(f"{out} has no omar-bulk journal: nothing was fetched there yet")
     try:

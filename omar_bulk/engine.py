@@ -43,7 +43,7 @@ from .report import ReportWriter
 from .results import ItemResult, Observer, Status, Tally
 from .session import Session, head_of
 from .settings import Settings
-from .storage import Storage
+from .storage import Offload, Storage
 
 
 class Engine:
@@ -79,6 +79,8 @@ class Engine:
         self._folders: set[str] = set()
         #: A first run's journal holds nothing a settled item could replace.
         self._fresh = False
+        #: Every file system call of the downloads goes through here (never waits on the loop).
+        self.disk = Offload(settings.concurrency)
 
     # -- control ---------------------------------------------------------------------------
 
@@ -99,10 +101,13 @@ class Engine:
         try:
             async with self.session.running():
                 queue: asyncio.Queue[Work | None] = asyncio.Queue(maxsize=2 * concurrency)
-                async with asyncio.TaskGroup() as group:
-                    group.create_task(self._produce(items, queue))
-                    for _ in range(concurrency):
-                        group.create_task(self._work(queue))
+                try:
+                    async with asyncio.TaskGroup() as group:
+                        group.create_task(self._produce(items, queue))
+                        for _ in range(concurrency):
+                            group.create_task(self._work(queue))
+                finally:
+                    self.disk.close()
         except asyncio.CancelledError:
             if not self.interrupted:
                 raise
@@ -325,7 +330,9 @@ class Engine:
                 # done, so that expiries answered meanwhile do not look like a broken login.
                 self.session.served_one(generation)
             if isinstance(verdict, PermanentError):
-                page = await keep_error_page(response, head, work, self.storage, WHOLE_BODY_LIMIT)
+                page = await keep_error_page(
+                    response, head, work, self.storage, WHOLE_BODY_LIMIT, self.disk
+                )
                 raise PermanentError(f"{verdict}{page}")
             if verdict is not None:
                 raise verdict
@@ -334,6 +341,7 @@ class Engine:
                 head,
                 work,
                 storage=self.storage,
+                disk=self.disk,
                 observer=self.observer,
                 use_folder=self._use_folder,
                 confirm=confirm,

@@ -27,7 +27,7 @@ from .protocol import relative_key, request_url
 from .report import REPORT_NAME, ReportWriter
 from .results import NullObserver, Observer, RunResult, Summary, Tally
 from .settings import Settings
-from .storage import STATE_DIR, Storage
+from .storage import Storage, make_private_dirs, state_folder
 
 INTERRUPTED = 130
 
@@ -189,14 +189,19 @@ async def fetch_async(
     observer.planned(tally.planned)
     storage = Storage(settings.out_dir)
     storage.prepare()
-    with _lock(storage.state / "lock"):
-        journal = Journal.open(storage.state, warn=warnings, data_root=storage.root)
+    state, where = state_folder(settings.out_dir, settings.state_dir)
+    if where:
+        warnings.append(where)
+    if state != storage.state:
+        make_private_dirs(state)
+    with _lock(state / "lock", settings.out_dir):
+        journal = Journal.open(state, warn=warnings, data_root=storage.root)
         try:
             _remove_leftovers(journal, storage)
             journal.begin_run()
             for message in warnings:
                 observer.notice(message)
-            report = ReportWriter(settings.report or storage.state / REPORT_NAME)
+            report = ReportWriter(settings.report or state / REPORT_NAME)
             engine = Engine(
                 settings,
                 ssl_context=ssl_context,
@@ -266,7 +271,9 @@ def planned_urls(
     (``policy.decide``); needs no certificate and writes nothing of its own (SQLite may leave
     its shared-memory index, ``-shm``, beside a journal in WAL mode).
     """
-    state = settings.out_dir / STATE_DIR
+    state, where = state_folder(settings.out_dir, settings.state_dir)
+    if notice and where:
+        notice(where)
     journal = Journal.open_readonly(state)
     lookup: Callable[[str], Entry | None]
     if journal is not None:
@@ -314,7 +321,7 @@ def _attempt(problems: list[OmarBulkError], step: Callable[[], object]) -> None:
 
 
 @contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
+def _lock(path: Path, out: Path) -> Iterator[None]:
     """One run per output folder at a time: two would fetch the same files twice."""
     try:
         import fcntl
@@ -333,7 +340,7 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UsageError(
-                f"another omar-bulk run is using {path.parent.parent}; wait for it to finish"
+                f"another omar-bulk run is using {out}; wait for it to finish"
             ) from None
         yield
     finally:

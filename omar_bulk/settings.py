@@ -43,6 +43,8 @@ class Settings:
     revisit_days: int | None = None
     today: date | None = None
     report: Path | None = None
+    #: Where the journal, lock and report live (``--state-dir``); None: ``storage.state_folder``.
+    state_dir: Path | None = None
 
     def revisit_from(self) -> date | None:
         """Items whose range ends on or after this date are fetched again, done or not."""

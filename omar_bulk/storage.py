@@ -11,15 +11,20 @@ with a message that says what is wrong and where.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
+import queue
 import re
 import stat
+import sys
+import threading
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import LocalWriteError, UnsafePathError
 
@@ -73,11 +78,12 @@ _OLD_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _OPEN_FOLDERS = 64
 
 
-def _close_all(folders: dict[str, int]) -> None:
-    for fd in folders.values():
+def _close_all(folders: dict[str, int], evicted: set[int]) -> None:
+    for fd in [*folders.values(), *evicted]:
         with contextlib.suppress(OSError):
             os.close(fd)
     folders.clear()
+    evicted.clear()
 
 
 def make_private_dirs(name: Path | str) -> None:
@@ -125,7 +131,13 @@ class Storage:
         self.errors = self.state / "errors"
         self.history = self.state / "history"
         self._folders: dict[str, int] = {}
-        self._closer = weakref.finalize(self, _close_all, self._folders)
+        # The folder cache is shared by the event loop and the ``Offload`` threads: a lock
+        # guards it, and a descriptor in use (pinned) is closed only once its last user is
+        # done, so an eviction never closes, and the kernel never reuses, a number in use.
+        self._cache_lock = threading.Lock()
+        self._pins: dict[int, int] = {}
+        self._evicted: set[int] = set()
+        self._closer = weakref.finalize(self, _close_all, self._folders, self._evicted)
 
     def close(self) -> None:
         """Close the folder descriptors kept open (also done when the object is collected)."""
@@ -139,10 +151,13 @@ class Storage:
         """
         self._make_outside(self._root)
         try:
-            fd = self._folder(STATE_DIR)
+            fd = self._pin(STATE_DIR)
         except UnsafePathError as exc:
             raise LocalWriteError(str(exc)) from None
-        info = os.fstat(fd)
+        try:
+            info = os.fstat(fd)
+        finally:
+            self._unpin(fd)
         if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
             raise LocalWriteError(
                 f"{self.state} belongs to another user (uid {info.st_uid}); omar-bulk keeps its"
@@ -163,7 +178,7 @@ class Storage:
         if relative is None:
             self._make_outside(name)
         else:
-            self._folder(relative)
+            self._unpin(self._pin(relative))
 
     def _make_outside(self, name: str) -> None:
         make_private_dirs(name)
@@ -187,12 +202,29 @@ class Storage:
         folder, _, name = relative.rpartition("/")
         return folder, name
 
-    def _folder(self, relative: str, *, create: bool = True) -> int:
-        """A descriptor of the folder ``relative`` to the root, made 0700 where missing.
+    def _pin(self, relative: str, *, create: bool = True) -> int:
+        """A descriptor of the folder ``relative`` to the root, made 0700 where missing, kept
+        open until ``_unpin``: safe from any thread.
 
         Raises ``UnsafePathError`` where a component is a link or not a folder, and
         ``FileNotFoundError`` for a missing one when ``create`` is off.
         """
+        with self._cache_lock:
+            fd = self._folder(relative, create=create)
+            self._pins[fd] = self._pins.get(fd, 0) + 1
+            return fd
+
+    def _unpin(self, fd: int) -> None:
+        with self._cache_lock:
+            left = self._pins.pop(fd) - 1
+            if left:
+                self._pins[fd] = left
+            elif fd in self._evicted:
+                self._evicted.discard(fd)
+                os.close(fd)
+
+    def _folder(self, relative: str, *, create: bool = True) -> int:
+        """``_pin`` without the pin, for callers that hold the cache lock."""
         folders = self._folders
         fd = folders.pop(relative, None)
         if fd is not None:
@@ -214,8 +246,11 @@ class Storage:
             fd = self._open_child(parent, name, relative, create)
         folders[relative] = fd
         if len(folders) > _OPEN_FOLDERS:
-            oldest = next(iter(folders))
-            os.close(folders.pop(oldest))
+            oldest = folders.pop(next(iter(folders)))
+            if oldest in self._pins:
+                self._evicted.add(oldest)  # closed by its last user
+            else:
+                os.close(oldest)
         return fd
 
     def _open_child(self, parent: int, name: str, relative: str, create: bool) -> int:
@@ -276,43 +311,52 @@ class Storage:
         folder_name, _, name = key.rpartition("/")
         part = name + PART_SUFFIX
         where = self.path_of(key) + PART_SUFFIX
-        folder = self._folder(folder_name)
-        try:
-            fd = self._create(folder, part, where)
-        except OSError as exc:
-            raise translate_os_error(exc, where) from exc
+        folder = self._pin(folder_name)
         try:
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                mtime = os.fstat(fd).st_mtime_ns
-            finally:
-                os.close(fd)
-            if archive is not None:
-                self.keep(self.path_of(key), archive)
-            os.replace(part, name, src_dir_fd=folder, dst_dir_fd=folder)
-            return mtime
-        except UnsafePathError:
-            self.discard(key)
-            raise
-        except OSError as exc:
-            self.discard(key)
-            raise translate_os_error(exc, where) from exc
+                fd = self._create(folder, part, where)
+            except OSError as exc:
+                raise translate_os_error(exc, where) from exc
+            try:
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    mtime = os.fstat(fd).st_mtime_ns
+                finally:
+                    os.close(fd)
+                if archive is not None:
+                    self.keep(self.path_of(key), archive)
+                os.replace(part, name, src_dir_fd=folder, dst_dir_fd=folder)
+                return mtime
+            except UnsafePathError:
+                self.discard(key)
+                raise
+            except OSError as exc:
+                self.discard(key)
+                raise translate_os_error(exc, where) from exc
+        finally:
+            self._unpin(folder)
 
-    async def open_part(self, key: str) -> Any:
-        """Open ``key``'s ``.part`` file for streaming through aiofiles."""
-        import aiofiles  # only large bodies need it
-
+    def create_part(self, key: str) -> int:
+        """Create ``key``'s ``.part`` file (0600, never through a link); its descriptor."""
         folder_name, _, name = key.rpartition("/")
         where = self.path_of(key) + PART_SUFFIX
-        folder = self._folder(folder_name)
+        folder = self._pin(folder_name)
         try:
-            # Created here, on the loop: one open() is cheaper than a thread hand-off, and the
-            # descriptor is checked before aiofiles takes it over (it closes it).
-            fd = self._create(folder, name + PART_SUFFIX, where)
+            return self._create(folder, name + PART_SUFFIX, where)
         except OSError as exc:
             raise translate_os_error(exc, where) from exc
+        finally:
+            self._unpin(folder)
+
+    async def open_part(self, key: str, fd: int | None = None) -> Any:
+        """``key``'s ``.part`` file as an aiofiles handle for streaming, from ``fd`` if it was
+        created already (``create_part``)."""
+        import aiofiles  # only large bodies need it
+
+        if fd is None:
+            fd = self.create_part(key)
         try:
             return await aiofiles.open(fd, "wb")
         except BaseException:
@@ -325,13 +369,18 @@ class Storage:
         folder_name, _, name = key.rpartition("/")
         final = self.path_of(key)
         try:
-            folder = self._folder(folder_name)
+            folder = self._pin(folder_name)
+        except OSError as exc:
+            raise translate_os_error(exc, final) from exc
+        try:
             if archive is not None:
                 self.keep(final, archive)
             os.replace(name + PART_SUFFIX, name, src_dir_fd=folder, dst_dir_fd=folder)
             return os.stat(name, dir_fd=folder, follow_symlinks=False).st_mtime_ns
         except OSError as exc:
             raise translate_os_error(exc, final) from exc
+        finally:
+            self._unpin(folder)
 
     def history_path(self, key: str, fetched_at: float) -> Path:
         """A free name for the version of ``key`` fetched at ``fetched_at``, once replaced."""
@@ -351,7 +400,21 @@ class Storage:
         followed, so its target is neither linked, copied nor chmodded."""
         source_folder, source_name = self._split(final)
         target_folder, target_name = self._split(archive)
-        source_dir = self._folder(source_folder)
+        source_dir = self._pin(source_folder)
+        try:
+            self._keep(source_dir, source_name, target_folder, target_name, final, archive)
+        finally:
+            self._unpin(source_dir)
+
+    def _keep(
+        self,
+        source_dir: int,
+        source_name: str,
+        target_folder: str,
+        target_name: str,
+        final: Path | str,
+        archive: Path,
+    ) -> None:
         try:
             fd = os.open(source_name, _OLD_FILE, dir_fd=source_dir)
         except FileNotFoundError:
@@ -365,7 +428,7 @@ class Storage:
             if not stat.S_ISREG(info.st_mode):
                 raise _unsafe(os.fspath(final), source_dir, source_name)
             os.fchmod(fd, 0o600)  # the inode just checked: the archive shares it
-            target_dir = self._folder(target_folder)
+            target_dir = self._pin(target_folder)
             try:
                 # Without follow_symlinks, linkat links the name itself: should the file have
                 # been swapped for a link since it was opened, history gets that link, inert.
@@ -380,6 +443,8 @@ class Storage:
                 raise
             except OSError:
                 self._copy(fd, info, target_dir, target_name, os.fspath(archive))
+            finally:
+                self._unpin(target_dir)
         finally:
             os.close(fd)
 
@@ -401,9 +466,12 @@ class Storage:
         folder_name, _, name = key.rpartition("/")
         try:
             self.keep(self.path_of(key), archive)
-            folder = self._folder(folder_name)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name, dir_fd=folder)
+            folder = self._pin(folder_name)
+            try:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=folder)
+            finally:
+                self._unpin(folder)
         except OSError as exc:
             raise translate_os_error(exc, archive) from exc
 
@@ -412,25 +480,40 @@ class Storage:
         Never raises."""
         folder_name, _, name = key.rpartition("/")
         with contextlib.suppress(OSError, UnsafePathError):
-            os.unlink(name + PART_SUFFIX, dir_fd=self._folder(folder_name, create=False))
+            folder = self._pin(folder_name, create=False)
+            try:
+                os.unlink(name + PART_SUFFIX, dir_fd=folder)
+            finally:
+                self._unpin(folder)
 
     def sweep_parts(self, folder: str) -> None:
         """Remove every ``.part`` file in ``folder`` (relative to the root): files and links
         alike, since removing a link leaves its target alone. Never raises; a folder that is a
         link is not entered."""
         try:
-            fd = self._folder(folder.strip("/"), create=False)
-            names = [name for name in os.listdir(fd) if name.endswith(PART_SUFFIX)]
+            fd = self._pin(folder.strip("/"), create=False)
         except (OSError, UnsafePathError):
             return
-        for name in names:
-            with contextlib.suppress(OSError):
-                os.unlink(name, dir_fd=fd)
+        try:
+            names = [name for name in os.listdir(fd) if name.endswith(PART_SUFFIX)]
+            for name in names:
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=fd)
+        except OSError:
+            return
+        finally:
+            self._unpin(fd)
 
     def save_error_page(self, key: str, body: bytes) -> Path:
         """Keep an HTML answer for diagnosis; return where it went."""
+        folder = self._pin(f"{STATE_DIR}/errors/{key}".rpartition("/")[0])
+        try:
+            return self._save_page(folder, key, body)
+        finally:
+            self._unpin(folder)
+
+    def _save_page(self, folder: int, key: str, body: bytes) -> Path:
         stamp = time.strftime("%Y%m%dT%H%M%S")
-        folder = self._folder(f"{STATE_DIR}/errors/{key}".rpartition("/")[0])
         target = self.errors / f"{key}.{stamp}.html"
         counter = 0
         while True:
@@ -450,6 +533,215 @@ class Storage:
         except OSError as exc:
             raise translate_os_error(exc, target) from exc
         return target
+
+
+#: A file system call that keeps the event loop this long sends the calls after it to the
+#: ``Offload`` threads. Measured on 2 cores (benchmarks/RESULTS.md, workload 1): a new small
+#: file costs 20-60 us on tmpfs and 30-400 us on this machine's ext4, while the hop to a thread
+#: and back costs the loop about as much as the fast case; a call of milliseconds is a disk
+#: (or a network share) that would hold every download back.
+SLOW_CALL = 0.002
+#: How long calls stay on threads after a slow one before one is tried on the loop again;
+#: doubled each time the disk is still slow, up to ``PROBE_MAX``.
+PROBE_AFTER = 1.0
+PROBE_MAX = 60.0
+
+
+_T = TypeVar("_T")
+_Job = tuple["asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+
+
+class Offload:
+    """Runs the output folder's system calls for the event loop, so that it never waits on a
+    slow disk, without paying a thread hop per file on a fast one.
+
+    Calls run inline while they are quick. The first one that takes longer than ``SLOW_CALL``
+    sends every later call to ``threads`` threads of its own (started as needed, so as many
+    calls overlap as downloads are in flight); after ``PROBE_AFTER`` one call is tried inline
+    again. The threads hand results back in batches: one wake-up of the loop for all calls
+    finished since the last. ``mode`` "thread" or "inline" pins one way (for measuring; the
+    environment variable OMAR_OFFLOAD sets it for a whole run).
+
+    A task cancelled while its call runs on a thread waits for the call to end before it
+    unwinds: whatever the call made (a renamed file, an open descriptor) is known to the
+    code that cleans up, never left behind by it.
+    """
+
+    def __init__(self, threads: int, *, mode: str | None = None) -> None:
+        self._size = max(1, threads)
+        mode = mode or os.environ.get("OMAR_OFFLOAD", "auto")
+        self._mode = mode if mode in ("auto", "thread", "inline") else "auto"
+        #: Calls run inline from this time on (time.monotonic); infinite: always on threads.
+        self._inline_from = float("inf") if self._mode == "thread" else 0.0
+        self._probe = PROBE_AFTER
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._pending = 0
+        self._done: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        self._done_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Calls that went to a thread, and slow calls seen inline (for tests and metrics).
+        self.hops = 0
+        self.slow_calls = 0
+
+    @property
+    def threads_started(self) -> int:
+        return len(self._threads)
+
+    async def call(self, function: Callable[..., _T], *args: Any) -> _T:
+        """``function(*args)``, inline or on a thread (see the class)."""
+        now = time.monotonic()
+        if now >= self._inline_from:
+            try:
+                return function(*args)
+            finally:
+                spent = time.monotonic() - now
+                if spent > SLOW_CALL and self._mode == "auto":
+                    self._slow(now + spent)
+                elif self._probe > PROBE_AFTER:
+                    self._probe = PROBE_AFTER  # a quick call: the disk is fast again
+        return await self._hop(function, args)
+
+    def _slow(self, now: float) -> None:
+        self.slow_calls += 1
+        self._inline_from = now + self._probe
+        self._probe = min(self._probe * 2, PROBE_MAX)
+
+    async def _hop(self, function: Callable[..., _T], args: tuple[Any, ...]) -> _T:
+        loop = self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[_T] = loop.create_future()
+        self.hops += 1
+        self._pending += 1
+        if self._pending > len(self._threads) < self._size:
+            worker = threading.Thread(target=self._serve, name="omar-bulk-disk", daemon=True)
+            worker.start()
+            self._threads.append(worker)
+        self._jobs.put((future, function, args))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            while not future.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait((future,))
+            raise
+        finally:
+            self._pending -= 1
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, function, args = job
+            try:
+                outcome: tuple[asyncio.Future[Any], bool, Any] = (future, True, function(*args))
+            except BaseException as exc:  # handed to the awaiting task, raised there
+                outcome = (future, False, exc)
+            with self._done_lock:
+                self._done.append(outcome)
+                first = len(self._done) == 1
+            if first:
+                loop = self._loop
+                if loop is not None and not loop.is_closed():
+                    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                        loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._done_lock:
+            done, self._done = self._done, []
+        for future, ok, value in done:
+            if future.done():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+    def close(self) -> None:
+        """Let the threads go once the calls queued before have run (idle threads at the end
+        of a run: nothing waits)."""
+        for _ in self._threads:
+            self._jobs.put(None)
+        self._threads.clear()
+
+
+# --- where the journal and the lock live ------------------------------------------------------
+
+#: statfs(2) ``f_type`` of the file systems on which SQLite's WAL mode and POSIX locks cannot
+#: be trusted: WAL needs shared memory between processes on one host, and locks over NFS or
+#: SMB are advisory, emulated, or lost on a reconnect (sqlite.org/wal.html, "WAL does not work
+#: over a network filesystem"). Values from linux/magic.h.
+NETWORK_FILESYSTEMS = {
+    0x6969: "NFS",
+    0x517B: "SMB",
+    0xFF534D42: "CIFS",
+    0xFE534D42: "SMB2",
+    0x65735546: "FUSE",
+    0x01021997: "9P",
+    0x00C36400: "Ceph",
+    0x5346414F: "AFS",
+    0x73757245: "Coda",
+    0x0BD00BD0: "Lustre",
+}
+#: Where the journal goes by default for an OUT on a network file system: a folder of this
+#: machine's own, one per OUT (named by a hash of OUT's absolute path).
+STATE_HOME_NAME = "omar-bulk"
+
+
+def _statfs_type(path: str) -> int | None:
+    """statfs(2)'s ``f_type`` for ``path`` (Linux), or None where it cannot be asked."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    # struct statfs opens with f_type, a C long; 256 bytes hold the whole struct with room.
+    buffer = ctypes.create_string_buffer(256)
+    if libc.statfs(os.fsencode(path), buffer) != 0:
+        return None
+    return ctypes.c_ulong.from_buffer(buffer).value & 0xFFFFFFFF
+
+
+def network_filesystem(path: Path | str) -> str | None:
+    """The name of the network file system ``path`` is on (its nearest existing folder), or
+    None for a local one or where it cannot be told."""
+    probe = os.path.abspath(os.fspath(path))
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            return None
+        probe = parent
+    kind = _statfs_type(probe)
+    return None if kind is None else NETWORK_FILESYSTEMS.get(kind)
+
+
+def default_state_home() -> Path:
+    """$XDG_STATE_HOME/omar-bulk, or ~/.local/state/omar-bulk."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return Path(base) / STATE_HOME_NAME
+
+
+def state_folder(out: Path, given: Path | None) -> tuple[Path, str | None]:
+    """Where ``out``'s journal, lock and report live, and a warning to show, if any.
+
+    ``given`` (``--state-dir``) wins. Otherwise ``OUT/.omar-bulk``, unless OUT is on a network
+    file system: then a folder of this machine's own, per OUT, and a warning that says so.
+    """
+    if given is not None:
+        return given, None
+    kind = network_filesystem(out)
+    if kind is None:
+        return out / STATE_DIR, None
+    import hashlib
+
+    absolute = os.path.abspath(os.fspath(out))
+    name = hashlib.sha256(absolute.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    folder = default_state_home() / name
+    return folder, (
+        f"{out} is on a network file system ({kind}), where SQLite's journal and file locks"
+        f" are not reliable: the journal, lock and report are kept in {folder} instead."
+        " Give --state-dir (or OMAR_STATE_DIR) to choose the folder, the same for every"
+        " fetch and status of this output folder"
+    )
 
 
 def _unsafe(where: str, folder: int, name: str) -> UnsafePathError:

@@ -1,0 +1,189 @@
+"""The event loop never waits on the disk: a slow file system call delays its own download,
+not every other one, and the folder cache stays sound when threads share it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from omar_bulk import storage as storage_module
+from omar_bulk.storage import PROBE_AFTER, SLOW_CALL, Offload, Storage
+
+from .conftest import Cli, data_files, journal_rows
+
+#: Every rename takes this much longer (os.replace patched): a disk that is slow to rename.
+DELAY = 0.2
+METERS = [f"M{n}" for n in range(1, 4)]
+#: 3 meters x 8 months = 24 files, 12 at once.
+PERIOD = ["--start", "2023-01-01", "--end", "2023-08-31", "--concurrency", "12"]
+
+
+def test_slow_renames_overlap_instead_of_queueing_on_the_loop(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """24 files whose renames each take 0.2 s: one after another on the loop that is 4.8 s;
+    overlapped 12 at a time, well under half of it. Every file still lands whole and is
+    journaled, and no ``.part`` is left."""
+    real_replace = os.replace
+
+    def slow_replace(*args: object, **kwargs: object) -> None:
+        time.sleep(DELAY)
+        real_replace(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "replace", slow_replace)
+    meters = [word for meter in METERS for word in ("--meter", meter)]
+    started = time.monotonic()
+    outcome = cli("fetch", *meters, *PERIOD)
+    spent = time.monotonic() - started
+    assert outcome.exit_code == 0, outcome.stderr
+    files = data_files(cli.out)
+    assert len(files) == 24
+    assert len(journal_rows(cli.out)) == 24
+    assert not [p for p in cli.out.rglob("*.part")]
+    serial = 24 * DELAY
+    assert spent < serial / 2, f"{spent:.2f} s: the renames ran one after another ({serial} s)"
+
+
+def test_a_slow_call_sends_the_next_ones_to_threads_while_the_loop_turns() -> None:
+    """After one slow call, a call that can only finish once the loop has run something else
+    does finish: it is on a thread, not blocking the loop."""
+
+    async def main() -> tuple[bool, int]:
+        disk = Offload(4, mode="auto")
+        await disk.call(time.sleep, SLOW_CALL * 5)  # inline, and slow
+        released = threading.Event()
+
+        async def release() -> None:
+            released.set()
+
+        task = asyncio.create_task(release())
+        done = await disk.call(released.wait, 10)
+        await task
+        disk.close()
+        return done, disk.hops
+
+    done, hops = asyncio.run(main())
+    assert done, "the call blocked the loop: the task that releases it never ran"
+    assert hops == 1
+
+
+def test_calls_on_threads_overlap_up_to_the_thread_count() -> None:
+    """Eight calls of 0.2 s on eight threads take about 0.2 s, not 1.6 s."""
+
+    async def main() -> float:
+        disk = Offload(8, mode="thread")
+        started = time.monotonic()
+        await asyncio.gather(*(disk.call(time.sleep, DELAY) for _ in range(8)))
+        disk.close()
+        return time.monotonic() - started
+
+    assert asyncio.run(main()) < 8 * DELAY / 2
+
+
+def test_quick_calls_stay_inline_and_a_probe_brings_them_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a fast disk nothing hops to a thread. After a slow call, calls hop until
+    ``PROBE_AFTER`` has passed; then a quick call runs inline again."""
+    now = [100.0]
+    monkeypatch.setattr(storage_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
+
+    def quick() -> int:
+        return 1
+
+    def slow() -> int:
+        now[0] += SLOW_CALL * 2
+        return 2
+
+    async def main() -> list[int]:
+        disk = Offload(2, mode="auto")
+        hops = []
+        for _ in range(50):
+            await disk.call(quick)
+        hops.append(disk.hops)  # 0: all inline
+        await disk.call(slow)
+        await disk.call(quick)
+        hops.append(disk.hops)  # 1: the call after the slow one hopped
+        now[0] += PROBE_AFTER + 0.01
+        await disk.call(quick)
+        await disk.call(quick)
+        hops.append(disk.hops)  # still 1: inline again
+        disk.close()
+        return hops
+
+    assert asyncio.run(main()) == [0, 1, 1]
+
+
+def test_a_cancelled_task_waits_for_its_call_to_end() -> None:
+    """Cancelling a download whose rename is on a thread does not leave the rename running
+    behind the clean-up: the task ends only after the call did."""
+    finished = threading.Event()
+
+    def rename_like() -> None:
+        time.sleep(DELAY)
+        finished.set()
+
+    async def main() -> bool:
+        disk = Offload(2, mode="thread")
+        task = asyncio.create_task(disk.call(rename_like))
+        await asyncio.sleep(DELAY / 4)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        seen = finished.is_set()
+        disk.close()
+        return seen
+
+    assert asyncio.run(main())
+
+
+def test_an_error_on_a_thread_reaches_the_caller() -> None:
+    """A call that fails on a thread raises in the awaiting task, as inline."""
+
+    def fails() -> None:
+        raise OSError(28, "No space left on device")
+
+    async def main() -> None:
+        disk = Offload(2, mode="thread")
+        try:
+            await disk.call(fails)
+        finally:
+            disk.close()
+
+    with pytest.raises(OSError, match="No space left"):
+        asyncio.run(main())
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+def test_threads_sharing_the_folder_cache_write_every_file_into_its_own_folder(
+    tmp_path: Path,
+) -> None:
+    """Sixteen threads write 600 files across 150 folders, over twice the cache's size, so
+    descriptors are evicted while others use them: every file lands in its own folder with
+    its own bytes, and no descriptor is left open afterwards."""
+    before = open_fds()
+    storage = Storage(tmp_path / "out")
+    storage.prepare()
+    keys = [f"meter/M{n % 150}/file{n}.mdef" for n in range(600)]
+
+    def write(key: str) -> None:
+        storage.write_whole(key, key.encode())
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(write, keys))
+    for key in keys:
+        assert (storage.root / key).read_bytes() == key.encode()
+    assert not list(storage.root.rglob("*.part"))
+    storage.close()
+    assert open_fds() == before

@@ -1,0 +1,112 @@
+"""An output folder on a network share keeps its journal and lock where they work: in
+``--state-dir`` (OMAR_STATE_DIR), or by default in a folder of this machine's own, with a
+warning. Fetch, the dry run and status all find the journal there."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from omar_bulk import storage as storage_module
+from omar_bulk.storage import network_filesystem, state_folder
+
+from .conftest import Cli, data_files
+
+TWO_MONTHS = ["--meter", "M1", "--start", "2024-01-01", "--end", "2024-02-29"]
+JOURNAL = "journal.sqlite3"
+
+
+def pretend_filesystem(monkeypatch: pytest.MonkeyPatch, magic: int) -> None:
+    monkeypatch.setattr(storage_module, "_statfs_type", lambda path: magic)
+
+
+@pytest.mark.parametrize(
+    ("magic", "name"),
+    [
+        (0x6969, "NFS"),
+        (0x517B, "SMB"),
+        (0xFF534D42, "CIFS"),
+        (0xFE534D42, "SMB2"),
+        (0x65735546, "FUSE"),
+        (0x01021997, "9P"),
+        (0xEF53, None),  # ext4
+        (0x01021994, None),  # tmpfs
+    ],
+)
+def test_network_filesystems_are_told_by_their_statfs_type(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, magic: int, name: str | None
+) -> None:
+    """statfs's f_type names the share; a local file system is None."""
+    pretend_filesystem(monkeypatch, magic)
+    assert network_filesystem(tmp_path / "not" / "made" / "yet") == name
+
+
+def test_the_real_statfs_answers_for_a_local_folder(tmp_path: Path) -> None:
+    """The ctypes call works on this machine (the test folder is local)."""
+    kind = storage_module._statfs_type(str(tmp_path))
+    assert kind is None or isinstance(kind, int)
+    assert network_filesystem(tmp_path) is None
+
+
+def test_a_local_out_keeps_its_state_inside_and_a_network_one_gets_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Local: OUT/.omar-bulk, no warning. Network: one folder per OUT under XDG_STATE_HOME,
+    the same each time, and a warning naming the file system and the option."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state-home"))
+    assert state_folder(tmp_path / "out", None) == (tmp_path / "out" / ".omar-bulk", None)
+    pretend_filesystem(monkeypatch, 0x6969)
+    first, warning = state_folder(tmp_path / "out", None)
+    assert first.parent == tmp_path / "state-home" / "omar-bulk"
+    assert state_folder(tmp_path / "out", None)[0] == first
+    assert state_folder(tmp_path / "other", None)[0] != first
+    assert warning is not None and "NFS" in warning and "--state-dir" in warning
+    assert state_folder(tmp_path / "out", tmp_path / "mine") == (tmp_path / "mine", None)
+
+
+def test_state_dir_holds_the_journal_and_every_command_finds_it(cli: Cli, tmp_path: Path) -> None:
+    """fetch --state-dir puts journal, lock and report there; a second run skips what it
+    vouches for; the dry run and status read it there (also through OMAR_STATE_DIR)."""
+    state = tmp_path / "state"
+    first = cli("fetch", *TWO_MONTHS, "--state-dir", str(state))
+    assert first.exit_code == 0, first.stderr
+    assert len(data_files(cli.out)) == 2
+    assert (state / JOURNAL).is_file() and (state / "lock").exists()
+    assert (state / "last-run.json").is_file()
+    assert not (cli.out / ".omar-bulk" / JOURNAL).exists()
+
+    again = cli("fetch", *TWO_MONTHS, env={"OMAR_STATE_DIR": str(state)})
+    assert again.exit_code == 0, again.stderr
+    assert "0 downloaded, 2 skipped" in again.stderr
+
+    dry_here = cli("fetch", *TWO_MONTHS, "--dry-run", "--state-dir", str(state))
+    dry_without = cli("fetch", *TWO_MONTHS, "--dry-run")
+    assert dry_here.exit_code == 0 and dry_here.stdout == ""
+    assert len(dry_without.stdout.splitlines()) == 2  # OUT/.omar-bulk has no journal
+
+    status = cli("status", str(cli.out), "--json", "--state-dir", str(state))
+    assert status.exit_code == 0, status.stderr
+    assert json.loads(status.stdout)["totals"]["downloaded"] == 2
+    missing = cli("status", str(cli.out), "--json")
+    assert missing.exit_code == 2
+
+
+def test_an_out_on_a_share_warns_and_keeps_its_journal_off_the_share(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With OUT on NFS and no --state-dir, the run says so and works; status then finds the
+    journal in the same per-OUT folder."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state-home"))
+    pretend_filesystem(monkeypatch, 0x6969)
+    outcome = cli("fetch", *TWO_MONTHS)
+    assert outcome.exit_code == 0, outcome.stderr
+    assert "network file system (NFS)" in " ".join(outcome.stderr.split())
+    assert len(data_files(cli.out)) == 2
+    assert not (cli.out / ".omar-bulk" / JOURNAL).exists()
+    journals = list((tmp_path / "state-home" / "omar-bulk").glob(f"*/{JOURNAL}"))
+    assert len(journals) == 1
+    status = cli("status", str(cli.out), "--json")
+    assert status.exit_code == 0, status.stderr
+    assert json.loads(status.stdout)["totals"]["downloaded"] == 2
