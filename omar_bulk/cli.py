@@ -65,6 +65,32 @@ def _password(what: str) -> str | None:
     return None
 
 
+# The connection options, declared once for every command that talks to the server.
+EnvOption = Annotated[
+    str, typer.Option(metavar="prod|test", help="prod or test: which OMAR-Online to use.")
+]
+BaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="OMAR_BASE_URL", metavar="URL", help="Server URL, overriding --env (https only)."
+    ),
+]
+CertOption = Annotated[
+    Path | None,
+    typer.Option(envvar="OMAR_CERT", metavar="FILE", help="Client certificate: .p12/.pfx or PEM."),
+]
+KeyOption = Annotated[
+    Path | None,
+    typer.Option(envvar="OMAR_KEY", metavar="FILE", help="PEM private key, if separate."),
+]
+CaBundleOption = Annotated[
+    Path | None,
+    typer.Option(
+        envvar="OMAR_CA_BUNDLE", metavar="FILE", help="Extra CA certificates to trust (PEM)."
+    ),
+]
+
+
 @app.command()
 def fetch(
     manifest: Annotated[
@@ -99,31 +125,11 @@ def fetch(
         str, typer.Option(metavar="CHUNK", help="Split ranges by month, week, day, <N>d, or none.")
     ] = "month",
     out: Annotated[Path, typer.Option(metavar="DIR", help="Output folder.")] = Path("omar-data"),
-    env: Annotated[
-        str, typer.Option(metavar="prod|test", help="prod or test: which OMAR-Online to use.")
-    ] = "prod",
-    base_url: Annotated[
-        str | None,
-        typer.Option(
-            envvar="OMAR_BASE_URL", metavar="URL", help="Server URL, overriding --env (https only)."
-        ),
-    ] = None,
-    cert: Annotated[
-        Path | None,
-        typer.Option(
-            envvar="OMAR_CERT", metavar="FILE", help="Client certificate: .p12/.pfx or PEM."
-        ),
-    ] = None,
-    key: Annotated[
-        Path | None,
-        typer.Option(envvar="OMAR_KEY", metavar="FILE", help="PEM private key, if separate."),
-    ] = None,
-    ca_bundle: Annotated[
-        Path | None,
-        typer.Option(
-            envvar="OMAR_CA_BUNDLE", metavar="FILE", help="Extra CA certificates to trust (PEM)."
-        ),
-    ] = None,
+    env: EnvOption = "prod",
+    base_url: BaseUrlOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+    ca_bundle: CaBundleOption = None,
     concurrency: Annotated[int, typer.Option(metavar="N", help="Downloads at once.")] = 4,
     rate: Annotated[
         float | None, typer.Option(metavar="R", help="At most this many request starts per second.")
@@ -273,31 +279,11 @@ def _dry_run(settings: Settings) -> None:
 
 @app.command()
 def check(
-    env: Annotated[
-        str, typer.Option(metavar="prod|test", help="prod or test: which OMAR-Online to use.")
-    ] = "prod",
-    base_url: Annotated[
-        str | None,
-        typer.Option(
-            envvar="OMAR_BASE_URL", metavar="URL", help="Server URL, overriding --env (https only)."
-        ),
-    ] = None,
-    cert: Annotated[
-        Path | None,
-        typer.Option(
-            envvar="OMAR_CERT", metavar="FILE", help="Client certificate: .p12/.pfx or PEM."
-        ),
-    ] = None,
-    key: Annotated[
-        Path | None,
-        typer.Option(envvar="OMAR_KEY", metavar="FILE", help="PEM private key, if separate."),
-    ] = None,
-    ca_bundle: Annotated[
-        Path | None,
-        typer.Option(
-            envvar="OMAR_CA_BUNDLE", metavar="FILE", help="Extra CA certificates to trust (PEM)."
-        ),
-    ] = None,
+    env: EnvOption = "prod",
+    base_url: BaseUrlOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+    ca_bundle: CaBundleOption = None,
     timeout: Annotated[
         float, typer.Option(metavar="S", help="Longest wait for each network step, seconds.")
     ] = 10.0,

@@ -16,7 +16,6 @@ import contextlib
 import errno
 import os
 import queue
-import re
 import stat
 import sys
 import threading
@@ -755,29 +754,3 @@ def _unsafe(where: str, folder: int, name: str) -> UnsafePathError:
         f"{where} is {what}; omar-bulk never follows links inside the output folder and left"
         " it alone: remove it and run again"
     )
-
-
-_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
-_TAG = re.compile(rb"<[^>]+>")
-_SPACE = re.compile(r"\s+")
-
-
-def looks_like_html(head: bytes, content_type: str | None) -> bool:
-    """True for an HTML answer: a ``text/html`` type, or a body opening as an HTML page."""
-    if content_type and "text/html" in content_type.lower():
-        return True
-    start = head[:64].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    return start.startswith((b"<!doctype", b"<html"))
-
-
-def page_headline(body: bytes) -> str:
-    """An HTML page's title, else its first line of text, for error messages."""
-    match = _TITLE.search(body[:65536])
-    text = match.group(1) if match else b""
-    if not text.strip():
-        for line in _TAG.sub(b"\n", body[:65536]).splitlines():
-            if line.strip():
-                text = line
-                break
-    headline = _SPACE.sub(" ", text.decode("utf-8", "replace")).strip()
-    return (headline[:117] + "...") if len(headline) > 120 else headline or "(empty page)"
