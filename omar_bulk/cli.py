@@ -90,6 +90,16 @@ CaBundleOption = Annotated[
     ),
 ]
 
+StateDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        envvar="OMAR_STATE_DIR",
+        metavar="DIR",
+        help="Keep the journal, lock and report here, not in OUT/.omar-bulk (for an OUT"
+        " on a network share; give the same DIR to every fetch and status of OUT).",
+    ),
+]
+
 
 @app.command()
 def fetch(
@@ -184,15 +194,7 @@ def fetch(
             " node_exporter's textfile folder).",
         ),
     ] = None,
-    state_dir: Annotated[
-        Path | None,
-        typer.Option(
-            envvar="OMAR_STATE_DIR",
-            metavar="DIR",
-            help="Keep the journal, lock and report here, not in OUT/.omar-bulk (for an OUT"
-            " on a network share; give the same DIR to every fetch and status of OUT).",
-        ),
-    ] = None,
+    state_dir: StateDirOption = None,
 ) -> None:
     """Download every planned file that is not already on disk and verified."""
     try:
@@ -366,15 +368,7 @@ def status(
             help="With --prometheus, also a series per id (many ids make many series).",
         ),
     ] = False,
-    state_dir: Annotated[
-        Path | None,
-        typer.Option(
-            envvar="OMAR_STATE_DIR",
-            metavar="DIR",
-            help="Keep the journal, lock and report here, not in OUT/.omar-bulk (for an OUT"
-            " on a network share; give the same DIR to every fetch and status of OUT).",
-        ),
-    ] = None,
+    state_dir: StateDirOption = None,
 ) -> None:
     """What is on disk, per id and month, from the journal alone. Exit 1 if incomplete."""
     try:
