@@ -76,6 +76,24 @@ def test_bad_options_exit_2_with_a_message(offline_cli: Cli, args: list[str], me
     assert "Traceback" not in outcome.stderr
 
 
+@pytest.mark.parametrize(
+    ("env", "server"),
+    [
+        ([], "https://omar-online.caiso.com:444/"),
+        (["--env", "prod"], "https://omar-online.caiso.com:444/"),
+        (["--env", "test"], "https://omar-onlinetest.caiso.com:444/"),
+    ],
+)
+def test_env_picks_the_server_every_request_goes_to(
+    offline_cli: Cli, env: list[str], server: str
+) -> None:
+    """``--env test`` must never send a backfill to production, nor prod to the test site."""
+    outcome = offline_cli("fetch", *ONE, *env, "--dry-run")
+    assert outcome.exit_code == 0, outcome.stderr
+    (url,) = outcome.stdout.splitlines()
+    assert url.startswith(server + "getMDEF.jsp?"), url
+
+
 def test_no_certificate_is_exit_2(offline_cli: Cli) -> None:
     outcome = offline_cli("fetch", *ONE, "--base-url", "https://127.0.0.1:9/", auth=False)
     assert outcome.exit_code == 2 and "--cert" in outcome.stderr
