@@ -18,7 +18,7 @@ from omar_bulk import __version__
 from omar_bulk.errors import LocalWriteError
 from omar_bulk.standin.certs import TestPKI
 from omar_bulk.standin.server import Faults
-from omar_bulk.storage import Storage, translate_os_error
+from omar_bulk.storage import translate_os_error
 
 from .conftest import Cli, data_files
 

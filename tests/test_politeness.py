@@ -107,6 +107,30 @@ async def test_the_rate_limiter_spaces_starts() -> None:
     assert 0.1 - 0.005 <= elapsed < 2.0  # five gaps of 20 ms at least
 
 
+async def test_the_rate_limiter_reserves_one_slot_per_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Starts asked for at the same instant (many workers at once) each get their own slot,
+    1/rate apart, the first at once: on a clock that does not move, the waits are exact."""
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(loop, "time", lambda: 0.0)
+    slept: list[float] = []
+
+    async def no_sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(asyncio, "sleep", no_sleep)
+    limiter = RateLimiter(20.0)
+    for _ in range(5):
+        await limiter.wait()
+    assert slept == pytest.approx([0.05, 0.10, 0.15, 0.20])
+    slept.clear()
+    for _ in range(5):
+        await RateLimiter(None).wait()
+        await RateLimiter(0).wait()
+    assert slept == []
+
+
 async def test_no_rate_means_no_wait() -> None:
     limiter = RateLimiter(None)
     await asyncio.wait_for(limiter.wait(), timeout=1)
