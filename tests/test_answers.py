@@ -301,7 +301,8 @@ def test_a_redirect_loop_shows_its_last_four_hops() -> None:
     hops = ["https://h/a", "https://h/", "https://h", "https://h/c", "https://h/d" + "x" * 80]
     assert str(redirect_loop(hops)) == (
         "the login was redirected 4 times without opening a session"
-        f" (/ -> / -> /c -> /d{'x' * 57}…): the server is misconfigured or in maintenance; try again later"
+        f" (/ -> / -> /c -> /d{'x' * 57}…): the server is misconfigured or in maintenance;"
+        " try again later"
     )
 
 
