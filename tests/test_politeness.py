@@ -134,3 +134,45 @@ async def test_the_rate_limiter_reserves_one_slot_per_interval(
 async def test_no_rate_means_no_wait() -> None:
     limiter = RateLimiter(None)
     await asyncio.wait_for(limiter.wait(), timeout=1)
+
+
+async def test_the_report_figures_follow_the_pool() -> None:
+    limit, _ = _limit(5)
+    limit.release(await limit.acquire(), pushback=True)  # 5 halves to 2, never 2.5
+    assert limit.level == 2 and isinstance(limit.level, int)
+    for _ in range(2):
+        limit.release(await limit.acquire(), clean=True)
+    assert limit.figures() == {"max": 5, "lowest": 2, "final": 3, "decreases": 1, "increases": 1}
+
+
+async def test_each_slot_is_held_and_waiters_go_first_come_first_served() -> None:
+    limit, _ = _limit(2)
+    held = [await limit.acquire(), await limit.acquire()]
+    order: list[str] = []
+
+    async def take(name: str) -> None:
+        epoch = await limit.acquire()
+        order.append(name)
+        await asyncio.sleep(0)
+        limit.release(epoch, clean=True)
+
+    waiters = [asyncio.ensure_future(take(name)) for name in "ABC"]
+    await asyncio.sleep(0)
+    assert order == []  # both slots are held: a third acquire waits
+    limit.release(held.pop(), clean=True)
+    await asyncio.wait_for(asyncio.gather(*waiters), timeout=5)
+    assert order == ["A", "B", "C"]
+    limit.release(held.pop(), clean=True)
+
+
+async def test_a_cancelled_waiter_gives_its_turn_to_the_next() -> None:
+    limit, _ = _limit(1)
+    first = await limit.acquire()
+    gone = asyncio.ensure_future(limit.acquire())
+    nxt = asyncio.ensure_future(limit.acquire())
+    await asyncio.sleep(0)
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    limit.release(first, clean=True)
+    await asyncio.wait_for(nxt, timeout=5)
