@@ -13,7 +13,7 @@ DEFAULT_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version
 OTHER_VERSIONS := $(filter-out $(DEFAULT_VERSION),$(PYTHON_VERSIONS))
 VERSION_TESTS := $(addprefix test-,$(PYTHON_VERSIONS))
 
-.PHONY: demo test test-all test-others $(VERSION_TESTS) venv-python lint typecheck check bench clean
+.PHONY: demo test test-all test-others $(VERSION_TESTS) venv-python lint typecheck check bench mutation clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -79,5 +79,21 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/run.py
 
+# Mutants of the decisions: answers, politeness, plan and dates, protocol, policy, coverage, and
+# the journal's rows and the storage's paths (not their I/O). Fresh every time (mutants/ is
+# rebuilt), so the score is the one a fresh clone gets. docs/TESTING.md says more.
+MUTATION_SCOPE := 'omar_bulk.answers.*' 'omar_bulk.politeness.*' 'omar_bulk.plan.*' \
+  'omar_bulk.dates.*' 'omar_bulk.protocol.*' 'omar_bulk.policy.*' 'omar_bulk.coverage.*' \
+  'omar_bulk.journal.x_vouches__*' 'omar_bulk.journal.x_hash_matches__*' \
+  'omar_bulk.journal.x?Journal?record__*' \
+  $(foreach f,_relative _split path_of final part history_path sweep_parts,'omar_bulk.storage.x?Storage?$(f)__*')
+
+mutation: venv-python $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[mutation]'
+	rm -rf mutants
+	@echo "mutmut: running the mutants (about 10 minutes on 2 cores; log in mutation.log)"
+	$(BIN)/mutmut run $(MUTATION_SCOPE) > mutation.log 2>&1 || { tail -20 mutation.log; exit 1; }
+	@$(BIN)/python tests/mutation_score.py --mutmut $(BIN)/mutmut $(MUTATION_SCOPE)
+
 clean:
-	rm -rf $(VENV) $(addprefix .venv-,$(PYTHON_VERSIONS)) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf mutants mutation.log $(VENV) $(addprefix .venv-,$(PYTHON_VERSIONS)) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -105,7 +105,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 def _slow_down(head: Head, what: str) -> RetryableError:
     return RetryableError(
-        f"{what} {head.said}",
+        f"{what} {head.said}" if what else head.said,
         retry_after=parse_retry_after(head.retry_after),
         pushback=head.status in (429, 503),
     )

@@ -9,6 +9,7 @@ import pytest
 from omar_bulk.answers import (
     RETRY_AFTER_CAP,
     Head,
+    is_login_page,
     judge_download,
     judge_login,
     login_redirect,
@@ -217,3 +218,118 @@ def test_framing_and_encoding_of_a_head() -> None:
     assert not Head(200).framed
     assert Head(200, content_encoding=" GZIP ").encoding == "gzip"
     assert Head(200, content_encoding="Identity").encoding is None
+
+
+LOGIN_MESSAGES = [
+    (401, b"", "the server refused the login with HTTP 401 Reason: check that the certificate is"
+     " registered for OMAR-Online"),
+    (400, b"<title>No required SSL certificate was sent</title>",
+     "the server refused our client certificate: 'No required SSL certificate was sent'"),
+    (429, b"", "login answered HTTP 429 Reason"),
+    (300, b"", f"login at {BASE} answered HTTP 300 Reason with no way on"),
+    (399, b"", f"login at {BASE} answered HTTP 399 Reason with no way on"),
+    (400, b"bad request", f"login at {BASE} answered HTTP 400 Reason"),
+    (404, b"", f"login at {BASE} answered HTTP 404 Reason"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("status", "body", "message"), LOGIN_MESSAGES)
+def test_login_verdicts_say_what_the_server_answered(
+    status: int, body: bytes, message: str
+) -> None:
+    """What the user reads when a login fails is part of the verdict: pinned word for word."""
+    verdict = judge_login(Head(status, "Reason"), body, BASE)
+    assert verdict is not None and str(verdict) == message
+
+
+DOWNLOAD_MESSAGES = [
+    (Head(401, "Unauthorized"), AuthError,
+     f"the server answered HTTP 401 Unauthorized to {URL}: this certificate is not allowed to"
+     " download; check its registration in OMAR-Online"),
+    (Head(302, location=BASE + "login"), SessionExpired,
+     f"redirected to {BASE}login: the login session expired"),
+    (Head(300), SessionExpired, "redirected to elsewhere: the login session expired"),
+    (Head(302, location="/" + "x" * 200), SessionExpired,
+     f"redirected to /{'x' * 118}…: the login session expired"),
+    (Head(503, "Busy", retry_after="7"), RetryableError, "HTTP 503 Busy"),
+    (Head(404, "Not Found"), PermanentError, "HTTP 404 Not Found"),
+    (Head(200, content_encoding="br"), RetryableError,
+     "the body came with Content-Encoding 'br', which omar-bulk did not ask for and cannot"
+     " check"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("head", "kind", "message"), DOWNLOAD_MESSAGES)
+def test_download_verdicts_say_what_the_server_answered(
+    head: Head, kind: type[OmarBulkError], message: str
+) -> None:
+    verdict = judge_download(head, URL)
+    assert type(verdict) is kind and str(verdict) == message
+
+
+@pytest.mark.parametrize(
+    ("location", "message"),
+    [
+        ("http://omar.example:444/x", "the server redirected the login to http://omar.example:444,"
+         " which is not https: omar-bulk sends nothing over plain http; check --base-url"),
+        ("https://other.example:8443/x", "the server redirected the login to another server"
+         " (https://other.example:8443); omar-bulk keeps the session with the server it was"
+         " given: check --base-url"),
+        ("https://other.example/x", "the server redirected the login to another server"
+         " (https://other.example); omar-bulk keeps the session with the server it was given:"
+         " check --base-url"),
+    ],
+)  # fmt: skip
+def test_refused_login_redirects_name_where_they_led(location: str, message: str) -> None:
+    with pytest.raises(AuthError) as refused:
+        login_redirect(BASE, Head(302, location=location))
+    assert str(refused.value) == message
+
+
+def test_the_default_https_port_is_the_same_origin_written_or_not() -> None:
+    assert login_redirect("https://omar.example/", Head(302, location="https://omar.example:443/a"))
+    assert login_redirect("https://omar.example:443/", Head(302, location="https://omar.example/b"))
+
+
+def test_a_redirect_without_location_says_so() -> None:
+    with pytest.raises(UnreachableError) as nowhere:
+        login_redirect(BASE, Head(302))
+    assert str(nowhere.value) == "the login answered HTTP 302 without saying where to go"
+
+
+def test_a_redirect_loop_shows_its_last_four_hops() -> None:
+    hops = ["https://h/a", "https://h/", "https://h", "https://h/c", "https://h/d" + "x" * 80]
+    assert str(redirect_loop(hops)) == (
+        "the login was redirected 4 times without opening a session"
+        f" (/ -> / -> /c -> /d{'x' * 57}…): the server is misconfigured or in maintenance;"
+        " try again later"
+    )
+
+
+def test_page_errors_quote_the_page_and_where_it_was_kept() -> None:
+    expired = page_error(b"<title>Please log in</title>", None)
+    assert isinstance(expired, SessionExpired)
+    assert str(expired) == "login page 'Please log in': the session expired"
+    other = page_error(b"<title>Oops</title>", None)
+    assert str(other) == "the server sent an HTML page instead of data: 'Oops'"
+    kept = page_error(b"<title>Oops</title>", "/x/y")
+    assert str(kept) == "the server sent an HTML page instead of data: 'Oops' (kept at /x/y)"
+    assert is_login_page(b"<p>Session has expired</p>") and not is_login_page(b"<p>Oops</p>")
+
+
+def test_page_headlines_survive_bad_utf8_and_skip_empty_titles() -> None:
+    assert page_headline(b"<title>caf\xe9</title>") == "caf\ufffd"
+    assert page_headline(b"<title> </title><p>\n</p><b>first line</b>") == "first line"
+    assert page_headline(b"<title>Title</title><b>first line</b>") == "Title"
+
+
+def test_html_is_sniffed_in_the_first_64_bytes_only() -> None:
+    assert looks_like_html(b" " * 58 + b"<html>", None)
+    assert not looks_like_html(b" " * 60 + b"<html>", None)
+    assert looks_like_html(b"\xef\xbb\xbf\r\n<!DOCTYPE html>", None)
+    assert not looks_like_html(b"XX<html>", None)
+
+
+def test_retry_after_dates_count_from_the_given_clock() -> None:
+    when = email.utils.formatdate(1_000_000_000, usegmt=True)
+    assert parse_retry_after(when, now=1_000_000_000 - 30) == 30.0

@@ -18,7 +18,7 @@ from omar_bulk import __version__
 from omar_bulk.errors import LocalWriteError
 from omar_bulk.standin.certs import TestPKI
 from omar_bulk.standin.server import Faults
-from omar_bulk.storage import Storage, translate_os_error
+from omar_bulk.storage import translate_os_error
 
 from .conftest import Cli, data_files
 
@@ -76,6 +76,24 @@ def test_bad_options_exit_2_with_a_message(offline_cli: Cli, args: list[str], me
     assert "Traceback" not in outcome.stderr
 
 
+@pytest.mark.parametrize(
+    ("env", "server"),
+    [
+        ([], "https://omar-online.caiso.com:444/"),
+        (["--env", "prod"], "https://omar-online.caiso.com:444/"),
+        (["--env", "test"], "https://omar-onlinetest.caiso.com:444/"),
+    ],
+)
+def test_env_picks_the_server_every_request_goes_to(
+    offline_cli: Cli, env: list[str], server: str
+) -> None:
+    """``--env test`` must never send a backfill to production, nor prod to the test site."""
+    outcome = offline_cli("fetch", *ONE, *env, "--dry-run")
+    assert outcome.exit_code == 0, outcome.stderr
+    (url,) = outcome.stdout.splitlines()
+    assert url.startswith(server + "getMDEF.jsp?"), url
+
+
 def test_no_certificate_is_exit_2(offline_cli: Cli) -> None:
     outcome = offline_cli("fetch", *ONE, "--base-url", "https://127.0.0.1:9/", auth=False)
     assert outcome.exit_code == 2 and "--cert" in outcome.stderr
@@ -103,20 +121,26 @@ def test_out_that_is_a_file_is_exit_2(offline_cli: Cli, tmp_path: Path) -> None:
 def test_a_full_disk_aborts_with_exit_4_and_leaves_no_partial_file(
     cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = Storage.write_whole
-    calls = {"n": 0}
+    """The disk fills up in the middle of the third file: half of it reaches the ``.part``
+    file, then ENOSPC. omar-bulk itself must remove that ``.part`` (the fake only writes)."""
+    real_write = os.write
+    parts: set[str] = set()
+    torn: list[str] = []
 
-    def full_after_two(self: Storage, rel, data, archive=None):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] > 2:
-            part = self.part(rel)
-            self.make_dirs(part.parent)
-            part.write_bytes(data[: len(data) // 2])  # what a disk filling up leaves behind
-            self.discard(rel)
-            raise translate_os_error(OSError(errno.ENOSPC, "No space left on device"), part)
-        return real(self, rel, data, archive)
+    def full_after_two(fd: int, data: bytes) -> int:
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            target = ""
+        if target.endswith(".part"):
+            parts.add(target)
+            if len(parts) > 2:
+                real_write(fd, bytes(data[: len(data) // 2]))  # what a disk filling up keeps
+                torn.append(target)
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
 
-    monkeypatch.setattr(Storage, "write_whole", full_after_two)
+    monkeypatch.setattr(os, "write", full_after_two)
     outcome = cli(
         "fetch",
         "--meter",
@@ -131,8 +155,9 @@ def test_a_full_disk_aborts_with_exit_4_and_leaves_no_partial_file(
     assert outcome.exit_code == 4
     assert "the disk is full" in outcome.stderr and "Traceback" not in outcome.stderr
     assert len(data_files(cli.out)) == 2
+    assert torn and not os.path.lexists(torn[0])  # the torn .part was there, and went
     assert list(cli.out.rglob("*.part")) == []
-    monkeypatch.setattr(Storage, "write_whole", real)
+    monkeypatch.setattr(os, "write", real_write)
     again = cli("fetch", "--meter", "M1", "--start", "2024-01-01", "--end", "2024-12-31")
     assert again.exit_code == 0 and "10 downloaded, 2 skipped" in again.stderr
 

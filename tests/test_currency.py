@@ -313,6 +313,9 @@ def test_status_of_a_known_journal(cli: Cli, faults: Faults, tmp_path: Path) -> 
     assert m1_json["months"]["2023-11"] == {"state": "empty", "revisions": 0}
     by_year = cli("status", str(cli.out), "--by", "year", auth=False).stdout
     assert by_year.splitlines()[0].split()[:4] == ["kind", "id", "2023", "2024"]
+    # A cell per id and year, the worst state among its months.
+    rows = {ln.split()[1]: ln.split()[2:4] for ln in by_year.splitlines() if ln.startswith("meter")}
+    assert rows == {"M1": ["✓", "R"], "M2": ["✗", "✓"]}
 
 
 def test_status_is_exit_0_when_complete(cli: Cli) -> None:

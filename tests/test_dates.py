@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from omar_bulk.dates import month_end, parse_date
+from omar_bulk.dates import california_today, month_end, parse_date
 
 from .conftest import Cli
 
@@ -112,3 +112,39 @@ def test_revisiting_further_back_than_the_calendar_revisits_everything(
     )
     assert outcome.exit_code == 0, outcome.stderr
     assert "endDate=01%2F31%2F0001" in outcome.stdout
+
+
+def test_every_refusal_says_what_was_wrong_and_what_to_write() -> None:
+    """The message of each refused date, word for word: it is all the user gets."""
+    cases = {
+        "2024-13": "bad month '2024-13': use YYYY-MM",
+        "2024-00": "bad month '2024-00': use YYYY-MM",
+        "0000-05": "bad month '0000-05': years run from 0001 to 9999",
+        "2024-1-5": "bad date '2024-1-5': use YYYY-MM-DD, YYYY-MM, today, yesterday or -Nd",
+    }
+    for text, message in cases.items():
+        with pytest.raises(ValueError) as refused:
+            parse_date(text, today=date(2024, 3, 10))
+        assert str(refused.value) == message
+    with pytest.raises(ValueError, match=r"^bad date 20240101: use YYYY-MM-DD$"):
+        parse_date(20240101)
+    with pytest.raises(ValueError, match=r"^2024-01-01T05:00:00 has a time of day; give a date"):
+        parse_date(datetime(2024, 1, 1, 5))
+    with pytest.raises(ValueError, match=r"^'yesterday' counted back from 0001-01-01"):
+        parse_date("yesterday", today=date.min)
+
+
+def test_relative_words_and_months_resolve_against_today() -> None:
+    today = date(2024, 3, 1)
+    assert parse_date("today", today=today) == today
+    assert parse_date(" Yesterday ", today=today) == date(2024, 2, 29)
+    assert parse_date("-1d", today=today) == date(2024, 2, 29)
+    assert parse_date("2024-12") == date(2024, 12, 1)
+    assert parse_date("2024-12", end=True) == date(2024, 12, 31)
+    assert parse_date("0001-01") == date(1, 1, 1)
+
+
+def test_the_trade_date_is_californias() -> None:
+    """06:00 UTC on 10 March is still 9 March in California, whatever the machine's zone."""
+    assert california_today(datetime(2024, 3, 10, 6, 0, tzinfo=UTC)) == date(2024, 3, 9)
+    assert california_today(datetime(2024, 3, 10, 9, 0, tzinfo=UTC)) == date(2024, 3, 10)

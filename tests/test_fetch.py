@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import stat
+import time
 from datetime import date
 from pathlib import Path
 
@@ -88,7 +90,9 @@ def test_files_and_folders_are_private(cli: Cli) -> None:
 
 def test_the_report_lists_every_item(cli: Cli, tmp_path: Path) -> None:
     report = tmp_path / "report.json"
+    started = time.monotonic()
     assert cli("fetch", *ADHOC, "--report", str(report)).exit_code == 0
+    elapsed = time.monotonic() - started
     data = json.loads(report.read_text())
     summary = data["summary"]
     assert {k: summary[k] for k in ("planned", "downloaded", "skipped", "empty", "failed")} == {
@@ -99,7 +103,8 @@ def test_the_report_lists_every_item(cli: Cli, tmp_path: Path) -> None:
         "failed": 0,
     }
     assert summary["bytes"] == sum(f.stat().st_size for f in data_files(cli.out))
-    assert summary["seconds"] > 0
+    # The run's own duration: within the time the command took (the report rounds it).
+    assert 0 < summary["seconds"] <= elapsed + 0.01
     assert cli.server is not None
     sent = {line.split(" ")[1] for line in downloads(cli.server)}
     for item in data["items"]:
@@ -129,11 +134,38 @@ def test_a_rerun_asks_only_for_what_is_missing(cli: Cli, faults: Faults) -> None
     assert len(cli.server.state.downloads()) == before + 3
 
 
-def test_overwrite_fetches_even_what_is_done(cli: Cli) -> None:
+def test_overwrite_fetches_even_what_is_done(cli: Cli, faults: Faults, tmp_path: Path) -> None:
+    """--overwrite asks for every item again and compares: the same bytes are unchanged and
+    left alone; new bytes replace the file, the old ones kept in history, the journal told."""
     assert cli("fetch", *ADHOC).exit_code == 0
-    assert cli("fetch", *ADHOC, "--overwrite").exit_code == 0
+    originals = {p: p.read_bytes() for p in data_files(cli.out)}
+    stamps = {p: p.stat().st_mtime_ns for p in originals}
+    rows = journal_rows(cli.out)
+    report = tmp_path / "same.json"
+    same = cli("fetch", *ADHOC, "--overwrite", "--report", str(report))
+    assert same.exit_code == 0, same.stderr
     assert cli.server is not None
     assert len(cli.server.state.downloads()) == 12
+    summary = json.loads(report.read_text())["summary"]
+    assert (summary["unchanged"], summary["revised"], summary["skipped"]) == (6, 0, 0)
+    assert {p: p.stat().st_mtime_ns for p in data_files(cli.out)} == stamps
+    assert journal_rows(cli.out) == rows
+    assert not (cli.out / ".omar-bulk" / "history").exists()
+
+    faults.revision = 1  # the server now holds other bytes for every item
+    report = tmp_path / "revised.json"
+    revised = cli("fetch", *ADHOC, "--overwrite", "--report", str(report))
+    assert revised.exit_code == 0, revised.stderr
+    summary = json.loads(report.read_text())["summary"]
+    assert (summary["revised"], summary["unchanged"]) == (6, 0)
+    kept = sorted((cli.out / ".omar-bulk" / "history").rglob("*.mdef.*"))
+    assert sorted(k.read_bytes() for k in kept) == sorted(originals.values())
+    after = journal_rows(cli.out)
+    for path, old in originals.items():
+        new = path.read_bytes()
+        assert new != old
+        status, size, sha = after[path.relative_to(cli.out).as_posix()]
+        assert (status, size, sha) == ("downloaded", len(new), hashlib.sha256(new).hexdigest())
 
 
 def test_a_deleted_or_truncated_file_is_fetched_again(cli: Cli) -> None:
@@ -406,8 +438,14 @@ def test_rate_spaces_request_starts(cli: Cli) -> None:
     assert cli.server is not None
     starts = [s.at for s in cli.server.state.downloads()]
     assert len(starts) == 8
-    # 8 starts at most 20 per second: the first and the last are at least 7/20 s apart
+    # 8 starts at most 20 per second: every two at least 1/20 s apart (so no burst hides
+    # in a long run), the first and the last at least 7/20 s apart.
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert min(gaps) >= 1 / 20 - 0.01, gaps
     assert starts[-1] - starts[0] >= 7 / 20 - 0.01
+    # And not much slower than asked: 1/rate for the whole run, not per worker (8/20 s
+    # apart, 2.8 s in all); a loaded machine adds delay, so the slack is wide.
+    assert starts[-1] - starts[0] < 7 / 20 + 2.0, gaps
 
 
 def test_the_stand_in_refuses_plain_slashes_unless_told_otherwise(cli: Cli, faults: Faults) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -194,3 +195,31 @@ def test_kill_9_then_rerun_finishes_with_exact_files(
     assert_every_file_is_exact(out, slow_server)
     asked = len(slow_server.state.downloads()) - before
     assert asked == 18 - len(done_before)
+
+
+def test_a_rerun_sweeps_the_part_files_a_killed_run_left_under_other_names(cli: Cli) -> None:
+    """kill -9 leaves ``.part`` files; a rerun that asks for other items never writes over
+    them, so only the sweep of the killed run's folders removes them. Other files stay."""
+    one = ["--meter", "M1", "--start", "2024-02-01", "--end", "2024-02-29"]
+    assert cli("fetch", *one).exit_code == 0
+    # What a run killed while writing into meter/M1 leaves in the journal: a run that never
+    # finished, and the folder it announced before its first .part file went there.
+    db = sqlite3.connect(cli.out / ".omar-bulk" / "journal.sqlite3")
+    try:
+        with db:
+            killed = db.execute("INSERT INTO runs (started) VALUES (?)", (time.time(),)).lastrowid
+            db.execute("INSERT INTO folders (run_id, path) VALUES (?, ?)", (killed, "meter/M1"))
+    finally:
+        db.close()
+    folder = cli.out / "meter" / "M1"
+    stray = folder / "M1_20230101_20230131_PST.mdef.part"
+    stray.write_bytes(b"half a body")
+    other = folder / "notes.txt"
+    other.write_text("the user's own file")
+    rerun = cli("fetch", *one)
+    assert rerun.exit_code == 0, rerun.stderr
+    assert not stray.exists()
+    assert other.read_text() == "the user's own file"
+    assert [p.name for p in data_files(cli.out) if p.suffix == ".mdef"] == [
+        "M1_20240201_20240229_PST.mdef"
+    ]

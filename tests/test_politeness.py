@@ -107,6 +107,30 @@ async def test_the_rate_limiter_spaces_starts() -> None:
     assert 0.1 - 0.005 <= elapsed < 2.0  # five gaps of 20 ms at least
 
 
+async def test_the_rate_limiter_reserves_one_slot_per_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Starts asked for at the same instant (many workers at once) each get their own slot,
+    1/rate apart, the first at once: on a clock that does not move, the waits are exact."""
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(loop, "time", lambda: 0.0)
+    slept: list[float] = []
+
+    async def no_sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(asyncio, "sleep", no_sleep)
+    limiter = RateLimiter(20.0)
+    for _ in range(5):
+        await limiter.wait()
+    assert slept == pytest.approx([0.05, 0.10, 0.15, 0.20])
+    slept.clear()
+    for _ in range(5):
+        await RateLimiter(None).wait()
+        await RateLimiter(0).wait()
+    assert slept == []
+
+
 async def test_no_rate_means_no_wait() -> None:
     limiter = RateLimiter(None)
     await asyncio.wait_for(limiter.wait(), timeout=1)
@@ -119,3 +143,45 @@ def test_the_retry_budget_counts_failures_not_ordinary_expiries() -> None:
     budget = RetryBudget(0)
     assert all(budget.spend(ordinary_expiry=True) for _ in range(FREE_RELOGINS))
     assert not budget.spend(ordinary_expiry=True)  # free re-logins are bounded too
+
+
+async def test_the_report_figures_follow_the_pool() -> None:
+    limit, _ = _limit(5)
+    limit.release(await limit.acquire(), pushback=True)  # 5 halves to 2, never 2.5
+    assert limit.level == 2 and isinstance(limit.level, int)
+    for _ in range(2):
+        limit.release(await limit.acquire(), clean=True)
+    assert limit.figures() == {"max": 5, "lowest": 2, "final": 3, "decreases": 1, "increases": 1}
+
+
+async def test_each_slot_is_held_and_waiters_go_first_come_first_served() -> None:
+    limit, _ = _limit(2)
+    held = [await limit.acquire(), await limit.acquire()]
+    order: list[str] = []
+
+    async def take(name: str) -> None:
+        epoch = await limit.acquire()
+        order.append(name)
+        await asyncio.sleep(0)
+        limit.release(epoch, clean=True)
+
+    waiters = [asyncio.ensure_future(take(name)) for name in "ABC"]
+    await asyncio.sleep(0)
+    assert order == []  # both slots are held: a third acquire waits
+    limit.release(held.pop(), clean=True)
+    await asyncio.wait_for(asyncio.gather(*waiters), timeout=5)
+    assert order == ["A", "B", "C"]
+    limit.release(held.pop(), clean=True)
+
+
+async def test_a_cancelled_waiter_gives_its_turn_to_the_next() -> None:
+    limit, _ = _limit(1)
+    first = await limit.acquire()
+    gone = asyncio.ensure_future(limit.acquire())
+    nxt = asyncio.ensure_future(limit.acquire())
+    await asyncio.sleep(0)
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    limit.release(first, clean=True)
+    await asyncio.wait_for(nxt, timeout=5)

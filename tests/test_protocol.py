@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import PurePosixPath
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from omar_bulk.plan import Item
-from omar_bulk.protocol import PROD_URL, relative_path, request_url, wire_date
+from omar_bulk.protocol import (
+    PROD_URL,
+    normalise_base_url,
+    parse_relative_path,
+    quote_id,
+    relative_path,
+    request_url,
+    wire_date,
+)
 
 SPEC_SAMPLE = (
     "https://omar-online.caiso.com:444/getMDEF.jsp?requestedFormat=download&datasourceType=SQMD"
@@ -81,3 +91,49 @@ def test_report_lines_are_the_json_of_the_report_entry(
     item = Item("meter", "M1", date(2024, 1, 1), date(2024, 1, 2), "mdef", "PST")
     result = ItemResult(item, url, Path(path or "."), status, size, sha, attempts, error)
     assert json.loads(result.as_json()) == result.as_report()
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        Item("meter", "M1", date(2024, 1, 1), date(2024, 1, 31), "mdef", "PST"),
+        Item("group", "G_7", date(2023, 12, 25), date(2024, 1, 7), "csv", "DST"),
+        Item("meter", "A_B", date(1, 1, 1), date(9999, 12, 31), "mdef", "DST"),
+    ],
+)
+def test_a_layout_path_reads_back_as_its_item(item: Item) -> None:
+    """The journal's rebuild reads items back from file names: every name it writes."""
+    assert parse_relative_path(relative_path(item)) == item
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "meter/M1",  # too short
+        "x/meter/M1/M1_20240101_20240131_PST.mdef",  # too deep
+        "device/M1/M1_20240101_20240131_PST.mdef",  # no such kind
+        "meter/M1/M1_20240101_20240131_PST.txt",  # no such format
+        "meter/M1/M1_20240101_20240131_PST",  # no extension
+        "meter/M1/M2_20240101_20240131_PST.mdef",  # another id's file
+        "meter/M1/M1_20240101_20240131_UTC.mdef",  # no such time type
+        "meter/M1/M1_20240101_PST.mdef",  # one date
+        "meter/M1/M1_20241301_20241331_PST.mdef",  # no such dates
+        "meter/M1/M1_20240101_2024013_PST.mdef",  # not written this way
+        "meter/M1/M1_2024-01-01_20240131_PST.mdef",
+        "meter/M1/M1_20240101_20240131_PST.mdef.part",
+    ],
+)
+def test_other_paths_are_not_items(path: str) -> None:
+    assert parse_relative_path(PurePosixPath(path)) is None
+
+
+def test_urls_quote_ids_and_sit_under_one_slash() -> None:
+    assert quote_id("a b/c~d_e.f-g") == "a%20b%2Fc~d_e.f-g"
+    assert normalise_base_url("https://h:444") == "https://h:444/"
+    assert normalise_base_url("https://h:444///") == "https://h:444/"
+    item = Item("meter", "a/b", date(2024, 2, 1), date(2024, 2, 29), "csv", "DST")
+    assert request_url("https://h/", item) == (
+        "https://h/getSQMDCsvForDownload.jsp?requestedFormat=download&datasourceType=SQMD"
+        "&groupOrMeter=meter&selectedMeters=a%2Fb&startDate=02%2F01%2F2024"
+        "&endDate=02%2F29%2F2024&timeType=DST&fileFormat=CSV&group="
+    )

@@ -217,10 +217,21 @@ def test_a_corrupted_journal_is_set_aside_and_never_trusted_blindly(cli: Cli, wh
     with open(journal, "r+b") as handle:
         handle.seek(offset)
         handle.write(os.urandom(min(4096, size - offset)))
-    for path in data_files(cli.out)[:2]:
+    tampered = data_files(cli.out)[:2]
+    for path in tampered:
         path.write_bytes(b"tampered" + path.read_bytes()[8:])  # same size, wrong bytes
+    assert cli.server is not None
+    before = len(cli.server.state.downloads())
     outcome = cli("fetch", *ONE_YEAR)
     assert outcome.exit_code == 0, outcome.stderr
+    asked = {s.raw_query for s in cli.server.state.downloads()[before:]}
+    for path in tampered:  # A_20230101_20230131_PST.mdef: asked for again
+        ident, first, _, _ = path.stem.split("_")
+        day = f"{first[4:6]}%2F{first[6:]}%2F{first[:4]}"
+        assert any(f"selectedMeters={ident}&startDate={day}&" in q for q in asked), path
+    if where == "middle":  # readable in part: what it still says, once checked, is used
+        assert "still match their size and SHA-256 and are kept" in outcome.stderr
+        assert len(asked) < 24  # a run that ignored the journal would ask for all 24
     if where == "header":  # unreadable: set aside, nothing in it can vouch for a file
         assert "the journal was damaged" in outcome.stderr
         assert "0 of 0 recorded files" in outcome.stderr

@@ -108,6 +108,22 @@ def test_status_plans_the_manifest_as_the_fetch_did(cli: Cli, tmp_path: Path) ->
     assert view["complete"] is False and len(view["notes"]) == 1
 
 
+def test_status_resolves_relative_dates_as_of_today(offline_cli: Cli, tmp_path: Path) -> None:
+    """``status --today`` plans a relative manifest as the fetch with the same ``--today``
+    did: the missing months are those of that day, not of the real one."""
+    manifest = tmp_path / "relative.toml"
+    manifest.write_text('[[pull]]\nmeters = ["M1"]\nstart = "-40d"\nend = "yesterday"\n')
+    shown = offline_cli(
+        "status", str(tmp_path), "--manifest", str(manifest), "--today", "2021-03-15", "--json"
+    )
+    assert shown.exit_code == 1  # nothing fetched: all missing
+    view = json.loads(shown.stdout)
+    (series,) = view["series"]
+    assert sorted(series["months"]) == ["2021-02", "2021-03"]  # 2021-02-03 to 2021-03-14
+    assert series["files"]["missing"] == 2
+    assert view["totals"]["missing"] == 2
+
+
 def test_status_refuses_a_bad_planning_option(offline_cli: Cli, tmp_path: Path) -> None:
     manifest = tmp_path / "m.toml"
     manifest.write_text(MANIFEST)
