@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import time
 from collections.abc import Iterator
 from datetime import date
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from omar_bulk.coverage import Coverage, read_coverage
+from omar_bulk.coverage import SEVERITY, Cell, Coverage, Failure, Series, read_coverage
 from omar_bulk.journal import Journal
 from omar_bulk.manifest import Defaults, load_manifest
 from omar_bulk.plan import Item
@@ -171,3 +172,63 @@ def test_the_json_of_a_small_archive_is_pinned(tmp_path: Path) -> None:
         {"path": "meter/M2/M2_20240101_20240131_PST.mdef", "error": "HTTP 404 [bold]no[/bold]"},
     ]
     assert json.loads(json.dumps(shown)) == shown
+
+
+IDS = ["M1", "MTR_000123456789", "a[b]c", "x\\[y", "名前", "Zählpunkt-Ost", "G:1", "e\u0301t"]
+
+
+def _random_view(rng: random.Random) -> Coverage:
+    """A view with random series, months, states and counts (wide ones included)."""
+    series = []
+    for _ in range(rng.randint(0, 5)):
+        entry = Series(
+            rng.choice(["meter", "group"]),
+            rng.choice(IDS) + str(rng.randint(0, 10 ** rng.randint(0, 6))),
+            rng.choice(["mdef", "csv"]),
+            rng.choice(["PST", "DST"]),
+        )
+        for _ in range(rng.randint(0, 15)):
+            month = f"{rng.randint(1999, 2026)}-{rng.randint(1, 12):02d}"
+            entry.months[month] = Cell(rng.choice(SEVERITY), rng.choice([0, 0, 1, 2, 9, 10, 300]))
+        for state in SEVERITY:
+            entry.files[state] = rng.choice([0, 1, 7, 12345, 10**7])
+        entry.revisions = rng.choice([0, 3, 123456])
+        series.append(entry)
+    totals = dict.fromkeys(SEVERITY, 0)
+    failures = (Failure("meter/M1/x.mdef", "HTTP 503"),)
+    return Coverage(Path("out"), tuple(series), totals, 0, failures, None)
+
+
+@pytest.mark.parametrize(
+    "console",
+    [
+        {"force_terminal": False},
+        {"force_terminal": True, "color_system": "standard"},
+        {"force_terminal": True, "color_system": "256", "no_color": True},
+    ],
+    ids=["file", "colour", "no-colour"],
+)
+def test_the_fast_table_prints_what_richs_table_prints(console: dict[str, object]) -> None:
+    """On 100 random views, at widths around the table's own, colours or not, by month and by
+    year: the same bytes as rich's ``Table``, which status used for every table before."""
+    from omar_bulk.progress import _coverage_grid
+
+    rng = random.Random(11)
+    fast = 0
+    for round_ in range(100):
+        view = _random_view(rng)
+        by = rng.choice(["month", "year"])
+        grid = _coverage_grid(view, by)
+        natural = sum(grid.widths) + len(grid.widths) - 1
+        width = max(20, natural + rng.choice([-1, 0, 0, 1, 40]))
+        options: dict[str, object] = {**console, "width": width}
+        theirs = io.StringIO()
+        Console(file=theirs, highlight=False, **options).print(grid.as_table())  # type: ignore[arg-type]
+        ours = io.StringIO()
+        Console(file=ours, highlight=False, **options).print(grid)  # type: ignore[arg-type]
+        if grid.fits(width):
+            fast += 1
+            assert ours.getvalue() == theirs.getvalue(), (by, width, view.series)
+        if round_ % 5 == 0:  # and render_coverage picks the right one
+            assert _printed(view, by, **options).startswith(theirs.getvalue())
+    assert fast > 30  # most views took the fast path: the comparison above really ran
