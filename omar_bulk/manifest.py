@@ -28,7 +28,7 @@ import contextlib
 import csv
 import re
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date
 from operator import itemgetter
@@ -37,7 +37,7 @@ from typing import Any
 
 from .dates import california_today, parse_date
 from .errors import ManifestError
-from .plan import Chunking, Plan, Pull, make_pull
+from .plan import Census, Chunking, Plan, Pull, PullFields, check_pull, make_pull
 
 CSV_REQUIRED = ("kind", "id", "start", "end")
 CSV_OPTIONAL = ("format", "time_type", "chunk")
@@ -71,7 +71,11 @@ def load_manifest(path: Path, defaults: Defaults = Defaults()) -> Plan:
         raise ManifestError(str(path), "not a file")
     kind = _sniff(path)
     if kind == "csv":
-        plan = Plan(lambda: _csv_pulls(path, defaults), name=str(path))
+        plan = Plan(
+            lambda: (Pull(*fields) for fields in _csv_pulls(path, defaults)),
+            name=str(path),
+            census=lambda: _census(_csv_pulls(path, defaults)),
+        )
     else:
         pulls = _toml_pulls(path, defaults)
         plan = Plan(lambda: pulls, name=str(path))
@@ -248,7 +252,13 @@ def _keys(keys: set[str]) -> str:
 # --- CSV --------------------------------------------------------------------------------
 
 
-def _csv_pulls(path: Path, defaults: Defaults) -> Iterator[Pull]:
+def _census(rows: Iterable[PullFields]) -> Iterator[Census]:
+    """What a plan's survey needs of each row, without building a ``Pull`` for it."""
+    for kind, ids, start, end, fmt, time_type, chunking, _ in rows:
+        yield kind, ids, fmt, time_type, chunking.count(start, end)
+
+
+def _csv_pulls(path: Path, defaults: Defaults) -> Iterator[PullFields]:
     try:
         # Undecodable bytes become lone surrogates, caught row by row: the decoder reads ahead
         # in blocks, so its own error would name a line long before the bad byte.
@@ -263,10 +273,10 @@ def _csv_pulls(path: Path, defaults: Defaults) -> Iterator[Pull]:
             raise ManifestError(f"{path}:{reader.line_num}", f"CSV: {exc}") from None
 
 
-def _csv_rows(path: Path, reader: Any, defaults: Defaults) -> Iterator[Pull]:
-    """Pulls from a CSV manifest's rows. This runs once per row on every pass (a manifest can
-    hold a million rows): one string per row for the checks that look at every cell, and the
-    same dates and chunk sizes parsed once, not once per row."""
+def _csv_rows(path: Path, reader: Any, defaults: Defaults) -> Iterator[PullFields]:
+    """Validated pulls from a CSV manifest's rows. This runs once per row on every pass (a
+    manifest can hold a million rows): one string per row for the checks that look at every
+    cell, and the same dates and chunk sizes parsed once, not once per row."""
     header: list[str] | None = None
     pick: Callable[[list[str]], tuple[str, ...]] = itemgetter(0, 1)
     starts: dict[str, date] = {}
@@ -311,7 +321,7 @@ def _csv_rows(path: Path, reader: Any, defaults: Defaults) -> Iterator[Pull]:
             if len(chunks) < _REMEMBERED:
                 with contextlib.suppress(ValueError):
                     chunk = chunks[chunk_text] = Chunking.parse(chunk_text)
-        yield make_pull(
+        yield check_pull(
             kind=kind,
             ids=(ident,),
             start=start,
