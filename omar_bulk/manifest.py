@@ -31,6 +31,7 @@ import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date
+from itertools import starmap
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,7 @@ def load_manifest(path: Path, defaults: Defaults = Defaults()) -> Plan:
     kind = _sniff(path)
     if kind == "csv":
         plan = Plan(
-            lambda: (Pull(*fields) for fields in _csv_pulls(path, defaults)),
+            lambda: starmap(Pull, _csv_pulls(path, defaults)),
             name=str(path),
             census=lambda: _census(_csv_pulls(path, defaults)),
         )
@@ -317,7 +318,7 @@ def _csv_rows(path: Path, reader: Any, defaults: Defaults) -> Iterator[PullField
         chunk_text = chunk_cell or defaults.chunk
         chunk: str | Chunking | None = chunks.get(chunk_text)
         if chunk is None:
-            chunk = chunk_text  # make_pull says what is wrong with it, if anything
+            chunk = chunk_text  # check_pull says what is wrong with it, if anything
             if len(chunks) < _REMEMBERED:
                 with contextlib.suppress(ValueError):
                     chunk = chunks[chunk_text] = Chunking.parse(chunk_text)

@@ -271,8 +271,9 @@ class Plan:
 
     Finding those series costs 8 bytes per id, not an entry per id in a dict: the survey keeps
     each series' hash in one of ``_BUCKETS`` arrays of 64-bit integers, then looks for a hash
-    seen twice one bucket at a time. A million ids took 413 MB in a ``Counter``; 8 MB this way.
-    Two series with the same hash are both tracked: harmless, as tracking only adds digests.
+    seen twice one bucket at a time. A ``Counter`` of series took 289 bytes per id (a dry run of
+    a million-row manifest peaked at 409 MB; now 50 MB). Two series that share a hash are both
+    tracked: harmless, as tracking only adds digests; duplicates are still told by the item.
     """
 
     def __init__(
