@@ -105,8 +105,9 @@ def write_results(
                 f"{share} | {note.replace('|', '/')} |"
             )
         lines.append("")
-    shown = [v for k, v in extra.items() if k in ("startup", "one file", "dry run")]
-    lines += ["## Start-up and plan scale", "", *[f"- {v}" for v in shown], ""]
+    keys = ("startup", "one file", "dry run", "csv dry run", "status 20000", "status 60000")
+    shown = [v for k, v in extra.items() if k in keys]
+    lines += ["## Start-up, plan scale and status", "", *[f"- {v}" for v in shown], ""]
     lines += targets(loads, extra)
     target.write_text("\n".join(lines))
     saved = [
@@ -202,8 +203,34 @@ def targets(loads: list[Workload], extra: dict[str, str]) -> list[str]:
             dry_wall <= 5 and dry_rss <= 150,
         )
     )
+    csv_wall = float(extra.get("csv_dry_seconds", "nan"))
+    csv_rss = float(extra.get("csv_dry_rss", "nan"))
+    rows.append(
+        (
+            "4: 1,000,000-row CSV dry run in <= 10 s and <= 150 MB",
+            f"{csv_wall:.2f} s, {csv_rss:.0f} MB",
+            csv_wall <= 10 and csv_rss <= 150,
+        )
+    )
     rows.append(
         ("4: 20,000-request run peak RSS <= 120 MB", f"{rss('w4'):.0f} MB", rss("w4") <= 120)
+    )
+    forms = ("table", "--json", "--manifest", "--prometheus")
+    small = [float(extra.get(f"status_20000_{f}", "nan")) for f in forms]
+    large = [float(extra.get(f"status_60000_{f}", "nan")) for f in forms]
+    rows.append(
+        (
+            "7: `status` of 20,000 files in <= 1 s (table, --json, --manifest, --prometheus)",
+            ", ".join(f"{s:.2f}" for s in small) + " s",
+            max(small) <= 1,
+        )
+    )
+    rows.append(
+        (
+            "7: 60,000 files take at most 3x the time of 20,000 (no faster growth than files)",
+            ", ".join(f"{b / a:.2f}x" for a, b in zip(small, large, strict=True)),
+            all(b <= 3 * a for a, b in zip(small, large, strict=True)),
+        )
     )
     shown = by.get("w5")
     wall5 = display.ratios(shown, 64, "wall") if shown else nan

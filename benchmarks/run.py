@@ -1,10 +1,11 @@
 """omar-bulk side by side with curl, aria2c and parfive on the same work (see README.md here).
 
-    python benchmarks/run.py [--rounds 3] [--workloads 1,2,3,4,5] [--results FILE]
+    python benchmarks/run.py [--rounds 3] [--workloads 1,2,3,4,5,6,7] [--results FILE]
 
 Everything runs on loopback: nginx with mutual TLS serving pre-generated bodies (so the server
 is never the bottleneck), and the bundled stand-in server where a workload needs latency.
-Workload 5 measures omar-bulk alone: its live display on and off, in a pseudo-terminal.
+Workload 5 measures omar-bulk alone: its live display on and off, in a pseudo-terminal;
+workload 7 measures ``status`` on synthetic journals of 20,000 and 60,000 files.
 Results go to benchmarks/RESULTS.md and benchmarks/results.png.
 
 Each workload lives in its own module under ``workloads/``; ``harness.py`` holds what they
@@ -21,7 +22,16 @@ from pathlib import Path
 
 from harness import CHILD_ENV, DISK_OUTPUT, HERE, PY, ROOT, TOOLS, WORK, nginx, standin
 from report import report_only, write_results
-from workloads import big_body, display, latency, plan_scale, slow_disk, small_files, startup
+from workloads import (
+    big_body,
+    display,
+    latency,
+    plan_scale,
+    slow_disk,
+    small_files,
+    startup,
+    status_scale,
+)
 
 from omar_bulk.standin.certs import TestPKI
 
@@ -29,7 +39,7 @@ from omar_bulk.standin.certs import TestPKI
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workloads", default="1,2,3,4,5,6")
+    parser.add_argument("--workloads", default="1,2,3,4,5,6,7")
     parser.add_argument("--big-mib", type=int, default=1024, help="size of workload 3's body")
     parser.add_argument(
         "--disk-dir",
@@ -92,10 +102,13 @@ def main() -> int:
         loads.append(latency.run(args.rounds))
     if 4 in chosen:
         extra |= plan_scale.dry_run(args.rounds)
+        extra |= plan_scale.csv_dry_run(args.rounds)
     if 5 in chosen:
         loads.append(display.run(args.rounds))
     if 6 in chosen and not slow_disk.available():
         print("strace not found: workload 6 needs it (apt-get install -y strace)", file=sys.stderr)
+    if 7 in chosen:
+        extra |= status_scale.run(args.rounds)
     write_results(loads, extra, args.results)
     return 0
 

@@ -138,30 +138,19 @@ def read_coverage(
 ) -> Coverage:
     """Build the view from ``out``'s journal (read-only; in ``state_dir`` if given, see
     ``storage.state_folder``), and from ``plan`` if given."""
+    rows = _journal_rows(out, planned=plan is not None, state_dir=state_dir)
     series: dict[tuple[str, str, str, str], Series] = {}
     totals = dict.fromkeys(SEVERITY, 0)
     failures: list[Failure] = []
     seen: set[str] = set()
     last_fetch: float | None = None
     revisions_total = 0
-    journal = Journal.open_readonly(state_folder(out, state_dir)[0], strict=True)
-    if journal is None and plan is None:
-        raise UsageError(f"{out} has no omar-bulk journal: nothing was fetched there yet")
-    try:
-        rows = [
-            (r.path, r.kind, r.id, r.start, r.end, r.format, r.time_type, r.status, r.error,
-             r.revisions, r.fetched_at)
-            for r in (journal.records() if journal is not None else ())
-        ]  # fmt: skip
-    finally:
-        if journal is not None:
-            journal.close()
     for key, kind, ident, start, end, fmt, time_type, status, error, revisions, fetched in rows:
         seen.add(key)
         state = _state(status, error, revisions)
-        entry = series.setdefault(
-            (kind, ident, fmt, time_type), Series(kind, ident, fmt, time_type)
-        )
+        entry = series.get((kind, ident, fmt, time_type))
+        if entry is None:  # not setdefault: that would build a Series for every row
+            entry = series[(kind, ident, fmt, time_type)] = Series(kind, ident, fmt, time_type)
         entry.files[state] += 1
         entry.revisions += revisions
         totals[state] += 1
@@ -169,7 +158,11 @@ def read_coverage(
         last_fetch = max(last_fetch or fetched, fetched)
         if state == FAILED_STATE:
             failures.append(Failure(key, error or "failed"))
-        for month in months_between(date.fromisoformat(start), date.fromisoformat(end)):
+        if start[:7] == end[:7]:  # one month, as most items are: no dates to parse
+            months = [start[:7]]
+        else:
+            months = months_between(date.fromisoformat(start), date.fromisoformat(end))
+        for month in months:
             cell = entry.months.get(month)
             if cell is None:
                 entry.months[month] = Cell(state, revisions)
@@ -189,6 +182,26 @@ def read_coverage(
     return Coverage(
         out, ordered, totals, revisions_total, tuple(failures), last_fetch, tuple(notes)
     )
+
+
+_Row = tuple[str, str, str, str, str, str, str, str, str | None, int, float]
+
+
+def _journal_rows(out: Path, *, planned: bool, state_dir: Path | None = None) -> list[_Row]:
+    """Every item the journal of ``out`` lists (none without a journal, if ``planned``)."""
+    journal = Journal.open_readonly(state_folder(out, state_dir)[0], strict=True)
+    if journal is None:
+        if not planned:
+            raise UsageError(f"{out} has no omar-bulk journal: nothing was fetched there yet")
+        return []
+    try:
+        return [
+            (r.path, r.kind, r.id, r.start, r.end, r.format, r.time_type, r.status, r.error,
+             r.revisions, r.fetched_at)
+            for r in journal.records()
+        ]  # fmt: skip
+    finally:
+        journal.close()
 
 
 def _plan_missing(

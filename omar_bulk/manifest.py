@@ -24,18 +24,21 @@ the whole manifest is read and checked before the first request.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import re
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date
+from itertools import starmap
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from .dates import california_today, parse_date
 from .errors import ManifestError
-from .plan import Plan, Pull, make_pull
+from .plan import Census, Chunking, Plan, Pull, PullFields, check_pull, make_pull
 
 CSV_REQUIRED = ("kind", "id", "start", "end")
 CSV_OPTIONAL = ("format", "time_type", "chunk")
@@ -43,6 +46,8 @@ PULL_KEYS = {"meters", "groups", "start", "end", "format", "time_type", "chunk"}
 TOP_KEYS = {"format", "time_type", "chunk", "pull"}
 #: What ``errors="surrogateescape"`` turns a byte that is not UTF-8 into.
 _UNDECODED = re.compile("[\udc80-\udcff]")
+#: Anything ``str.strip`` would remove, in one scan of a row.
+_SPACE = re.compile(r"\s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +72,11 @@ def load_manifest(path: Path, defaults: Defaults = Defaults()) -> Plan:
         raise ManifestError(str(path), "not a file")
     kind = _sniff(path)
     if kind == "csv":
-        plan = Plan(lambda: _csv_pulls(path, defaults), name=str(path))
+        plan = Plan(
+            lambda: starmap(Pull, _csv_pulls(path, defaults)),
+            name=str(path),
+            census=lambda: _census(_csv_pulls(path, defaults)),
+        )
     else:
         pulls = _toml_pulls(path, defaults)
         plan = Plan(lambda: pulls, name=str(path))
@@ -244,7 +253,13 @@ def _keys(keys: set[str]) -> str:
 # --- CSV --------------------------------------------------------------------------------
 
 
-def _csv_pulls(path: Path, defaults: Defaults) -> Iterator[Pull]:
+def _census(rows: Iterable[PullFields]) -> Iterator[Census]:
+    """What a plan's survey needs of each row, without building a ``Pull`` for it."""
+    for kind, ids, start, end, fmt, time_type, chunking, _ in rows:
+        yield kind, ids, fmt, time_type, chunking.count(start, end)
+
+
+def _csv_pulls(path: Path, defaults: Defaults) -> Iterator[PullFields]:
     try:
         # Undecodable bytes become lone surrogates, caught row by row: the decoder reads ahead
         # in blocks, so its own error would name a line long before the bad byte.
@@ -259,46 +274,93 @@ def _csv_pulls(path: Path, defaults: Defaults) -> Iterator[Pull]:
             raise ManifestError(f"{path}:{reader.line_num}", f"CSV: {exc}") from None
 
 
-def _csv_rows(path: Path, reader: Any, defaults: Defaults) -> Iterator[Pull]:
+def _csv_rows(path: Path, reader: Any, defaults: Defaults) -> Iterator[PullFields]:
+    """Validated pulls from a CSV manifest's rows. This runs once per row on every pass (a
+    manifest can hold a million rows): one string per row for the checks that look at every
+    cell, and the same dates and chunk sizes parsed once, not once per row."""
     header: list[str] | None = None
+    pick: Callable[[list[str]], tuple[str, ...]] = itemgetter(0, 1)
+    starts: dict[str, date] = {}
+    ends: dict[str, date] = {}
+    chunks: dict[str, Chunking] = {}
+    today = defaults.today
+    name = str(path)
     for row in reader:
-        where = f"{path}:{reader.line_num}"
-        if _UNDECODED.search("".join(row)):
-            raise ManifestError(where, "not a text file (not UTF-8)")
-        if not row or all(not cell.strip() for cell in row) or row[0].lstrip().startswith("#"):
-            continue
-        if any("\x00" in cell for cell in row):
+        joined = "".join(row)
+        if not joined.isascii() and _UNDECODED.search(joined):
+            raise ManifestError(f"{name}:{reader.line_num}", "not a text file (not UTF-8)")
+        if not joined or joined.isspace() or row[0].lstrip().startswith("#"):
+            continue  # a blank line (every cell blank) or a comment
+        where = f"{name}:{reader.line_num}"
+        if "\x00" in joined:
             raise ManifestError(where, "not a text file (it holds NUL bytes)")
         if header is None:
-            header = [cell.strip().lower() for cell in row]
-            missing = [c for c in CSV_REQUIRED if c not in header]
-            if missing:
-                raise ManifestError(
-                    where,
-                    f"header lacks column {', '.join(missing)} "
-                    f"(expected {','.join(CSV_REQUIRED)}[,{','.join(CSV_OPTIONAL)}])",
-                )
-            unknown = [c for c in header if c not in CSV_REQUIRED + CSV_OPTIONAL]
-            if unknown:
-                raise ManifestError(where, f"unknown column {', '.join(unknown)}")
-            if len(set(header)) != len(header):
-                raise ManifestError(where, "a column appears twice in the header")
+            header = _csv_header(row, where)
+            columns = tuple(header.index(c) if c in header else -1 for c in _CSV_COLUMNS)
+            pick = itemgetter(*columns)
             continue
         if len(row) != len(header):
             raise ManifestError(where, f"{len(row)} fields where the header has {len(header)}")
-        record = {name: cell.strip() for name, cell in zip(header, row, strict=True)}
-        kind = record["kind"].lower()
+        row.append("")  # what an absent optional column (index -1) reads
+        cells = pick(row)
+        if _SPACE.search(joined):  # else no cell has blanks to strip
+            cells = tuple([cell.strip() for cell in cells])
+        kind_cell, ident, start_cell, end_cell, fmt, time_type, chunk_cell = cells
+        kind = kind_cell.lower()
         if kind not in ("meter", "group"):
-            raise ManifestError(where, f"unknown kind {record['kind']!r}: use meter or group")
-        yield make_pull(
+            raise ManifestError(where, f"unknown kind {kind_cell!r}: use meter or group")
+        start = starts.get(start_cell)
+        if start is None:
+            start = _remember(starts, start_cell, _date(start_cell, where, "start", today=today))
+        end = ends.get(end_cell)
+        if end is None:
+            end = _remember(ends, end_cell, _date(end_cell, where, "end", end=True, today=today))
+        chunk_text = chunk_cell or defaults.chunk
+        chunk: str | Chunking | None = chunks.get(chunk_text)
+        if chunk is None:
+            chunk = chunk_text  # check_pull says what is wrong with it, if anything
+            if len(chunks) < _REMEMBERED:
+                with contextlib.suppress(ValueError):
+                    chunk = chunks[chunk_text] = Chunking.parse(chunk_text)
+        yield check_pull(
             kind=kind,
-            ids=[record["id"]],
-            start=_date(record["start"], where, "start", today=defaults.today),
-            end=_date(record["end"], where, "end", end=True, today=defaults.today),
-            format=record.get("format") or defaults.format,
-            time_type=record.get("time_type") or defaults.time_type,
-            chunk=record.get("chunk") or defaults.chunk,
+            ids=(ident,),
+            start=start,
+            end=end,
+            format=fmt or defaults.format,
+            time_type=time_type or defaults.time_type,
+            chunk=chunk,
             where=where,
         )
     if header is None:
         raise ManifestError(str(path), "empty manifest: nothing to fetch")
+
+
+#: The columns a row is read by, in this order (optional ones may be absent).
+_CSV_COLUMNS = ("kind", "id", "start", "end", "format", "time_type", "chunk")
+#: Distinct dates and chunk sizes remembered per pass; a manifest rarely has more.
+_REMEMBERED = 4096
+
+
+def _remember(cache: dict[str, date], key: str, value: date) -> date:
+    if len(cache) >= _REMEMBERED:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+def _csv_header(row: list[str], where: str) -> list[str]:
+    header = [cell.strip().lower() for cell in row]
+    missing = [c for c in CSV_REQUIRED if c not in header]
+    if missing:
+        raise ManifestError(
+            where,
+            f"header lacks column {', '.join(missing)} "
+            f"(expected {','.join(CSV_REQUIRED)}[,{','.join(CSV_OPTIONAL)}])",
+        )
+    unknown = [c for c in header if c not in CSV_REQUIRED + CSV_OPTIONAL]
+    if unknown:
+        raise ManifestError(where, f"unknown column {', '.join(unknown)}")
+    if len(set(header)) != len(header):
+        raise ManifestError(where, "a column appears twice in the header")
+    return header

@@ -282,3 +282,58 @@ def test_an_overlong_id_exits_2_before_any_request(cli: Cli) -> None:
     assert outcome.exit_code == 2 and "longer than 200 bytes" in outcome.stderr
     assert cli.server is not None and cli.server.state.log == []
     assert not cli.out.exists()
+
+
+def test_csv_cells_dates_and_chunks_read_the_same_on_every_row(tmp_path: Path) -> None:
+    """Blanks around cells (spaces, tabs), a month written once as a start and once as an
+    end, relative dates, chunk and format columns left empty or filled, comments and blank
+    rows: each row means what it says, whatever the rows before it said."""
+    text = (
+        "Kind , ID,start,end,chunk,format\n"
+        "meter,M1,2024-02,2024-02,,\n"
+        " METER ,\tM2 ,2024-02,2024-02,week,CSV\n"
+        "# meter,M3,2024-01-01,2024-01-31,,\n"
+        ",,,,,\n"
+        "group,G1,2024-01-30,2024-02,2d,\n"
+        "meter,M4,-2d,today,none, mdef\n"
+        "meter,M1,2024-02-01,2024-02-29,,\n"
+    )
+    plan = load_manifest(write(tmp_path, "m.csv", text), Defaults(today=date(2024, 3, 5)))
+    shown = [(i.kind, i.id, str(i.start), str(i.end), i.format) for i in plan]
+    assert shown == [
+        ("meter", "M1", "2024-02-01", "2024-02-29", "mdef"),
+        ("meter", "M2", "2024-02-01", "2024-02-04", "csv"),
+        ("meter", "M2", "2024-02-05", "2024-02-11", "csv"),
+        ("meter", "M2", "2024-02-12", "2024-02-18", "csv"),
+        ("meter", "M2", "2024-02-19", "2024-02-25", "csv"),
+        ("meter", "M2", "2024-02-26", "2024-02-29", "csv"),
+        ("group", "G1", "2024-01-30", "2024-01-31", "mdef"),
+        *[
+            ("group", "G1", f"2024-02-{d:02d}", f"2024-02-{d + 1:02d}", "mdef")
+            for d in range(1, 28, 2)
+        ],
+        ("group", "G1", "2024-02-29", "2024-02-29", "mdef"),
+        ("meter", "M4", "2024-03-03", "2024-03-05", "mdef"),
+    ]  # the last row plans M1's February again: dropped as a duplicate
+    assert plan.survey() == len(shown) == 23
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("meter,M1,2024-01-01,2024-01-31,fortnight", "unknown chunk 'fortnight'"),
+        ("meter,M1,2024-01-01,2024-01-31,0d", "unknown chunk '0d'"),
+        ("meter,M1,2024-02,2024-01,", "end 2024-01-31 is before start 2024-02-01"),
+        ("meter,M\u202e1,2024-01-01,2024-01-31,", "control, format or line-separator"),
+        ("meter,\u00e9" * 1 + "x" * 200 + ",2024-01-01,2024-01-31,", "longer than 200 bytes"),
+    ],
+)
+def test_a_bad_row_after_good_ones_names_its_own_line(
+    tmp_path: Path, row: str, message: str
+) -> None:
+    """Dates and chunk sizes remembered from earlier rows never hide a later row's error."""
+    good = "meter,M0,2024-01-01,2024-01-31,month\n" * 3
+    path = write(tmp_path, "m.csv", f"kind,id,start,end,chunk\n{good}{row}\n")
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path)
+    assert str(caught.value).startswith(f"{path}:5: ") and message in str(caught.value)

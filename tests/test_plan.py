@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import tracemalloc
 import unicodedata
+from array import array
+from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path, PurePosixPath
 
@@ -20,6 +22,8 @@ from omar_bulk.plan import (
     Chunking,
     Item,
     Plan,
+    Pull,
+    _repeated_hashes,
     check_id,
     make_pull,
 )
@@ -245,3 +249,54 @@ def test_ids_with_bytes_that_are_not_utf8_are_refused() -> None:
     """A command-line argument with a stray byte arrives as a lone surrogate."""
     with pytest.raises(ManifestError, match="not valid UTF-8"):
         check_id("M\udcff", "here")
+
+
+# --- memory for any manifest ------------------------------------------------------------------
+
+
+def test_surveying_many_distinct_ids_costs_a_few_bytes_per_id() -> None:
+    """200,000 one-id pulls (a CSV manifest's rows) are surveyed without an entry per id in a
+    dict: the ids themselves are never held, only an 8-byte hash each."""
+
+    def rows() -> Iterator[Pull]:
+        for n in range(200_000):
+            yield pull([f"MTR{n:07d}"], date(2024, 1, 1), date(2024, 1, 31))
+
+    plan = Plan(rows)
+    tracemalloc.start()
+    try:
+        assert plan.survey() == 200_000
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4_000_000, f"the survey held {peak} bytes ({peak / 200_000:.0f} per id)"
+
+
+def test_repeated_series_far_apart_are_still_found_and_dropped() -> None:
+    """A series repeated 30,000 pulls later is tracked, and its duplicate month dropped;
+    series seen once are not tracked at all."""
+    pulls = [pull([f"M{n}"], date(2024, 1, 1), date(2024, 2, 29)) for n in range(30_000)]
+    pulls.append(pull(["M7"], date(2024, 2, 1), date(2024, 3, 31)))  # February again
+    plan = Plan(lambda: pulls)
+    assert plan.survey() == 60_001
+    items = list(plan)
+    assert len(items) == len(set(items)) == 60_001
+    assert [(i.start.month, i.end.month) for i in items if i.id == "M7"] == [(1, 1), (2, 2), (3, 3)]
+    assert plan._repeated == frozenset({hash(("meter", "M7", "mdef", "PST"))})
+
+
+def test_a_shared_hash_only_adds_tracking() -> None:
+    """Values seen twice in any bucket are reported once each; the buckets are emptied."""
+    buckets = [array("q", [5, -3, 5, 5]), array("q", [7]), array("q", [-3, 2**63 - 1, 2**63 - 1])]
+    assert _repeated_hashes(buckets) == {5, 2**63 - 1}
+    assert buckets == []
+
+
+@pytest.mark.parametrize("chunk", ["month", "week", "none", "3d"])
+def test_many_ids_share_one_cut_of_the_range(chunk: str) -> None:
+    """A pull of many ids yields, for each id in turn, exactly the chunks ``split`` cuts."""
+    ids = ["A", "B", "C"]
+    start, end = date(2023, 12, 20), date(2024, 3, 10)
+    made = list(pull(ids, start, end, chunk).items())
+    cuts = list(Chunking.parse(chunk).split(start, end))
+    assert [(i.id, i.start, i.end) for i in made] == [(x, a, b) for x in ids for a, b in cuts]
