@@ -271,8 +271,7 @@ def _dry_run(settings: Settings) -> None:
     out = sys.stdout
     try:
         for url in planned_urls(settings, notice=lambda m: typer.echo(f"warning: {m}", err=True)):
-            out.write(url)
-            out.write("\n")
+            out.write(url + "\n")  # one write per URL: unbuffered stdout makes each a syscall
         out.flush()
     except BrokenPipeError:  # e.g. piped into head
         devnull = os.open(os.devnull, os.O_WRONLY)
