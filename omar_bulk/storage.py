@@ -544,6 +544,10 @@ SLOW_CALL = 0.002
 #: doubled each time the disk is still slow, up to ``PROBE_MAX``.
 PROBE_AFTER = 1.0
 PROBE_MAX = 60.0
+#: Quick calls on the loop, one per probe interval, before a disk that stalled is trusted
+#: again; and the quiet time after which its record is forgotten altogether. A disk (or share)
+#: that stalls now and then must not get the event loop back after one lucky call.
+QUICK_PROBES = 3
 
 
 _T = TypeVar("_T")
@@ -573,6 +577,8 @@ class Offload:
         #: Calls run inline from this time on (time.monotonic); infinite: always on threads.
         self._inline_from = float("inf") if self._mode == "thread" else 0.0
         self._probe = PROBE_AFTER
+        self._last_slow = float("-inf")
+        self._quick_probes = QUICK_PROBES  # nothing slow seen: calls run on the loop
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._pending = 0
@@ -595,16 +601,32 @@ class Offload:
                 return function(*args)
             finally:
                 spent = time.monotonic() - now
-                if spent > SLOW_CALL and self._mode == "auto":
-                    self._slow(now + spent)
-                elif self._probe > PROBE_AFTER:
-                    self._probe = PROBE_AFTER  # a quick call: the disk is fast again
+                if self._mode == "auto":
+                    self._judge(now, spent)
         return await self._hop(function, args)
 
-    def _slow(self, now: float) -> None:
-        self.slow_calls += 1
-        self._inline_from = now + self._probe
-        self._probe = min(self._probe * 2, PROBE_MAX)
+    def _judge(self, started: float, spent: float) -> None:
+        """After a call on the loop: a slow one sends the next calls to threads for a while
+        (longer each time); while the disk is on probation, each quick call is one probe,
+        and calls go back to threads until the next probe is due."""
+        now = started + spent
+        if spent > SLOW_CALL:
+            self.slow_calls += 1
+            self._last_slow = now
+            self._quick_probes = 0
+            self._inline_from = now + self._probe
+            self._probe = min(self._probe * 2, PROBE_MAX)
+            return
+        if now - self._last_slow > PROBE_MAX:
+            self._probe = PROBE_AFTER  # quiet for long enough: forget the stalls
+            self._quick_probes = QUICK_PROBES
+        if self._quick_probes < QUICK_PROBES:
+            # Probes grow rarer too: a disk that stalls one call in a few is caught by a
+            # probe now and then, never by every call.
+            self._quick_probes += 1
+            if self._quick_probes < QUICK_PROBES:  # the last one hands the loop back
+                self._inline_from = now + self._probe
+                self._probe = min(self._probe * 2, PROBE_MAX)
 
     async def _hop(self, function: Callable[..., _T], args: tuple[Any, ...]) -> _T:
         loop = self._loop = asyncio.get_running_loop()

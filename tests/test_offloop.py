@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from omar_bulk import storage as storage_module
-from omar_bulk.storage import PROBE_AFTER, SLOW_CALL, Offload, Storage
+from omar_bulk.storage import PROBE_AFTER, QUICK_PROBES, SLOW_CALL, Offload, Storage
 
 from .conftest import Cli, data_files, journal_rows
 
@@ -87,11 +87,12 @@ def test_calls_on_threads_overlap_up_to_the_thread_count() -> None:
     assert asyncio.run(main()) < 8 * DELAY / 2
 
 
-def test_quick_calls_stay_inline_and_a_probe_brings_them_back(
+def test_quick_calls_stay_inline_and_probes_bring_them_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """On a fast disk nothing hops to a thread. After a slow call, calls hop until
-    ``PROBE_AFTER`` has passed; then a quick call runs inline again."""
+    ``PROBE_AFTER`` has passed; then one call at a time is tried inline (a probe), at growing
+    intervals, and after ``QUICK_PROBES`` quick probes every call runs inline again."""
     now = [100.0]
     monkeypatch.setattr(storage_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
 
@@ -111,14 +112,21 @@ def test_quick_calls_stay_inline_and_a_probe_brings_them_back(
         await disk.call(slow)
         await disk.call(quick)
         hops.append(disk.hops)  # 1: the call after the slow one hopped
+        interval = PROBE_AFTER * 2
         now[0] += PROBE_AFTER + 0.01
-        await disk.call(quick)
-        await disk.call(quick)
-        hops.append(disk.hops)  # still 1: inline again
+        for _ in range(QUICK_PROBES):
+            await disk.call(quick)  # the probe, inline
+            await disk.call(quick)  # back on a thread until the next probe is due
+            now[0] += interval + 0.01
+            interval *= 2
+        hops.append(disk.hops)  # 1 + one hop after each probe
+        for _ in range(5):
+            await disk.call(quick)
+        hops.append(disk.hops)  # trusted again: inline
         disk.close()
         return hops
 
-    assert asyncio.run(main()) == [0, 1, 1]
+    assert asyncio.run(main()) == [0, 1, 1 + QUICK_PROBES - 1, 1 + QUICK_PROBES - 1]
 
 
 def test_a_cancelled_task_waits_for_its_call_to_end() -> None:
