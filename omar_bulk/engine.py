@@ -176,6 +176,9 @@ class Engine:
                     self._unsettled(work, sent[0])
                 raise
             self._finish(result, saved, work)
+            # A file renamed into place while the run was being stopped is recorded above;
+            # the stop that waited for it takes effect now.
+            self.disk.pay_cancellation()
 
     def _unsettled(self, work: Work, attempts: int) -> None:
         """Report an item the server had already been asked for (in flight, or waiting out a

@@ -578,6 +578,7 @@ class Offload:
         self._inline_from = float("inf") if self._mode == "thread" else 0.0
         self._probe = PROBE_AFTER
         self._last_slow = float("-inf")
+        self._owed: set[asyncio.Task[Any]] = set()
         self._quick_probes = QUICK_PROBES  # nothing slow seen: calls run on the loop
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
@@ -644,9 +645,26 @@ class Offload:
             while not future.done():
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.wait((future,))
-            raise
+            if future.cancelled() or future.exception() is not None:
+                raise
+            # The call did what it was asked (a file renamed into place): hand its result
+            # back so that it is recorded, and owe the task its cancellation, which the
+            # caller pays once the bookkeeping is done (``pay_cancellation``).
+            task = asyncio.current_task()
+            if task is None:
+                raise
+            task.uncancel()
+            self._owed.add(task)
+            return future.result()
         finally:
             self._pending -= 1
+
+    def pay_cancellation(self) -> None:
+        """Raise the CancelledError that a finished call held back for the current task."""
+        task = asyncio.current_task()
+        if task is not None and task in self._owed:
+            self._owed.discard(task)
+            raise asyncio.CancelledError
 
     def _serve(self) -> None:
         while (job := self._jobs.get()) is not None:

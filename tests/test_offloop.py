@@ -129,18 +129,28 @@ def test_quick_calls_stay_inline_and_probes_bring_them_back(
     assert asyncio.run(main()) == [0, 1, 1 + QUICK_PROBES - 1, 1 + QUICK_PROBES - 1]
 
 
-def test_a_cancelled_task_waits_for_its_call_to_end() -> None:
+def test_a_cancelled_task_waits_for_its_call_to_end_and_records_it_first() -> None:
     """Cancelling a download whose rename is on a thread does not leave the rename running
-    behind the clean-up: the task ends only after the call did."""
+    behind the clean-up: the task ends only after the call did. A call that succeeded hands
+    its result back, so the caller records what is now on disk, and the cancellation takes
+    effect when the caller pays it."""
     finished = threading.Event()
+    recorded: list[str] = []
 
-    def rename_like() -> None:
+    def rename_like() -> str:
         time.sleep(DELAY)
         finished.set()
+        return "renamed"
 
     async def main() -> bool:
         disk = Offload(2, mode="thread")
-        task = asyncio.create_task(disk.call(rename_like))
+
+        async def download() -> None:
+            recorded.append(await disk.call(rename_like))
+            disk.pay_cancellation()
+            recorded.append("went on after the stop")  # never reached
+
+        task = asyncio.create_task(download())
         await asyncio.sleep(DELAY / 4)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -150,6 +160,24 @@ def test_a_cancelled_task_waits_for_its_call_to_end() -> None:
         return seen
 
     assert asyncio.run(main())
+    assert recorded == ["renamed"]
+
+
+def test_a_cancelled_call_that_failed_still_raises_the_cancellation() -> None:
+    def fails_slowly() -> None:
+        time.sleep(DELAY)
+        raise OSError(28, "No space left on device")
+
+    async def main() -> None:
+        disk = Offload(2, mode="thread")
+        task = asyncio.create_task(disk.call(fails_slowly))
+        await asyncio.sleep(DELAY / 4)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        disk.close()
+
+    asyncio.run(main())
 
 
 def test_an_error_on_a_thread_reaches_the_caller() -> None:
