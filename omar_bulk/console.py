@@ -67,7 +67,12 @@ def run_with_display(
     from .run import fetch
     from .tls import forbid_core_dumps
 
-    record = _recorder(metrics, settings.out_dir, settings.report or settings.default_report())
+    record = _recorder(
+        metrics,
+        settings.out_dir,
+        settings.report or settings.default_report(),
+        settings.state_folder(),
+    )
     forbid_core_dumps()  # before the key is decrypted and the password asked for
     show = sys.stderr.isatty() if progress is None else progress
     console: Any = None
@@ -108,12 +113,12 @@ class _NoMetrics:
         return exit_code
 
 
-def _recorder(path: Path | None, out: Path, report: Path) -> Any:
+def _recorder(path: Path | None, out: Path, report: Path, state: Path) -> Any:
     if path is None:
         return _NoMetrics()  # prometheus_client is not even imported
     from .metrics import RunRecorder
 
-    return RunRecorder(path, out, report)
+    return RunRecorder(path, out, report, state)
 
 
 def _warn(message: str) -> None:

@@ -15,7 +15,7 @@ from .errors import UsageError
 from .journal import Journal
 from .plan import Plan
 from .protocol import relative_key
-from .storage import state_folder
+from .storage import journal_folder
 
 FAILED_STATE = "failed"
 MISSING = "missing"
@@ -189,7 +189,7 @@ _Row = tuple[str, str, str, str, str, str, str, str, str | None, int, float]
 
 def _journal_rows(out: Path, *, planned: bool, state_dir: Path | None = None) -> list[_Row]:
     """Every item the journal of ``out`` lists (none without a journal, if ``planned``)."""
-    journal = Journal.open_readonly(state_folder(out, state_dir)[0], strict=True)
+    journal = Journal.open_readonly(journal_folder(out, state_dir)[0], strict=True)
     if journal is None:
         if not planned:
             raise UsageError(f"{out} has no omar-bulk journal: nothing was fetched there yet")

@@ -31,9 +31,7 @@ from .errors import LocalWriteError, UsageError
 from .plan import Item
 from .report import REPORT_NAME
 from .results import ItemResult, Status
-from .storage import translate_os_error
-
-JOURNAL_NAME = "journal.sqlite3"
+from .storage import JOURNAL_NAME, translate_os_error
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -373,7 +371,9 @@ class Journal:
                 raise UsageError(f"cannot read the journal {path}: {exc}") from None
             return None
         try:
-            _check_version(db, path)
+            version = _check_version(db, path)
+            if version < format_version():
+                db = _migrated_in_memory(db, version)
             db.execute("SELECT 1 FROM items LIMIT 1").fetchall()
         except sqlite3.DatabaseError as exc:
             db.close()
@@ -731,6 +731,58 @@ def _salvage_journal(path: Path) -> list[tuple[object, ...]]:
     finally:
         db.close()
     return rows
+
+
+def _migrated_in_memory(db: sqlite3.Connection, version: int) -> sqlite3.Connection:
+    """A copy of an older journal, brought to this release's format in memory: readers (the
+    dry run, ``status``) query the current columns without writing to the file, which only a
+    real run migrates (after its backup). ``db`` is closed; the copy is returned."""
+    copy = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        db.backup(copy)
+        with copy:
+            copy.execute("BEGIN")
+            for step in MIGRATIONS[version:]:
+                step(copy)
+            copy.execute(f"PRAGMA user_version = {format_version()}")
+    except BaseException:
+        copy.close()
+        raise
+    finally:
+        db.close()
+    return copy
+
+
+def copy_journal(source: Path, target: Path) -> None:
+    """Copy the journal ``source`` to ``target`` (a new file, 0600) with SQLite's backup API,
+    which reads a consistent state even of a journal in WAL mode with its ``-wal`` beside it.
+    The copy is made under a temporary name and renamed into place, so a copy cut short is
+    never taken for the journal. ``source`` is only read; it keeps its format (the first
+    ``Journal.open`` of ``target`` migrates that, after its own backup)."""
+    temporary = target.with_name(f"{target.name}.copying")
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)  # left by a copy that was cut short
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        os.close(fd)
+        reader = sqlite3.connect(readonly_uri(source), uri=True)
+        try:
+            writer = sqlite3.connect(temporary)
+            try:
+                reader.backup(writer)
+            finally:
+                writer.close()
+        finally:
+            reader.close()
+        os.replace(temporary, target)
+    except (OSError, sqlite3.Error) as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        if isinstance(exc, OSError):
+            raise translate_os_error(exc, target) from exc
+        raise LocalWriteError(
+            f"cannot copy the journal {source} to {target}: {exc}; {source} was left untouched"
+        ) from exc
 
 
 def _migrate(db: sqlite3.Connection, path: Path, version: int) -> None:

@@ -84,8 +84,10 @@ class RetryCounter:
 class RunRecorder:
     """Writes a run's metrics when it ends, however it ends; counts its retries meanwhile."""
 
-    def __init__(self, path: Path, out: Path, report: Path | None = None) -> None:
-        check_target(path, out, report)
+    def __init__(
+        self, path: Path, out: Path, report: Path | None = None, state: Path | None = None
+    ) -> None:
+        check_target(path, out, report, state)
         self.path = path
         self.out = out
         self._counter: RetryCounter | None = None
@@ -106,17 +108,21 @@ class RunRecorder:
         return exit_code
 
 
-def check_target(path: Path, out: Path | None = None, report: Path | None = None) -> None:
+def check_target(
+    path: Path, out: Path | None = None, report: Path | None = None, state: Path | None = None
+) -> None:
     """Refuse, before a run, a metrics file that could never be written, or that would
-    overwrite the journal, a data file or the run's own report."""
+    overwrite the journal (in OUT or in the state folder ``state``), a data file or the run's
+    own report."""
     import os
 
     from .storage import claimed
 
-    if out is not None and claimed(out, path):
+    if out is not None and claimed(out, path, state):
+        where = f"{out} or in its state folder {state}" if state is not None else str(out)
         raise UsageError(
-            f"--metrics {path} is among the files omar-bulk keeps in {out} (its state or its"
-            " data): give a file in node_exporter's textfile folder"
+            f"--metrics {path} is among the files omar-bulk keeps in {where} (its journal or"
+            " its data): give a file in node_exporter's textfile folder"
         )
     if report is not None and os.path.realpath(path) == os.path.realpath(report):
         raise UsageError(f"--metrics {path} is the report's file too: give each its own")

@@ -21,13 +21,30 @@ from pathlib import Path
 from typing import IO
 
 from .errors import LocalWriteError, OmarBulkError, UsageError
-from .journal import Entry, Journal, hash_matches, lost_journal_entries, vouches
+from .journal import (
+    Entry,
+    Journal,
+    copy_journal,
+    hash_matches,
+    lost_journal_entries,
+    vouches,
+)
 from .policy import decide, needs_disk_check
 from .protocol import relative_key, request_url
 from .report import REPORT_NAME, ReportWriter
 from .results import NullObserver, Observer, RunResult, Summary, Tally
 from .settings import Settings
-from .storage import Storage, make_private_dirs, state_folder
+from .storage import (
+    JOURNAL_NAME,
+    STATE_DIR,
+    StatePlace,
+    Storage,
+    journal_folder,
+    locate_state,
+    make_private_dirs,
+    settle_state,
+    translate_os_error,
+)
 
 INTERRUPTED = 130
 
@@ -187,14 +204,18 @@ async def fetch_async(
         warnings += more
     tally = Tally(planned=settings.plan.survey())
     observer.planned(tally.planned)
+    place = locate_state(settings.out_dir, settings.state_dir)
+    warnings += place.notes
+    state = place.folder
     storage = Storage(settings.out_dir)
     storage.prepare()
-    state, where = state_folder(settings.out_dir, settings.state_dir)
-    if where:
-        warnings.append(where)
-    if state != storage.state:
+    if place.separate:
         make_private_dirs(state)
     with _lock(state / "lock", settings.out_dir):
+        moved = _take_over_journal(place)
+        if moved:
+            warnings.append(moved)
+        settle_state(place)
         journal = Journal.open(state, warn=warnings, data_root=storage.root)
         try:
             _remove_leftovers(journal, storage)
@@ -271,18 +292,19 @@ def planned_urls(
     (``policy.decide``); needs no certificate and writes nothing of its own (SQLite may leave
     its shared-memory index, ``-shm``, beside a journal in WAL mode).
     """
-    state, where = state_folder(settings.out_dir, settings.state_dir)
-    if notice and where:
-        notice(where)
+    state, notes = journal_folder(settings.out_dir, settings.state_dir)
+    if notice:
+        for note in notes:
+            notice(note)
     journal = Journal.open_readonly(state)
     lookup: Callable[[str], Entry | None]
     if journal is not None:
         lookup = journal.get
     else:  # missing or unreadable: the entries a real run would rebuild it with
-        entries, note = lost_journal_entries(state, settings.out_dir)
+        entries, lost = lost_journal_entries(state, settings.out_dir)
         lookup = entries.get
-        if notice and note:
-            notice(note)
+        if notice and lost:
+            notice(lost)
     storage = Storage(settings.out_dir)
     cutoff = settings.revisit_from()
     try:
@@ -304,6 +326,38 @@ def planned_urls(
     finally:
         if journal is not None:
             journal.close()
+
+
+def _take_over_journal(place: StatePlace) -> str | None:
+    """Copy the journal (and the last report) in ``OUT/.omar-bulk`` into a separate state
+    folder that has none yet, and say so; None when there is nothing to take over.
+
+    An archive of an earlier release on a share, or a first ``--state-dir``: without this the
+    new folder would start empty and the whole archive would be fetched again. The copy is
+    made with SQLite's backup API (consistent even with a ``-wal`` beside the journal); the
+    first open then migrates it, after its own backup. The original is left as it was.
+    """
+    if not place.separate:
+        return None
+    inside = place.out / STATE_DIR
+    source, target = inside / JOURNAL_NAME, place.folder / JOURNAL_NAME
+    if target.exists() or not source.is_file():
+        return None
+    # The report first: the journal's presence is what says the takeover is done.
+    report, copied = inside / REPORT_NAME, place.folder / REPORT_NAME
+    if report.is_file() and not copied.exists():
+        try:
+            data = report.read_bytes()
+            fd = os.open(copied, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+        except OSError as exc:
+            raise translate_os_error(exc, copied) from exc
+    copy_journal(source, target)
+    return (
+        f"the journal of {place.out} now lives in {target}: it was copied there from {source},"
+        " which is no longer used (keep it as a backup or remove it)"
+    )
 
 
 def _remove_leftovers(journal: Journal, storage: Storage) -> None:
@@ -331,8 +385,6 @@ def _lock(path: Path, out: Path) -> Iterator[None]:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
-        from .storage import translate_os_error
-
         raise translate_os_error(exc, path) from exc
     handle: IO[bytes] = os.fdopen(fd, "r+b")
     try:

@@ -55,12 +55,17 @@ class Settings:
             return date.min  # reaches back past the first day there is: revisit everything
         return today - timedelta(days=self.revisit_days)
 
+    def state_folder(self) -> Path:
+        """Where the journal, lock and default report live (``storage.state_folder``)."""
+        from .storage import state_folder
+
+        return state_folder(self.out_dir, self.state_dir)[0]
+
     def default_report(self) -> Path:
         """Where the report goes without ``--report``."""
         from .report import REPORT_NAME
-        from .storage import STATE_DIR
 
-        return self.out_dir / STATE_DIR / REPORT_NAME
+        return self.state_folder() / REPORT_NAME
 
     def _report_clobbers(self) -> bool:
         import os
@@ -70,7 +75,7 @@ class Settings:
         assert self.report is not None
         if os.path.realpath(self.report) == os.path.realpath(self.default_report()):
             return False
-        return claimed(self.out_dir, self.report)
+        return claimed(self.out_dir, self.report, self.state_folder())
 
     def __post_init__(self) -> None:
         raw = self.base_url.strip()
@@ -114,7 +119,9 @@ class Settings:
         if self.report is not None and self._report_clobbers():
             raise UsageError(
                 f"--report {printable(str(self.report))} is among the files omar-bulk keeps in"
-                f" {printable(str(self.out_dir))} (its state or its data): choose another place"
+                f" {printable(str(self.out_dir))} or in its state folder"
+                f" {printable(str(self.state_folder()))} (its journal or its data): choose"
+                " another place"
             )
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise UsageError(f"--out {self.out_dir} exists and is not a folder")

@@ -22,25 +22,33 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import LocalWriteError, UnsafePathError
+from .errors import LocalWriteError, UnsafePathError, UsageError
 
 STATE_DIR = ".omar-bulk"
 PART_SUFFIX = ".part"
+#: The journal's file in the state folder (``journal.py`` reads and writes it).
+JOURNAL_NAME = "journal.sqlite3"
 
 
 #: What omar-bulk keeps for itself under OUT: its state, and the data folders.
 OWNED = (STATE_DIR, "meter", "group")
 
 
-def claimed(root: Path, path: Path) -> bool:
+def claimed(root: Path, path: Path, state: Path | None = None) -> bool:
     """Is ``path`` (existing or not) among the files omar-bulk keeps for itself under
-    ``root``? A report or metrics file written there would overwrite the journal or a data
-    file. Links in either path are resolved, so no spelling of the path gets past."""
-    base = os.path.realpath(root)
+    ``root``, or inside ``state``, the state folder in use wherever it is? A report or metrics
+    file written there would overwrite the journal or a data file. Links in every path are
+    resolved, so no spelling of the path gets past."""
     target = os.path.realpath(path)
+    if state is not None:
+        folder = os.path.realpath(state)
+        if os.path.commonpath([folder, target]) == folder:
+            return True
+    base = os.path.realpath(root)
     if os.path.commonpath([base, target]) != base:
         return False
     inside = os.path.relpath(target, base).split(os.sep)
@@ -720,7 +728,7 @@ NETWORK_FILESYSTEMS = {
     0x0BD00BD0: "Lustre",
 }
 #: Where the journal goes by default for an OUT on a network file system: a folder of this
-#: machine's own, one per OUT (named by a hash of OUT's absolute path).
+#: machine's own, one per OUT (named by a hash of OUT's real path).
 STATE_HOME_NAME = "omar-bulk"
 
 
@@ -772,8 +780,9 @@ def state_folder(out: Path, given: Path | None) -> tuple[Path, str | None]:
         return out / STATE_DIR, None
     import hashlib
 
-    absolute = os.path.abspath(os.fspath(out))
-    name = hashlib.sha256(absolute.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    # The real path: every spelling of OUT (a link to it, a relative path) maps to one folder.
+    real = os.path.realpath(out)
+    name = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     folder = default_state_home() / name
     return folder, (
         f"{out} is on a network file system ({kind}), where SQLite's journal and file locks"
@@ -781,6 +790,143 @@ def state_folder(out: Path, given: Path | None) -> tuple[Path, str | None]:
         " Give --state-dir (or OMAR_STATE_DIR) to choose the folder, the same for every"
         " fetch and status of this output folder"
     )
+
+
+#: In a state folder outside OUT: the real path of the output folder it serves. The journal's
+#: keys are relative to OUT, so one folder given for two OUTs would mix their files.
+SERVES_NAME = "output-folder"
+#: In ``OUT/.omar-bulk``: the real path of the state folder outside OUT that runs use, so that
+#: a command given no ``--state-dir`` says where the journal is instead of starting afresh.
+POINTER_NAME = "state-folder"
+
+
+@dataclass(frozen=True, slots=True)
+class StatePlace:
+    """Where a command keeps (or reads) OUT's journal, lock and report: ``state_folder``'s
+    answer, checked against what earlier runs left (``locate_state``)."""
+
+    out: Path
+    folder: Path
+    #: ``folder`` is not ``OUT/.omar-bulk`` (``--state-dir``, or the default for a share).
+    separate: bool
+    #: What the user should be told (a share's warning, a pointer to a vanished folder).
+    notes: tuple[str, ...]
+
+    @property
+    def pointer(self) -> Path:
+        return self.out / STATE_DIR / POINTER_NAME
+
+
+def locate_state(out: Path, given: Path | None) -> StatePlace:
+    """``state_folder`` for ``out`` and ``given``, checked; writes nothing (the dry run and
+    ``status`` use it as they are).
+
+    Raises ``UsageError`` when the folder serves another output folder, or when OUT's pointer
+    names another state folder that still exists: the journal is there, and a run without it
+    would fetch the whole archive again. A pointer to a folder that is gone is a note.
+    """
+    folder, warning = state_folder(out, given)
+    notes = [warning] if warning else []
+    real = os.path.realpath(folder)
+    separate = real != os.path.realpath(out / STATE_DIR)
+    place = StatePlace(out, folder, separate, ())
+    if separate:
+        serves = _read_mark(folder / SERVES_NAME)
+        if serves is not None and serves != os.path.realpath(out):
+            raise UsageError(
+                f"the state folder {folder} keeps the journal of the output folder {serves},"
+                f" not of {out}: give each output folder its own --state-dir (or"
+                f" OMAR_STATE_DIR). If {serves} was moved to {out}, remove"
+                f" {folder / SERVES_NAME} and run again"
+            )
+    named = _read_mark(place.pointer)
+    if named is not None and named != real:
+        if os.path.isdir(named):
+            raise UsageError(
+                f"the journal of {out} is kept in {named} ({place.pointer} says so), not in"
+                f" {folder}: give --state-dir {named} or set OMAR_STATE_DIR={named}, the same"
+                f" for every fetch, dry run and status of {out}. To start over in {folder}"
+                f" instead, remove {place.pointer}"
+            )
+        notes.append(
+            f"{place.pointer} says the journal of {out} was kept in {named}, which no longer"
+            f" exists: going on with {folder}"
+        )
+    return StatePlace(out, folder, separate, tuple(notes))
+
+
+def journal_folder(out: Path, given: Path | None) -> tuple[Path, list[str]]:
+    """Where a reader (the dry run, ``status``) finds ``out``'s journal, and notes for the
+    user (see ``locate_state``, whose errors it raises). A state folder outside OUT that has no
+    journal yet while ``OUT/.omar-bulk`` has one (an archive of an earlier release on a
+    share): that one, which the next run takes over (``run.fetch``)."""
+    place = locate_state(out, given)
+    notes = list(place.notes)
+    inside = out / STATE_DIR
+    separate_but_empty = place.separate and not (place.folder / JOURNAL_NAME).exists()
+    if separate_but_empty and (inside / JOURNAL_NAME).is_file():
+        notes.append(
+            f"reading the journal in {inside}: the next run copies it to {place.folder},"
+            " where it is kept from then on"
+        )
+        return inside, notes
+    return place.folder, notes
+
+
+def settle_state(place: StatePlace) -> None:
+    """For a run: record which OUT a separate state folder serves, and leave in
+    ``OUT/.omar-bulk`` a pointer to it; with the state in ``OUT/.omar-bulk``, remove a
+    pointer left by earlier runs (``locate_state`` let it pass: its folder is gone)."""
+    try:
+        if place.separate:
+            own = os.path.realpath(place.out)
+            if _read_mark(place.folder / SERVES_NAME) != own:
+                _write_mark(place.folder / SERVES_NAME, own)
+            real = os.path.realpath(place.folder)
+            if _read_mark(place.pointer) != real:
+                _write_mark(place.pointer, real)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(place.pointer)
+    except OSError as exc:
+        raise translate_os_error(exc, place.pointer) from exc
+
+
+_MARK_MAX = 1 << 16
+
+
+def _read_mark(path: Path) -> str | None:
+    """The path a mark file holds, or None where there is none (or none readable)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, _MARK_MAX)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    data = data.removesuffix(b"\n")
+    return os.fsdecode(data) if data else None
+
+
+def _write_mark(path: Path, value: str) -> None:
+    """Write a mark file whole: a temporary file (0600, never through a link), renamed."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)
+    fd = os.open(temporary, _NEW_FILE, 0o600)
+    try:
+        try:
+            os.write(fd, os.fsencode(value) + b"\n")
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def _unsafe(where: str, folder: int, name: str) -> UnsafePathError:

@@ -68,7 +68,8 @@ def test_a_local_out_keeps_its_state_inside_and_a_network_one_gets_its_own(
 
 def test_state_dir_holds_the_journal_and_every_command_finds_it(cli: Cli, tmp_path: Path) -> None:
     """fetch --state-dir puts journal, lock and report there; a second run skips what it
-    vouches for; the dry run and status read it there (also through OMAR_STATE_DIR)."""
+    vouches for; the dry run and status read it there (also through OMAR_STATE_DIR), and
+    without it they refuse (exit 2) instead of reading an empty OUT/.omar-bulk."""
     state = tmp_path / "state"
     first = cli("fetch", *TWO_MONTHS, "--state-dir", str(state))
     assert first.exit_code == 0, first.stderr
@@ -84,7 +85,9 @@ def test_state_dir_holds_the_journal_and_every_command_finds_it(cli: Cli, tmp_pa
     dry_here = cli("fetch", *TWO_MONTHS, "--dry-run", "--state-dir", str(state))
     dry_without = cli("fetch", *TWO_MONTHS, "--dry-run")
     assert dry_here.exit_code == 0 and dry_here.stdout == ""
-    assert len(dry_without.stdout.splitlines()) == 2  # OUT/.omar-bulk has no journal
+    # OUT/.omar-bulk has no journal, but the pointer the run left there says where it is
+    assert dry_without.exit_code == 2 and dry_without.stdout == ""
+    assert f"--state-dir {state}" in " ".join(dry_without.stderr.split())
 
     status = cli("status", str(cli.out), "--json", "--state-dir", str(state))
     assert status.exit_code == 0, status.stderr
