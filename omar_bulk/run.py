@@ -186,6 +186,7 @@ async def fetch_async(
         ssl_context, more = open_tls(settings)
         warnings += more
     tally = Tally(planned=settings.plan.survey())
+    warnings += settings.plan.notes
     observer.planned(tally.planned)
     storage = Storage(settings.out_dir)
     storage.prepare()
@@ -274,6 +275,9 @@ def planned_urls(
     state, where = state_folder(settings.out_dir, settings.state_dir)
     if notice and where:
         notice(where)
+    for note in settings.plan.notes:
+        if notice:
+            notice(note)
     journal = Journal.open_readonly(state)
     lookup: Callable[[str], Entry | None]
     if journal is not None:
