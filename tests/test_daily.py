@@ -407,6 +407,65 @@ def test_a_piled_up_archive_is_cleaned_up_by_the_next_run(
     assert view["totals"]["downloaded"] == 3 and view["complete"] is True  # type: ignore[index]
 
 
+def test_the_daily_recipe_with_a_rolling_start_converges_too(
+    cli: Cli, faults: Faults, tmp_path: Path
+) -> None:
+    """A window that rolls (``start = "-75d"``): its start is rounded down to the 1st of its
+    month, so each morning asks only for the grown month (and the revisits), the first month
+    stays whole until it leaves the window whole, and no shorter first month piles up."""
+    manifest = tmp_path / "rolling.toml"
+    manifest.write_text('[[pull]]\nmeters = ["M1"]\nstart = "-75d"\nend = "yesterday"\n')
+    daily = Daily(cli, manifest)
+
+    # 03-15: -75d is 2023-12-31, so the window begins on 2023-12-01
+    fetched, status, asked, _ = daily.run("2024-03-15", revisit=False)
+    assert (fetched, status) == (0, 0)
+    assert asked == [("M1", a, b) for a, b in [("01/01", "01/31"), ("02/01", "02/29"),
+                                               ("03/01", "03/14"), ("12/01", "12/31")]]  # fmt: skip
+
+    # 03-16 and 03-17: -75d is 01-01, then 01-02 (January's 1st still): only March grows
+    for today, last in (("2024-03-16", "03/15"), ("2024-03-17", "03/16")):
+        fetched, status, asked, _ = daily.run(today, revisit=False)
+        assert (fetched, status, asked) == (0, 0, [("M1", "03/01", last)])
+    # and with a revisit window: the same files again, no new ones
+    faults.revision = 1
+    fetched, status, asked, _ = daily.run("2024-03-17")
+    assert (fetched, status) == (0, 0)
+    assert asked == [("M1", "02/01", "02/29"), ("M1", "03/01", "03/16")]
+    assert _files(cli.out, "M1") == [
+        "M1_20231201_20231231_PST.mdef",  # left the window whole; kept, as any fetched file
+        "M1_20240101_20240131_PST.mdef",
+        "M1_20240201_20240229_PST.mdef",
+        "M1_20240301_20240316_PST.mdef",
+    ]
+    fetched, status, asked, logins = daily.run("2024-03-17", revisit=False)
+    assert (fetched, status, asked, logins) == (0, 0, [], 0)
+
+
+@pytest.mark.parametrize(
+    ("args", "first", "warned"),
+    [
+        (["--chunk", "month"], "03%2F01%2F2024", False),
+        (["--chunk", "7d"], "03%2F07%2F2024", False),  # 19,789 days since 1970: 7 x 2,827
+        (["--chunk", "none"], "03%2F10%2F2024", True),  # no grid: warned, a file a day
+        (["--chunk", "month", "--start", "2024-03-10"], "03%2F10%2F2024", False),  # fixed
+    ],
+)
+def test_a_relative_start_on_the_command_line_is_rounded_down_to_its_chunk(
+    offline_cli: Cli, args: list[str], first: str, warned: bool
+) -> None:
+    """``--start -5d`` as a manifest's start: rounded to the chunk's first day; ``none``
+    keeps the day and warns that the window makes a new file every morning."""
+    start = [] if "--start" in args else ["--start", "-5d"]
+    outcome = offline_cli(
+        "fetch", "--meter", "M1", *start, "--end", "yesterday", "--today", "2024-03-15",
+        "--dry-run", *args, auth=False,
+    )  # fmt: skip
+    assert outcome.exit_code == 0, outcome.stderr
+    assert outcome.stdout.split()[0].split("startDate=")[1].split("&")[0] == first
+    assert ("makes a new file every day" in outcome.stderr) is warned
+
+
 # --- chunkings side by side -------------------------------------------------------------------
 
 
