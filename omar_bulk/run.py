@@ -275,9 +275,9 @@ def planned_urls(
     state, where = state_folder(settings.out_dir, settings.state_dir)
     if notice and where:
         notice(where)
-    for note in settings.plan.notes:
+    for plan_note in settings.plan.notes:
         if notice:
-            notice(note)
+            notice(plan_note)
     journal = Journal.open_readonly(state)
     lookup: Callable[[str], Entry | None]
     if journal is not None:
