@@ -466,6 +466,18 @@ def test_a_relative_start_on_the_command_line_is_rounded_down_to_its_chunk(
     assert ("makes a new file every day" in outcome.stderr) is warned
 
 
+def test_a_relative_range_that_ends_before_it_starts_is_still_refused(
+    offline_cli: Cli,
+) -> None:
+    """Rounding happens after the dates as written are checked: ``-5d`` to ``-10d`` is an
+    end before its start, though March's 1st (the rounded start) is before both."""
+    outcome = offline_cli(
+        "fetch", "--meter", "M1", "--start", "-5d", "--end", "-10d", "--today", "2024-03-20",
+        "--dry-run", auth=False,
+    )  # fmt: skip
+    assert outcome.exit_code == 2 and "before start" in outcome.stderr
+
+
 # --- chunkings side by side -------------------------------------------------------------------
 
 
