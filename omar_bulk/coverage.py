@@ -3,6 +3,11 @@
 Each cell of the view is one id's month; the items that overlap it decide its state, the worst
 winning: failed, then missing (planned by ``--manifest`` but never fetched), then revised
 (its data changed at least once), then downloaded, then empty.
+
+Without a manifest, the archive is complete when nothing failed. With one, it is complete
+when nothing the manifest plans is failed or missing: a file it no longer plans (an id taken
+out after it failed) is still listed, with a note, but no run will ask for it again, so it
+does not keep the daily job failing.
 """
 
 from __future__ import annotations
@@ -82,6 +87,9 @@ class Coverage:
     last_fetch: float | None
     #: What the table alone would not tell: nothing fetched yet, files under other names.
     notes: tuple[str, ...] = ()
+    #: Failed files among those ``--manifest`` plans; None without a manifest (every
+    #: failure counts).
+    planned_failed: int | None = None
 
     @property
     def complete(self) -> bool:
@@ -89,7 +97,8 @@ class Coverage:
         (a run that reached no server) is not complete."""
         if not self.series:
             return False
-        return not (self.totals[FAILED_STATE] or self.totals[MISSING])
+        failed = self.totals[FAILED_STATE] if self.planned_failed is None else self.planned_failed
+        return not (failed or self.totals[MISSING])
 
     def as_json(self) -> dict[str, object]:
         from datetime import UTC, datetime
@@ -169,10 +178,17 @@ def read_coverage(
             else:
                 cell.merge(state, revisions)
     notes: list[str] = []
+    planned_failed: int | None = None
     if plan is not None:
-        count, ids = _plan_missing(plan, seen, series, totals)
+        failed = {failure.path for failure in failures}
+        count, ids, planned_failed = _plan_missing(plan, seen, failed, series, totals)
         if count:
             notes.append(_other_names_hint(count, ids, series))
+        if len(failed) > planned_failed:
+            notes.append(
+                f"{len(failed) - planned_failed} failed files are not planned by the manifest:"
+                " listed, not counted against completeness (no run of it asks for them again)"
+            )
     if not rows:
         notes.append(
             f"nothing has been fetched into {out} yet: the journal lists no files "
@@ -180,7 +196,14 @@ def read_coverage(
         )
     ordered = tuple(sorted(series.values(), key=lambda s: (s.kind, s.id, s.format, s.time_type)))
     return Coverage(
-        out, ordered, totals, revisions_total, tuple(failures), last_fetch, tuple(notes)
+        out,
+        ordered,
+        totals,
+        revisions_total,
+        tuple(failures),
+        last_fetch,
+        tuple(notes),
+        planned_failed,
     )
 
 
@@ -207,17 +230,21 @@ def _journal_rows(out: Path, *, planned: bool, state_dir: Path | None = None) ->
 def _plan_missing(
     plan: Plan,
     seen: set[str],
+    failed: set[str],
     series: dict[tuple[str, str, str, str], Series],
     totals: dict[str, int],
-) -> tuple[int, set[tuple[str, str]]]:
+) -> tuple[int, set[tuple[str, str]], int]:
     """Count what ``plan`` plans that the journal lacks. Return how many of those missing
-    files belong to ids the journal does hold under other names, and which ids."""
+    files belong to ids the journal does hold under other names, which ids, and how many
+    of the ``failed`` keys the plan plans."""
     journal_ids = {(kind, ident) for kind, ident, _, _ in series}
-    elsewhere = 0
+    elsewhere = planned_failed = 0
     ids: set[tuple[str, str]] = set()
     for item in plan:
         key = relative_key(item)
         if key in seen:
+            if failed and key in failed:
+                planned_failed += 1
             continue
         if (item.kind, item.id) in journal_ids:
             elsewhere += 1
@@ -233,7 +260,7 @@ def _plan_missing(
                 entry.months[month] = Cell(MISSING)
             else:
                 cell.merge(MISSING, 0)
-    return elsewhere, ids
+    return elsewhere, ids, planned_failed
 
 
 def _other_names_hint(

@@ -37,6 +37,15 @@ def days_before(base: date, days: int, value: object) -> date:
     return base - timedelta(days=days)
 
 
+def is_relative(value: object) -> bool:
+    """Does ``value`` count from today (``today``, ``yesterday``, ``-Nd``)? Such a date moves
+    every day; ``YYYY-MM``, ``YYYY-MM-DD`` and TOML dates do not."""
+    if not isinstance(value, str):
+        return False
+    text = value.strip().lower()
+    return text in ("today", "yesterday") or _RELATIVE.match(text) is not None
+
+
 def parse_date(value: object, *, end: bool = False, today: date | None = None) -> date:
     """A ``date`` from any accepted form; ValueError saying why not.
 

@@ -36,7 +36,7 @@ from .errors import (
 )
 from .journal import Entry, Journal, hash_matches, vouches
 from .plan import Item
-from .policy import KEPT, decide, needs_disk_check, superseded
+from .policy import KEPT, decide, held_by_empty, needs_disk_check, superseded
 from .politeness import AdaptiveLimit, Backoff, RateLimiter, RetryBudget
 from .protocol import relative_key, request_url
 from .report import ReportWriter
@@ -221,6 +221,11 @@ class Engine:
         Small renames on the loop, as ``download`` does for small files: a grown chunk
         replaces at most one file a day.
         """
+        for kept in held_by_empty(item, key, rows):
+            self.observer.notice(
+                f"{key} was answered empty, but the shorter {kept.path} holds data: both are"
+                " kept (a revisit of the longer one that brings data settles it)"
+            )
         for old in superseded(item, key, rows):
             archived: str | None = None
             if old.status == Status.DOWNLOADED:

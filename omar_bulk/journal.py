@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS items (
     run_id INTEGER NOT NULL,
     revisions INTEGER NOT NULL DEFAULT 0,
     checked_at REAL,
-    superseded_by TEXT
+    superseded_by TEXT,
+    chunk TEXT
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS versions (
     path TEXT NOT NULL,
@@ -95,10 +96,19 @@ def _to_v2(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE items ADD COLUMN superseded_by TEXT")
 
 
+def _to_v3(db: sqlite3.Connection) -> None:
+    """2 to 3: ``items.chunk``, the chunking an item was cut by (``month``, ``7d``, ...), so
+    only a chunk of the same chunking supersedes another. Rows written before it have none
+    (NULL): ``policy.superseded`` treats those conservatively."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(items)")}
+    if "chunk" not in columns:
+        db.execute("ALTER TABLE items ADD COLUMN chunk TEXT")
+
+
 #: Step ``n`` brings a journal of format ``n`` to ``n + 1``, inside the one transaction that
 #: runs every step a journal needs. To change the format: change ``_SCHEMA`` (what a new journal
 #: gets) and append the step that does the same to an existing one.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2, _to_v3]
 
 
 def format_version() -> int:
@@ -109,12 +119,13 @@ def format_version() -> int:
 _UPSERT = (
     "INSERT INTO items (path, kind, id, start, end, format, time_type, url, status, bytes,"
     " sha256, attempts, error, mtime_ns, fetched_at, run_id, revisions, checked_at,"
-    " superseded_by) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL)"
+    " superseded_by, chunk) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL,?)"
     " ON CONFLICT(path) DO UPDATE SET url=excluded.url, status=excluded.status,"
     " bytes=excluded.bytes, sha256=excluded.sha256, attempts=excluded.attempts,"
     " error=excluded.error, mtime_ns=excluded.mtime_ns, fetched_at=excluded.fetched_at,"
     " run_id=excluded.run_id, revisions=items.revisions + excluded.revisions,"
-    " checked_at=excluded.checked_at, superseded_by=NULL"
+    " checked_at=excluded.checked_at, superseded_by=NULL,"
+    " chunk=COALESCE(excluded.chunk, items.chunk)"
 )
 
 
@@ -154,10 +165,14 @@ def _row(
         run_id,
         1 if revised else 0,
         now,
+        item.chunk or None,
     )
 
 
-_ENTRY = "SELECT path, status, bytes, sha256, mtime_ns, fetched_at, error, superseded_by FROM items"
+_ENTRY = (
+    "SELECT path, status, bytes, sha256, mtime_ns, fetched_at, error, superseded_by, chunk"
+    " FROM items"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +190,9 @@ class Entry:
     error: str | None = None
     #: The key of the longer file of the same chunk that replaced this one, if any.
     superseded_by: str | None = None
+    #: The chunking the file was cut by (``str(Chunking)``); None in rows of format 2 and
+    #: before, and in rows rebuilt from a report.
+    chunk: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -563,9 +581,11 @@ class Journal:
         status = result.status
         try:
             if previous is not None and status in (Status.FAILED, Status.UNCHANGED):
+                # A row of an older format learns its chunking here, as on any upsert.
                 self._db.execute(
-                    "UPDATE items SET attempts=?, error=?, checked_at=?, run_id=? WHERE path=?",
-                    (result.attempts, result.error, now, self.run_id, key),
+                    "UPDATE items SET attempts=?, error=?, checked_at=?, run_id=?,"
+                    " chunk=COALESCE(?, chunk) WHERE path=?",
+                    (result.attempts, result.error, now, self.run_id, item.chunk or None, key),
                 )
                 return
             values = _row(

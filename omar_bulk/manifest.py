@@ -36,7 +36,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from .dates import california_today, parse_date
+from .dates import california_today, is_relative, parse_date
 from .errors import ManifestError
 from .plan import Census, Chunking, Plan, Pull, PullFields, check_pull, make_pull
 
@@ -71,15 +71,17 @@ def load_manifest(path: Path, defaults: Defaults = Defaults()) -> Plan:
     if not path.is_file():
         raise ManifestError(str(path), "not a file")
     kind = _sniff(path)
+    notes: list[str] = []
     if kind == "csv":
         plan = Plan(
-            lambda: starmap(Pull, _csv_pulls(path, defaults)),
+            lambda: starmap(Pull, _csv_pulls(path, defaults, notes)),
             name=str(path),
-            census=lambda: _census(_csv_pulls(path, defaults)),
+            census=lambda: _census(_csv_pulls(path, defaults, notes)),
+            notes=notes,
         )
     else:
-        pulls = _toml_pulls(path, defaults)
-        plan = Plan(lambda: pulls, name=str(path))
+        pulls = _toml_pulls(path, defaults, notes)
+        plan = Plan(lambda: pulls, name=str(path), notes=notes)
     plan.survey()
     return plan
 
@@ -101,6 +103,9 @@ def adhoc_plan(
         raise ManifestError(where, "--meter/--group need both --start and --end")
     first = _date(start, where, "--start", today=defaults.today)
     last = _date(end, where, "--end", end=True, today=defaults.today)
+    notes: list[str] = []
+    if is_relative(start):
+        first = _rolled(first, last, defaults.chunk, where, notes)
     pulls = [
         make_pull(
             kind=kind,
@@ -115,9 +120,39 @@ def adhoc_plan(
         for kind, ids in (("meter", meters), ("group", groups))
         if ids
     ]
-    plan = Plan(lambda: pulls, name=where)
+    plan = Plan(lambda: pulls, name=where, notes=notes)
     plan.survey()
     return plan
+
+
+#: The start of the warning for a rolling start that no chunk grid can hold in place.
+_ROLLING_NONE = "a relative start with chunk none makes a new file every day"
+
+
+def _rolled(start: date, end: date, chunk: str | Chunking, where: str, notes: list[str]) -> date:
+    """A relative start rounded down to the first day of its chunk (``Chunking.floor``).
+
+    A start that counts from today moves every morning; unrounded, it would cut a shorter
+    first chunk every day (and with ``<N>d`` chunks move every boundary after it), each a
+    new file that replaces nothing. Rounded, the window's chunks stay put and its first
+    one leaves whole. ``none`` has no grid: the run is warned (once) instead.
+    """
+    if end < start:
+        return start  # check_pull says so, of the dates as written
+    if isinstance(chunk, str):
+        try:
+            chunk = Chunking.parse(chunk)
+        except ValueError:
+            return start  # check_pull says what is wrong with it
+    if chunk.unit == "none":
+        if not any(note.startswith(_ROLLING_NONE) for note in notes):
+            notes.append(
+                f"{_ROLLING_NONE} ({where}): the range's first day moves each morning and"
+                " nothing replaces the day before's file; give a fixed start, or a chunk"
+                " (month, week, <N>d)"
+            )
+        return start
+    return chunk.floor(start)
 
 
 def _anchored(defaults: Defaults) -> Defaults:
@@ -161,7 +196,7 @@ def _read_text(path: Path) -> str:
 # --- TOML -------------------------------------------------------------------------------
 
 
-def _toml_pulls(path: Path, defaults: Defaults) -> list[Pull]:
+def _toml_pulls(path: Path, defaults: Defaults, notes: list[str]) -> list[Pull]:
     text = _read_text(path)
     try:
         doc = tomllib.loads(text)
@@ -196,12 +231,12 @@ def _toml_pulls(path: Path, defaults: Defaults) -> list[Pull]:
         where = f"{path}:{line}" if line else f"{path}: pull #{index + 1}"
         if not isinstance(table, dict):
             raise ManifestError(where, "pull must be a [[pull]] table")
-        pulls.extend(_toml_pull(table, base, where, defaults.today))
+        pulls.extend(_toml_pull(table, base, where, defaults.today, notes))
     return pulls
 
 
 def _toml_pull(
-    table: dict[str, Any], base: dict[str, str], where: str, today: date | None
+    table: dict[str, Any], base: dict[str, str], where: str, today: date | None, notes: list[str]
 ) -> list[Pull]:
     """One ``[[pull]]`` table: a pull for its meters and one for its groups."""
     for key in table:
@@ -219,6 +254,8 @@ def _toml_pull(
         if not isinstance(value, str):
             raise ManifestError(where, f"{key} must be a string")
         options[key] = value
+    if is_relative(table["start"]):
+        start = _rolled(start, end, options["chunk"], where, notes)
     if "meters" not in table and "groups" not in table:
         raise ManifestError(where, "[[pull]] has neither meters nor groups")
     pulls = []
@@ -259,7 +296,7 @@ def _census(rows: Iterable[PullFields]) -> Iterator[Census]:
         yield kind, ids, fmt, time_type, chunking.count(start, end)
 
 
-def _csv_pulls(path: Path, defaults: Defaults) -> Iterator[PullFields]:
+def _csv_pulls(path: Path, defaults: Defaults, notes: list[str]) -> Iterator[PullFields]:
     try:
         # Undecodable bytes become lone surrogates, caught row by row: the decoder reads ahead
         # in blocks, so its own error would name a line long before the bad byte.
@@ -269,12 +306,14 @@ def _csv_pulls(path: Path, defaults: Defaults) -> Iterator[PullFields]:
     with handle:
         reader = csv.reader(handle)
         try:
-            yield from _csv_rows(path, reader, defaults)
+            yield from _csv_rows(path, reader, defaults, notes)
         except csv.Error as exc:
             raise ManifestError(f"{path}:{reader.line_num}", f"CSV: {exc}") from None
 
 
-def _csv_rows(path: Path, reader: Any, defaults: Defaults) -> Iterator[PullFields]:
+def _csv_rows(
+    path: Path, reader: Any, defaults: Defaults, notes: list[str]
+) -> Iterator[PullFields]:
     """Validated pulls from a CSV manifest's rows. This runs once per row on every pass (a
     manifest can hold a million rows): one string per row for the checks that look at every
     cell, and the same dates and chunk sizes parsed once, not once per row."""
@@ -283,6 +322,8 @@ def _csv_rows(path: Path, reader: Any, defaults: Defaults) -> Iterator[PullField
     starts: dict[str, date] = {}
     ends: dict[str, date] = {}
     chunks: dict[str, Chunking] = {}
+    #: Start cells that count from today (a few distinct strings at most).
+    rolling: set[str] = set()
     today = defaults.today
     name = str(path)
     for row in reader:
@@ -312,6 +353,8 @@ def _csv_rows(path: Path, reader: Any, defaults: Defaults) -> Iterator[PullField
         start = starts.get(start_cell)
         if start is None:
             start = _remember(starts, start_cell, _date(start_cell, where, "start", today=today))
+            if is_relative(start_cell):
+                rolling.add(start_cell)
         end = ends.get(end_cell)
         if end is None:
             end = _remember(ends, end_cell, _date(end_cell, where, "end", end=True, today=today))
@@ -322,6 +365,8 @@ def _csv_rows(path: Path, reader: Any, defaults: Defaults) -> Iterator[PullField
             if len(chunks) < _REMEMBERED:
                 with contextlib.suppress(ValueError):
                     chunk = chunks[chunk_text] = Chunking.parse(chunk_text)
+        if rolling and start_cell in rolling:
+            start = _rolled(start, end, chunk, where, notes)
         yield check_pull(
             kind=kind,
             ids=(ident,),

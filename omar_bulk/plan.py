@@ -12,7 +12,7 @@ import hashlib
 import re
 from array import array
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from .dates import month_end
@@ -33,6 +33,9 @@ MAX_ID_BYTES = 200
 
 _ONE_DAY = timedelta(days=1)
 _DAYS = re.compile(r"^([1-9][0-9]{0,4})d$")
+#: Where the grid of ``<N>d`` chunks under a rolling start is anchored (``Chunking.floor``).
+EPOCH = date(1970, 1, 1)
+_FIRST_DAY = (date.min - EPOCH).days
 
 
 def _days_after(day: date, days: int, limit: date) -> date:
@@ -86,6 +89,25 @@ class Chunking:
                 return
             cursor = last + _ONE_DAY
 
+    def floor(self, day: date) -> date:
+        """The first day of the chunk that holds ``day``, on a grid that does not move.
+
+        A relative start (``-1826d``) moves a day every morning; rounded down to this, the
+        chunks it begins stay the same files from one morning to the next, and the first
+        one stays whole. Calendar chunks round to the 1st of the month or to Monday; ``<N>d``
+        chunks to a multiple of N days since ``EPOCH`` (1970-01-01, or 0001-01-01 where that
+        grid would fall before the calendar); ``none`` has no grid: the day itself.
+        """
+        if self.unit == "month":
+            return day.replace(day=1)
+        if self.unit == "week":  # 0001-01-01 is a Monday: never before the calendar
+            return day - timedelta(days=day.weekday())
+        if self.unit == "days":
+            offset = (day - EPOCH).days
+            offset -= offset % self.days
+            return date.min if offset < _FIRST_DAY else EPOCH + timedelta(days=offset)
+        return day
+
     def count(self, start: date, end: date) -> int:
         """Number of chunks ``split`` yields, without building them where it can."""
         if start > end:
@@ -116,6 +138,7 @@ class Pull:
 
     def items(self) -> Iterator[Item]:
         kind, fmt, time_type = self.kind, self.format, self.time_type
+        cut = str(self.chunking)
         count = self.chunking.count(self.start, self.end)
         if count <= _SHARED_CHUNKS:
             # Every id gets the same chunks: cut the range once (a TOML pull's 252 months for
@@ -127,11 +150,11 @@ class Pull:
             )
             for ident in self.ids:
                 for first, last in chunks:
-                    yield Item(kind, ident, first, last, fmt, time_type)
+                    yield Item(kind, ident, first, last, fmt, time_type, cut)
             return
         for ident in self.ids:
             for first, last in self.chunking.split(self.start, self.end):
-                yield Item(kind, ident, first, last, fmt, time_type)
+                yield Item(kind, ident, first, last, fmt, time_type, cut)
 
 
 #: Up to this many chunks, a pull cuts its range once for all its ids (a list this long is
@@ -149,6 +172,9 @@ class Item:
     end: date
     format: str
     time_type: str
+    #: The chunking it was cut by (``str(Chunking)``; "" when not known). Not part of the
+    #: item's identity: two chunkings that cut the same range ask for the same file.
+    chunk: str = field(default="", compare=False, repr=False)
 
     @property
     def series(self) -> tuple[str, str, str, str]:
@@ -282,8 +308,12 @@ class Plan:
         *,
         name: str = "plan",
         census: Callable[[], Iterable[Census]] | None = None,
+        notes: list[str] | None = None,
     ) -> None:
         self._source = source
+        #: Warnings found while reading the pulls (a rolling start that makes a new file every
+        #: day), filled in by the survey at the latest; a run prints them.
+        self.notes = notes if notes is not None else []
         #: The survey's own pass, if the source has a cheaper one: the same checks, in the
         #: same order, and for each pull what ``_census`` makes of it.
         self._census = census or self._tally
@@ -322,7 +352,17 @@ class Plan:
             # One id over one chunk (a CSV row's month) is its own item: no generator for it.
             single = len(pull.ids) == 1 and pull.chunking.count(pull.start, pull.end) == 1
             items: Iterable[Item] = (
-                (Item(pull.kind, pull.ids[0], pull.start, pull.end, pull.format, pull.time_type),)
+                (
+                    Item(
+                        pull.kind,
+                        pull.ids[0],
+                        pull.start,
+                        pull.end,
+                        pull.format,
+                        pull.time_type,
+                        str(pull.chunking),
+                    ),
+                )
                 if single
                 else pull.items()
             )

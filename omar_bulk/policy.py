@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import PurePosixPath
 
+from .dates import month_end
 from .journal import Entry
 from .plan import Item
 from .protocol import parse_relative_path
@@ -58,11 +59,10 @@ def decide(
     its window, so ``status`` and the next fetch agree). Everything else is fetched; a
     verified file that is fetched again is compared with its new version.
 
-    A file superseded by a longer one of the same chunk (planned again by a run dated back)
-    is skipped unless ``--overwrite``: the longer file stands for it.
+    Only an item whose file is on disk (or a recorded empty answer) is skipped: a file a
+    longer one superseded, planned again (a run dated back with ``--today``, a pull that
+    chunks differently), is fetched again, since the file its plan names is in history.
     """
-    if entry is not None and entry.superseded_by is not None and not overwrite:
-        return Due(fetch=False, previous=entry)
     if entry is None or entry.status not in KEPT:
         return Due(fetch=True)
     again = (
@@ -89,16 +89,46 @@ def compare(previous: Entry | None, digest: str | None) -> tuple[Status, bool]:
 
 def superseded(item: Item, key: str, same_start: Iterable[Entry]) -> list[Entry]:
     """The earlier files ``item`` (settled, under ``key``) replaces: among the journal's
-    entries whose key starts on ``item``'s first day (``journal.same_start``), those of the
-    same kind, id, format and time type that end sooner and are not superseded already.
+    entries whose key starts on ``item``'s first day (``journal.same_start``, ``key``'s own
+    entry included), those of the same kind, id, format, time type and chunking that end
+    sooner and are not superseded already.
 
-    Only a shorter range with the same start is replaced: the chunk that grew. Files of
-    other lengths that start elsewhere (another ``--chunk``) are left alone, and a shorter
-    file never replaces a longer one, so two pulls that chunk one id differently never take
-    turns replacing each other. Failed entries are replaced too: their chunk is now on disk.
+    Only a shorter range with the same start, cut by the same chunking, is replaced: the
+    chunk that grew. A file of another chunking (a monthly January under a ``--chunk none``
+    quarter) is a file some other plan names: it stays, and so does anything that starts
+    elsewhere; a shorter file never replaces a longer one. Entries of unknown chunking
+    (written before journal format 3) are replaced only under ``_grown_before_format_3``.
+
+    Failed entries are replaced too: their chunk is now on disk. An empty answer never
+    replaces a file holding data (the server's "no data" for the grown month may be a
+    glitch): both stay, and the next revisit of the longer one settles it.
     """
-    replaced = []
-    for entry in same_start:
+    entries = list(same_start)
+    empty = _answered_empty(key, entries)
+    return [
+        entry
+        for entry in _shorter_of_same_chunk(item, key, entries)
+        if not (empty and entry.status == Status.DOWNLOADED)
+    ]
+
+
+def held_by_empty(item: Item, key: str, same_start: Iterable[Entry]) -> list[Entry]:
+    """The files holding data that ``superseded`` keeps because ``key``'s answer was empty:
+    worth a warning, as the longer file says "no data" where a shorter one has some."""
+    entries = list(same_start)
+    if not _answered_empty(key, entries):
+        return []
+    shorter = _shorter_of_same_chunk(item, key, entries)
+    return [entry for entry in shorter if entry.status == Status.DOWNLOADED]
+
+
+def _answered_empty(key: str, entries: list[Entry]) -> bool:
+    return any(entry.path == key and entry.status == Status.EMPTY for entry in entries)
+
+
+def _shorter_of_same_chunk(item: Item, key: str, entries: list[Entry]) -> list[Entry]:
+    found = []
+    for entry in entries:
         if entry.path == key or entry.superseded_by is not None:
             continue
         if entry.status == Status.SUPERSEDED:
@@ -106,9 +136,34 @@ def superseded(item: Item, key: str, same_start: Iterable[Entry]) -> list[Entry]
         other = parse_relative_path(PurePosixPath(entry.path))
         if other is None or other.series != item.series:
             continue
-        if other.start == item.start and other.end < item.end:
-            replaced.append(entry)
-    return replaced
+        if other.start != item.start or other.end >= item.end:
+            continue
+        if _same_chunking(item.chunk, entry.chunk, other.end):
+            found.append(entry)
+    return found
 
 
-__all__ = ["KEPT", "Due", "compare", "decide", "needs_disk_check", "superseded"]
+def _same_chunking(chunk: str, recorded: str | None, shorter_end: date) -> bool:
+    """Was the shorter file cut by ``chunk`` (the grown item's; "" when unknown), by its
+    journal row's ``recorded`` chunking, or by the rule for rows that have none?"""
+    if recorded is None:
+        return _grown_before_format_3(chunk, shorter_end)
+    return bool(chunk) and recorded == chunk
+
+
+def _grown_before_format_3(chunk: str, shorter_end: date) -> bool:
+    """May a row of unknown chunking that ends on ``shorter_end`` be a shorter version of
+    a ``chunk`` chunk that starts on its first day?
+
+    Releases before journal format 3 recorded no chunking, and their piles are what this
+    cleans up: the partial months of a daily job. So only a month or week chunk replaces
+    such a row, and only one that does not end on a last day of a month or on a Sunday,
+    where the whole chunk of a monthly or weekly pull would end: a whole month or week is
+    never taken for the partial chunk of another chunking.
+    """
+    if chunk not in ("month", "week"):
+        return False
+    return shorter_end != month_end(shorter_end) and shorter_end.weekday() != 6
+
+
+__all__ = ["KEPT", "Due", "compare", "decide", "held_by_empty", "needs_disk_check", "superseded"]

@@ -203,6 +203,7 @@ async def fetch_async(
         ssl_context, more = open_tls(settings)
         warnings += more
     tally = Tally(planned=settings.plan.survey())
+    warnings += settings.plan.notes
     observer.planned(tally.planned)
     place = locate_state(settings.out_dir, settings.state_dir)
     warnings += place.notes
@@ -294,7 +295,7 @@ def planned_urls(
     """
     state, notes = journal_folder(settings.out_dir, settings.state_dir)
     if notice:
-        for note in notes:
+        for note in [*notes, *settings.plan.notes]:
             notice(note)
     journal = Journal.open_readonly(state)
     lookup: Callable[[str], Entry | None]

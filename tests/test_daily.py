@@ -20,7 +20,7 @@ import pytest
 from omar_bulk.journal import Entry, Journal
 from omar_bulk.manifest import Defaults, load_manifest
 from omar_bulk.plan import Item
-from omar_bulk.policy import decide, superseded
+from omar_bulk.policy import decide, held_by_empty, superseded
 from omar_bulk.results import ItemResult, NullObserver, Status
 from omar_bulk.run import StopSignal, fetch_async
 from omar_bulk.settings import Settings
@@ -29,12 +29,14 @@ from omar_bulk.standin.server import Faults, ServerThread, serve_in_thread
 
 from .conftest import Cli, Outcome, data_files, expected_body
 
-MARCH = Item("meter", "M1", date(2024, 3, 1), date(2024, 3, 16), "mdef", "PST")
+MARCH = Item("meter", "M1", date(2024, 3, 1), date(2024, 3, 16), "mdef", "PST", "month")
 MARCH_KEY = "meter/M1/M1_20240301_20240316_PST.mdef"
 
 
-def entry(key: str, status: str = Status.DOWNLOADED, by: str | None = None) -> Entry:
-    return Entry(key, status, 10, "ab" * 32, 1, 1.0, None, by)
+def entry(
+    key: str, status: str = Status.DOWNLOADED, by: str | None = None, chunk: str | None = "month"
+) -> Entry:
+    return Entry(key, status, 10, "ab" * 32, 1, 1.0, None, by, chunk)
 
 
 # --- the pure decisions -----------------------------------------------------------------------
@@ -53,12 +55,54 @@ def entry(key: str, status: str = Status.DOWNLOADED, by: str | None = None) -> E
         (entry("meter/M1/M1_20240301_20240314_PST.mdef", by="x"), False),  # replaced already
         (entry("meter/M1/M1_20240301_20240314_PST.mdef", Status.SUPERSEDED), False),
         (entry("meter/M1/not-a-data-file.mdef"), False),
+        # another chunking's file: some other plan names it
+        (entry("meter/M1/M1_20240301_20240314_PST.mdef", chunk="none"), False),
+        (entry("meter/M1/M1_20240301_20240314_PST.mdef", chunk="7d"), False),
+        # rows from before journal format 3 (no chunking): not if it ends on a Sunday
+        (entry("meter/M1/M1_20240301_20240314_PST.mdef", chunk=None), True),
+        (entry("meter/M1/M1_20240301_20240303_PST.mdef", chunk=None), False),
     ],
 )
 def test_which_earlier_files_a_settled_chunk_replaces(candidate: Entry, replaced: bool) -> None:
-    """Only a shorter file of the same chunk (same id, format, time type and first day)."""
+    """Only a shorter file of the same chunk (same id, format, time type, first day and
+    chunking)."""
     found = superseded(MARCH, MARCH_KEY, [entry(MARCH_KEY), candidate])
     assert found == ([candidate] if replaced else [])
+
+
+@pytest.mark.parametrize(
+    ("chunk", "shorter_end", "replaced"),
+    [
+        ("month", date(2024, 1, 16), True),
+        ("week", date(2024, 1, 2), True),
+        ("month", date(2024, 1, 7), False),  # a Sunday: a whole week of a weekly pull
+        ("month", date(2024, 1, 31), False),  # a whole month (under a longer none chunk)
+        ("none", date(2024, 1, 16), False),
+        ("7d", date(2024, 1, 3), False),
+        ("", date(2024, 1, 16), False),  # the grown item's own chunking unknown
+    ],
+)
+def test_rows_of_unknown_chunking_are_replaced_only_as_partial_months_and_weeks(
+    chunk: str, shorter_end: date, replaced: bool
+) -> None:
+    """Journals before format 3 recorded no chunking: only a month or week chunk replaces
+    such a row, and never one that ends where a whole month or week would."""
+    longer = Item("meter", "M1", date(2024, 1, 1), date(2024, 3, 31), "mdef", "PST", chunk)
+    key = "meter/M1/M1_20240101_20240331_PST.mdef"
+    old = entry(f"meter/M1/M1_20240101_{shorter_end:%Y%m%d}_PST.mdef", chunk=None)
+    assert superseded(longer, key, [entry(key), old]) == ([old] if replaced else [])
+
+
+def test_an_empty_answer_replaces_only_what_holds_no_data() -> None:
+    """The grown month answered empty: the shorter file with data stays (and is named for
+    a warning); a shorter empty or failed one is replaced."""
+    data = entry("meter/M1/M1_20240301_20240314_PST.mdef")
+    failed = entry("meter/M1/M1_20240301_20240315_PST.mdef", Status.FAILED)
+    nothing = entry("meter/M1/M1_20240301_20240301_PST.mdef", Status.EMPTY)
+    rows = [entry(MARCH_KEY, Status.EMPTY), data, failed, nothing]
+    assert superseded(MARCH, MARCH_KEY, rows) == [failed, nothing]
+    assert held_by_empty(MARCH, MARCH_KEY, rows) == [data]
+    assert held_by_empty(MARCH, MARCH_KEY, [entry(MARCH_KEY), data]) == []
 
 
 def test_an_id_with_underscores_finds_only_its_own_chunk(tmp_path: Path) -> None:
@@ -98,14 +142,16 @@ def test_an_id_with_underscores_finds_only_its_own_chunk(tmp_path: Path) -> None
         (Entry(MARCH_KEY, Status.DOWNLOADED, 10, "ab" * 32, 1, 1.0, "503"), True, None, True),
         (Entry(MARCH_KEY, Status.EMPTY, 0, None, None, 1.0, "503"), True, None, True),
         (Entry(MARCH_KEY, Status.DOWNLOADED, 10, "ab" * 32, 1, 1.0, None), True, None, False),
-        # a file a longer one replaced: that one stands for it, revisit or not
-        (entry(MARCH_KEY, Status.SUPERSEDED, by="longer"), False, None, False),
-        (entry(MARCH_KEY, Status.SUPERSEDED, by="longer"), False, date(2024, 1, 1), False),
+        # a file a longer one replaced, planned again: its file is in history, so it is
+        # fetched again, never reported skipped with no file on disk
+        (entry(MARCH_KEY, Status.SUPERSEDED, by="longer"), False, None, True),
+        (entry(MARCH_KEY, Status.SUPERSEDED, by="longer"), False, date(2024, 1, 1), True),
     ],
 )
-def test_the_skip_rule_retries_failed_refetches_and_skips_replaced_files(
+def test_the_skip_rule_retries_failed_refetches_and_fetches_replaced_files_again(
     journal_entry: Entry, on_disk: bool, revisit_from: date | None, fetch: bool
 ) -> None:
+    """Skipped means on disk and vouched for; anything else is asked for."""
     due = decide(MARCH, journal_entry, on_disk, overwrite=False, revisit_from=revisit_from)
     assert due.fetch is fetch
     if fetch:  # the file still on disk is what the new bytes are compared with
@@ -327,10 +373,12 @@ def test_a_piled_up_archive_is_cleaned_up_by_the_next_run(
             assert daily.run(day, revisit=False)[:2] == (0, 0)
     piled = _files(cli.out, "M1")
     assert len(piled) == 5  # two whole months, three versions of March
-    # the journal as 0.2 left it: format 1, no superseded_by column
+    # the journal as 0.2 left it: format 1, no superseded_by column, no chunk column (the
+    # partial months are replaced by the rule for rows of unknown chunking)
     db = sqlite3.connect(cli.out / ".omar-bulk" / "journal.sqlite3")
     try:
         db.execute("ALTER TABLE items DROP COLUMN superseded_by")
+        db.execute("ALTER TABLE items DROP COLUMN chunk")
         db.execute("PRAGMA user_version = 1")
         db.commit()
     finally:
@@ -357,6 +405,140 @@ def test_a_piled_up_archive_is_cleaned_up_by_the_next_run(
     assert report["summary"]["superseded"] == 2
     view = daily.view("2024-03-17")
     assert view["totals"]["downloaded"] == 3 and view["complete"] is True  # type: ignore[index]
+
+
+def test_the_daily_recipe_with_a_rolling_start_converges_too(
+    cli: Cli, faults: Faults, tmp_path: Path
+) -> None:
+    """A window that rolls (``start = "-75d"``): its start is rounded down to the 1st of its
+    month, so each morning asks only for the grown month (and the revisits), the first month
+    stays whole until it leaves the window whole, and no shorter first month piles up."""
+    manifest = tmp_path / "rolling.toml"
+    manifest.write_text('[[pull]]\nmeters = ["M1"]\nstart = "-75d"\nend = "yesterday"\n')
+    daily = Daily(cli, manifest)
+
+    # 03-15: -75d is 2023-12-31, so the window begins on 2023-12-01
+    fetched, status, asked, _ = daily.run("2024-03-15", revisit=False)
+    assert (fetched, status) == (0, 0)
+    assert asked == [("M1", a, b) for a, b in [("01/01", "01/31"), ("02/01", "02/29"),
+                                               ("03/01", "03/14"), ("12/01", "12/31")]]  # fmt: skip
+
+    # 03-16 and 03-17: -75d is 01-01, then 01-02 (January's 1st still): only March grows
+    for today, last in (("2024-03-16", "03/15"), ("2024-03-17", "03/16")):
+        fetched, status, asked, _ = daily.run(today, revisit=False)
+        assert (fetched, status, asked) == (0, 0, [("M1", "03/01", last)])
+    # and with a revisit window: the same files again, no new ones
+    faults.revision = 1
+    fetched, status, asked, _ = daily.run("2024-03-17")
+    assert (fetched, status) == (0, 0)
+    assert asked == [("M1", "02/01", "02/29"), ("M1", "03/01", "03/16")]
+    assert _files(cli.out, "M1") == [
+        "M1_20231201_20231231_PST.mdef",  # left the window whole; kept, as any fetched file
+        "M1_20240101_20240131_PST.mdef",
+        "M1_20240201_20240229_PST.mdef",
+        "M1_20240301_20240316_PST.mdef",
+    ]
+    fetched, status, asked, logins = daily.run("2024-03-17", revisit=False)
+    assert (fetched, status, asked, logins) == (0, 0, [], 0)
+
+
+@pytest.mark.parametrize(
+    ("args", "first", "warned"),
+    [
+        (["--chunk", "month"], "03%2F01%2F2024", False),
+        (["--chunk", "7d"], "03%2F07%2F2024", False),  # 19,789 days since 1970: 7 x 2,827
+        (["--chunk", "none"], "03%2F10%2F2024", True),  # no grid: warned, a file a day
+        (["--chunk", "month", "--start", "2024-03-10"], "03%2F10%2F2024", False),  # fixed
+    ],
+)
+def test_a_relative_start_on_the_command_line_is_rounded_down_to_its_chunk(
+    offline_cli: Cli, args: list[str], first: str, warned: bool
+) -> None:
+    """``--start -5d`` as a manifest's start: rounded to the chunk's first day; ``none``
+    keeps the day and warns that the window makes a new file every morning."""
+    start = [] if "--start" in args else ["--start", "-5d"]
+    outcome = offline_cli(
+        "fetch", "--meter", "M1", *start, "--end", "yesterday", "--today", "2024-03-15",
+        "--dry-run", *args, auth=False,
+    )  # fmt: skip
+    assert outcome.exit_code == 0, outcome.stderr
+    assert outcome.stdout.split()[0].split("startDate=")[1].split("&")[0] == first
+    assert ("makes a new file every day" in outcome.stderr) is warned
+
+
+def test_a_relative_range_that_ends_before_it_starts_is_still_refused(
+    offline_cli: Cli,
+) -> None:
+    """Rounding happens after the dates as written are checked: ``-5d`` to ``-10d`` is an
+    end before its start, though March's 1st (the rounded start) is before both."""
+    outcome = offline_cli(
+        "fetch", "--meter", "M1", "--start", "-5d", "--end", "-10d", "--today", "2024-03-20",
+        "--dry-run", auth=False,
+    )  # fmt: skip
+    assert outcome.exit_code == 2 and "before start" in outcome.stderr
+
+
+# --- chunkings side by side -------------------------------------------------------------------
+
+
+def _chunks(out: Path) -> dict[str, tuple[str, str | None]]:
+    """Every journal row: key's file name -> (status, chunk)."""
+    db = sqlite3.connect(out / ".omar-bulk" / "journal.sqlite3")
+    try:
+        rows = db.execute("SELECT path, status, chunk FROM items").fetchall()
+    finally:
+        db.close()
+    return {path.rsplit("/", 1)[1]: (status, chunk) for path, status, chunk in rows}
+
+
+def test_a_grown_chunk_replaces_only_files_of_its_own_chunking(cli: Cli) -> None:
+    """Monthly files, then a ``--chunk none`` quarter of the same meter that later grows:
+    the grown quarter replaces the shorter quarter, never the monthly January that starts
+    on the same day. The journal records each file's chunking."""
+    one = ["--meter", "M1", "--start", "2024-01-01"]
+    assert cli("fetch", *one, "--end", "2024-03-31").exit_code == 0
+    assert cli("fetch", *one, "--end", "2024-03-31", "--chunk", "none").exit_code == 0
+    assert cli("fetch", *one, "--end", "2024-04-02", "--chunk", "none").exit_code == 0
+    assert _files(cli.out, "M1") == [
+        "M1_20240101_20240131_PST.mdef",
+        "M1_20240101_20240402_PST.mdef",
+        "M1_20240201_20240229_PST.mdef",
+        "M1_20240301_20240331_PST.mdef",
+    ]
+    rows = _chunks(cli.out)
+    assert rows["M1_20240101_20240131_PST.mdef"] == ("downloaded", "month")
+    assert rows["M1_20240101_20240331_PST.mdef"] == ("superseded", "none")
+    assert rows["M1_20240101_20240402_PST.mdef"] == ("downloaded", "none")
+    # the monthly plan still finds its January: nothing to ask
+    assert cli.server is not None
+    before = len(cli.server.state.downloads())
+    assert cli("fetch", *one, "--end", "2024-03-31").exit_code == 0
+    assert len(cli.server.state.downloads()) == before
+
+
+def test_a_format_2_journal_gains_the_chunk_column(cli: Cli) -> None:
+    """A journal of format 2 is migrated to 3 after a backup: its rows keep everything and
+    have no chunking until they are written again."""
+    one = ["--meter", "M1", "--start", "2024-01-01", "--end", "2024-02-29"]
+    assert cli("fetch", *one).exit_code == 0
+    path = cli.out / ".omar-bulk" / "journal.sqlite3"
+    db = sqlite3.connect(path)
+    try:
+        db.execute("ALTER TABLE items DROP COLUMN chunk")
+        db.execute("PRAGMA user_version = 2")
+        db.commit()
+    finally:
+        db.close()
+    assert cli("fetch", *one).exit_code == 0  # skips both: nothing written to their rows
+    assert (cli.out / ".omar-bulk" / "journal.sqlite3.v2-backup").exists()
+    assert set(_chunks(cli.out).values()) == {("downloaded", None)}
+    assert cli("fetch", *one, "--overwrite").exit_code == 0  # rewritten: now they know
+    assert set(_chunks(cli.out).values()) == {("downloaded", "month")}
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    finally:
+        db.close()
 
 
 # --- an interrupted run accounts for what it sent ---------------------------------------------

@@ -300,3 +300,64 @@ def test_many_ids_share_one_cut_of_the_range(chunk: str) -> None:
     made = list(pull(ids, start, end, chunk).items())
     cuts = list(Chunking.parse(chunk).split(start, end))
     assert [(i.id, i.start, i.end) for i in made] == [(x, a, b) for x in ids for a, b in cuts]
+
+
+# --- a rolling start rounded down to its chunk ------------------------------------------------
+
+FLOORED = [
+    ("month", date(2024, 3, 17), date(2024, 3, 1)),
+    ("month", date(2024, 3, 1), date(2024, 3, 1)),
+    ("week", date(2024, 3, 17), date(2024, 3, 11)),  # a Sunday: that week's Monday
+    ("week", date(2024, 3, 11), date(2024, 3, 11)),
+    ("week", date(1, 1, 3), date(1, 1, 1)),  # 0001-01-01 is a Monday
+    ("day", date(2024, 3, 17), date(2024, 3, 17)),
+    ("7d", date(1970, 1, 1), date(1970, 1, 1)),  # the grid's anchor
+    ("7d", date(1970, 1, 7), date(1970, 1, 1)),
+    ("7d", date(1970, 1, 8), date(1970, 1, 8)),
+    ("7d", date(1969, 12, 31), date(1969, 12, 25)),  # before the anchor: still down
+    ("7d", date(2024, 2, 2), date(2024, 2, 1)),  # 19,755 days since 1970: 19,754 is 7 x 2,822
+    ("10d", date(2024, 2, 2), date(2024, 1, 28)),  # 19,750 days
+    ("99999d", date(1, 1, 10), date.min),  # the grid point lies before the calendar
+    ("none", date(2024, 3, 17), date(2024, 3, 17)),
+]
+
+
+@pytest.mark.parametrize(("chunk", "day", "first"), FLOORED)
+def test_a_day_rounds_down_to_the_first_day_of_its_chunk(
+    chunk: str, day: date, first: date
+) -> None:
+    """Months to the 1st, weeks to Monday, ``<N>d`` to a grid counted from 1970-01-01."""
+    assert Chunking.parse(chunk).floor(day) == first
+
+
+@given(dates, st.integers(1, 60), st.sampled_from(CHUNKS))
+def test_rolling_starts_on_one_grid_begin_the_same_chunks(
+    day: date, later: int, chunk: str
+) -> None:
+    """Two starts a few days apart, both rounded down: the chunks of the later one are chunks
+    of the earlier one (bar the first, gone whole), so a window that rolls forward by a day
+    keeps its files' names. ``none`` has no grid to keep."""
+    chunking = Chunking.parse(chunk)
+    end = day + timedelta(days=400)
+    first = chunking.floor(day)
+    assert first <= day and (chunking.unit == "none" or (day - first).days < 31 + 6 + 45)
+    if chunking.unit == "none":
+        return
+    earlier = set(chunking.split(first, end))
+    moved = list(chunking.split(chunking.floor(day + timedelta(days=later)), end))
+    assert set(moved) <= earlier
+
+
+def test_an_item_knows_its_chunking_but_is_the_same_request_without_it() -> None:
+    """The chunking is recorded in the journal (only a chunk of the same chunking replaces
+    another), yet two chunkings that cut the same range plan one request."""
+    pulls = [
+        pull(["A"], date(2020, 1, 1), date(2020, 1, 31), chunk="month"),
+        pull(["A"], date(2020, 1, 1), date(2020, 1, 31), chunk="none"),
+        pull(["A"], date(2020, 1, 1), date(2020, 3, 31), chunk="7d"),
+    ]
+    items = list(Plan(lambda: pulls))
+    assert items[0] == Item("meter", "A", date(2020, 1, 1), date(2020, 1, 31), "mdef", "PST")
+    assert [i.chunk for i in items[:2]] == ["month", "7d"]  # the duplicate "none" dropped
+    assert {i.chunk for i in items[1:]} == {"7d"}
+    assert "7d" not in repr(items[1])

@@ -108,6 +108,8 @@ failures:
   meter/M2/M2_20240101_20240131_PST.mdef: HTTP 404 [bold]no[/bold]
 note: 1 planned files are missing, but the journal holds other files of the same ids (mdef \
 PST): if the fetch ran with --chunk, --format or --time-type, give status the same options
+note: 2 failed files are not planned by the manifest: listed, not counted against completeness \
+(no run of it asks for them again)
 incomplete: {out}
 """
 
