@@ -166,7 +166,7 @@ async def receive(
         else:
             whole = False
         # One call for all the outcome's file system work: one hop when it goes to a thread.
-        return await disk.call(_settle, storage, work, status, keep, size, digest, body, whole)
+        return await disk.settle(_settle, storage, work, status, keep, size, digest, body, whole)
     except BaseException:
         if sink is not None:
             await sink.abort()

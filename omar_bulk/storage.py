@@ -604,6 +604,18 @@ class Offload:
 
     async def call(self, function: Callable[..., _T], *args: Any) -> _T:
         """``function(*args)``, inline or on a thread (see the class)."""
+        return await self._run(function, args, settles=False)
+
+    async def settle(self, function: Callable[..., _T], *args: Any) -> _T:
+        """``call`` for the step that puts a finished file in place. If the task is
+        cancelled while it runs on a thread and it succeeds, its result is handed back
+        anyway, so that what is now on disk gets recorded, and the cancellation is held
+        until the caller has done so (``pay_cancellation``)."""
+        return await self._run(function, args, settles=True)
+
+    async def _run(
+        self, function: Callable[..., _T], args: tuple[Any, ...], *, settles: bool
+    ) -> _T:
         now = time.monotonic()
         if now >= self._inline_from:
             try:
@@ -612,7 +624,7 @@ class Offload:
                 spent = time.monotonic() - now
                 if self._mode == "auto":
                     self._judge(now, spent)
-        return await self._hop(function, args)
+        return await self._hop(function, args, settles)
 
     def _judge(self, started: float, spent: float) -> None:
         """After a call on the loop: a slow one sends the next calls to threads for a while
@@ -637,7 +649,7 @@ class Offload:
                 self._inline_from = now + self._probe
                 self._probe = min(self._probe * 2, PROBE_MAX)
 
-    async def _hop(self, function: Callable[..., _T], args: tuple[Any, ...]) -> _T:
+    async def _hop(self, function: Callable[..., _T], args: tuple[Any, ...], settles: bool) -> _T:
         loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[_T] = loop.create_future()
         self.hops += 1
@@ -653,7 +665,7 @@ class Offload:
             while not future.done():
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.wait((future,))
-            if future.cancelled() or future.exception() is not None:
+            if not settles or future.cancelled() or future.exception() is not None:
                 raise
             # The call did what it was asked (a file renamed into place): hand its result
             # back so that it is recorded, and owe the task its cancellation, which the

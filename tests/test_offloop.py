@@ -146,7 +146,7 @@ def test_a_cancelled_task_waits_for_its_call_to_end_and_records_it_first() -> No
         disk = Offload(2, mode="thread")
 
         async def download() -> None:
-            recorded.append(await disk.call(rename_like))
+            recorded.append(await disk.settle(rename_like))
             disk.pay_cancellation()
             recorded.append("went on after the stop")  # never reached
 
@@ -223,3 +223,23 @@ def test_threads_sharing_the_folder_cache_write_every_file_into_its_own_folder(
     assert not list(storage.root.rglob("*.part"))
     storage.close()
     assert open_fds() == before
+
+
+def test_a_cancelled_call_that_only_prepares_still_stops_the_task() -> None:
+    """Only the step that puts a file in place holds a stop back: opening a ``.part`` that
+    succeeds while the run is stopped must not let the download stream on."""
+
+    def open_like() -> str:
+        time.sleep(DELAY)
+        return "opened"
+
+    async def main() -> None:
+        disk = Offload(2, mode="thread")
+        task = asyncio.create_task(disk.call(open_like))
+        await asyncio.sleep(DELAY / 4)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        disk.close()
+
+    asyncio.run(main())
