@@ -24,9 +24,15 @@ import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
+from time import thread_time as _thread_time
 from typing import Any, TypeVar
 
 from .errors import LocalWriteError, UnsafePathError
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - not on Windows
+    resource = None  # type: ignore[assignment]
 
 STATE_DIR = ".omar-bulk"
 PART_SUFFIX = ".part"
@@ -548,6 +554,8 @@ PROBE_MAX = 60.0
 
 
 _T = TypeVar("_T")
+#: getrusage(2) for the calling thread alone (Linux); elsewhere every slow call counts.
+_RUSAGE_THREAD: int | None = getattr(resource, "RUSAGE_THREAD", None) if resource else None
 _Job = tuple["asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
 
 
@@ -592,11 +600,12 @@ class Offload:
         """``function(*args)``, inline or on a thread (see the class)."""
         now = time.monotonic()
         if now >= self._inline_from:
+            before = _thread_usage()
             try:
                 return function(*args)
             finally:
                 spent = time.monotonic() - now
-                if spent > SLOW_CALL and self._mode == "auto":
+                if spent > SLOW_CALL and self._mode == "auto" and not _preempted(before):
                     self._slow(now + spent)
                 elif self._probe > PROBE_AFTER:
                     self._probe = PROBE_AFTER  # a quick call: the disk is fast again
@@ -683,6 +692,28 @@ NETWORK_FILESYSTEMS = {
 #: Where the journal goes by default for an OUT on a network file system: a folder of this
 #: machine's own, one per OUT (named by a hash of OUT's absolute path).
 STATE_HOME_NAME = "omar-bulk"
+
+
+def _thread_usage() -> tuple[int, int, float] | None:
+    """This thread's voluntary and involuntary context switches and processor time."""
+    if _RUSAGE_THREAD is None or resource is None:
+        return None
+    usage = resource.getrusage(_RUSAGE_THREAD)
+    # Not ru_utime + ru_stime: for one thread they advance by whole scheduler ticks (4 ms).
+    return usage.ru_nvcsw, usage.ru_nivcsw, _thread_time()
+
+
+def _preempted(before: tuple[int, int, float] | None) -> bool:
+    """A call was slow only because the scheduler gave the processor to someone else: it
+    never waited (no voluntary switch: no disk, lock or network share held it), and it spent
+    little processor time itself. A thread would not have run it sooner, so it says nothing
+    about the disk. On a busy machine (2 cores, other jobs) this happened in about one run
+    in three of workload 1, and sent a whole run on tmpfs to threads."""
+    after = _thread_usage()
+    if before is None or after is None:
+        return False
+    voluntary, involuntary, cpu = (a - b for a, b in zip(after, before, strict=True))
+    return voluntary == 0 and involuntary > 0 and cpu < SLOW_CALL
 
 
 def _statfs_type(path: str) -> int | None:
