@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import CHILD_ENV, DISK_OUTPUT, HERE, PY, ROOT, TOOLS, WORK, nginx, standin
+from harness import CHILD_ENV, DISK_OUTPUT, FLOORS, HERE, PY, ROOT, TOOLS, WORK, nginx, standin
 from report import report_only, write_results
 from workloads import (
     big_body,
@@ -83,7 +83,7 @@ def main() -> int:
             big_body.prepare(args.big_mib)
         size6 = slow_disk.prepare() if 6 in chosen else 0
         with nginx(pki) as (strict, lenient):
-            ends = {t: (lenient if t == "parfive" else strict) for t in TOOLS}
+            ends = {t: (lenient if t == "parfive" else strict) for t in (*TOOLS, *FLOORS)}
             extra |= startup.one_file(strict)
             if 1 in chosen:
                 loads.append(small_files.run(args.rounds, ends, size1))

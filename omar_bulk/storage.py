@@ -24,9 +24,15 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from time import thread_time as _thread_time
 from typing import Any, TypeVar
 
 from .errors import LocalWriteError, UnsafePathError, UsageError
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - not on Windows
+    resource = None  # type: ignore[assignment]
 
 STATE_DIR = ".omar-bulk"
 PART_SUFFIX = ".part"
@@ -559,6 +565,8 @@ QUICK_PROBES = 3
 
 
 _T = TypeVar("_T")
+#: getrusage(2) for the calling thread alone (Linux); elsewhere every slow call counts.
+_RUSAGE_THREAD: int | None = getattr(resource, "RUSAGE_THREAD", None) if resource else None
 _Job = tuple["asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
 
 
@@ -618,20 +626,23 @@ class Offload:
     ) -> _T:
         now = time.monotonic()
         if now >= self._inline_from:
+            before = _thread_usage()
             try:
                 return function(*args)
             finally:
                 spent = time.monotonic() - now
                 if self._mode == "auto":
-                    self._judge(now, spent)
+                    # Slow only if the thread waited or worked: a call merely preempted by
+                    # another process says nothing about the disk.
+                    self._judge(now, spent, slow=spent > SLOW_CALL and not _preempted(before))
         return await self._hop(function, args, settles)
 
-    def _judge(self, started: float, spent: float) -> None:
+    def _judge(self, started: float, spent: float, *, slow: bool) -> None:
         """After a call on the loop: a slow one sends the next calls to threads for a while
         (longer each time); while the disk is on probation, each quick call is one probe,
         and calls go back to threads until the next probe is due."""
         now = started + spent
-        if spent > SLOW_CALL:
+        if slow:
             self.slow_calls += 1
             self._last_slow = now
             self._quick_probes = 0
@@ -742,6 +753,28 @@ NETWORK_FILESYSTEMS = {
 #: Where the journal goes by default for an OUT on a network file system: a folder of this
 #: machine's own, one per OUT (named by a hash of OUT's real path).
 STATE_HOME_NAME = "omar-bulk"
+
+
+def _thread_usage() -> tuple[int, int, float] | None:
+    """This thread's voluntary and involuntary context switches and processor time."""
+    if _RUSAGE_THREAD is None or resource is None:
+        return None
+    usage = resource.getrusage(_RUSAGE_THREAD)
+    # Not ru_utime + ru_stime: for one thread they advance by whole scheduler ticks (4 ms).
+    return usage.ru_nvcsw, usage.ru_nivcsw, _thread_time()
+
+
+def _preempted(before: tuple[int, int, float] | None) -> bool:
+    """A call was slow only because the scheduler gave the processor to someone else: it
+    never waited (no voluntary switch: no disk, lock or network share held it), and it spent
+    little processor time itself. A thread would not have run it sooner, so it says nothing
+    about the disk. On a busy machine (2 cores, other jobs) this happened in about one run
+    in three of workload 1, and sent a whole run on tmpfs to threads."""
+    after = _thread_usage()
+    if before is None or after is None:
+        return False
+    voluntary, involuntary, cpu = (a - b for a, b in zip(after, before, strict=True))
+    return voluntary == 0 and involuntary > 0 and cpu < SLOW_CALL
 
 
 def _statfs_type(path: str) -> int | None:
