@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from omar_bulk.errors import LocalWriteError
 from omar_bulk.journal import JOURNAL_NAME, Entry, Journal, hash_matches, vouches
 from omar_bulk.plan import Item
 from omar_bulk.protocol import relative_key
@@ -293,3 +294,18 @@ def test_a_file_that_cannot_be_read_is_fetched_again(tmp_path: Path) -> None:
     assert hash_matches(entry, final) == (False, f"{final} cannot be read; fetching it again")
     final.mkdir()
     assert hash_matches(entry, final) == (False, f"{final} cannot be read; fetching it again")
+
+
+@pytest.mark.parametrize("status", [Status.DOWNLOADED, Status.REVISED, Status.FAILED])
+def test_a_row_that_cannot_be_written_is_a_local_write_error_naming_the_journal(
+    tmp_path: Path, status: Status
+) -> None:
+    journal = Journal.open(tmp_path)
+    journal.record(KEY, result(Status.DOWNLOADED, size=1, sha256=ONE), 1)
+    previous = journal.get(KEY)
+    journal.close()
+    with pytest.raises(LocalWriteError) as caught:
+        journal.record(KEY, result(status, size=2, sha256=TWO), 2, previous=previous)
+    assert str(caught.value) == (
+        f"cannot write the journal {tmp_path / JOURNAL_NAME}: Cannot operate on a closed database."
+    )

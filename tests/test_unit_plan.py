@@ -398,3 +398,33 @@ def test_long_ranges_count_exactly() -> None:
     end = start + timedelta(days=9999)
     plan = Plan(lambda: [a_pull(["A", "B", "C"], start, end, chunk="10d")])
     assert plan.survey() == 3 * 1000
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (
+            "a" * 100 + "\n",
+            f"here: id '{'a' * 59}…' holds control, format or line-separator characters (\\n):"
+            " ids become file names and are printed",
+        ),
+        (
+            "x\x02\x01y\x02",
+            "here: id 'x\\x02\\x01y\\x02' holds control, format or line-separator characters"
+            " (\\x01, \\x02): ids become file names and are printed",
+        ),
+        ("a\ud800b", "here: id 'a\\ud800b' is not valid UTF-8 text"),
+        ("a\udfffb", "here: id 'a\\udfffb' is not valid UTF-8 text"),
+        ("\udc80", "here: id '\\udc80' is not valid UTF-8 text"),
+    ],
+)
+def test_the_message_for_a_bad_id_shows_it_and_its_bad_characters(bad: str, message: str) -> None:
+    with pytest.raises(ManifestError) as caught:
+        check_id(bad, "here")
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("chunk", ["month", "week", "none", "day", "3d"])
+def test_chunk_counts_are_whole_numbers(chunk: str) -> None:
+    count = Chunking.parse(chunk).count(D(2024, 1, 3), D(2024, 3, 17))
+    assert type(count) is int

@@ -73,6 +73,8 @@ def test_a_taken_history_name_gets_the_next_free_number(storage: Storage) -> Non
     third = first.with_name(f"{first.name}-2")
     third.symlink_to(first.parent / "nowhere")
     assert storage.history_path(KEY, WHEN) == first.with_name(f"{first.name}-3")
+    first.with_name(f"{first.name}-3").write_bytes(b"four")
+    assert storage.history_path(KEY, WHEN) == first.with_name(f"{first.name}-4")
     # Another second is another name.
     assert storage.history_path(KEY, WHEN + 1) == first.with_name(
         "M1_20240101_20240131_PST.mdef.20240101T000102Z"
@@ -118,6 +120,14 @@ def test_a_relative_root_is_the_same_root(tmp_path: Path, monkeypatch: pytest.Mo
         storage.make_dirs("./out")  # the root itself
         storage.make_dirs("./out/meter/M1")
         assert mode(tmp_path / "out" / "meter" / "M1") == 0o700
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+            ".omar-bulk",
+            "meter",
+            "trap",
+        ]
+        for root in ("./out", "out/", "./out/."):
+            with pytest.raises(ValueError, match="is not a file inside"):
+                storage.keep(root, storage.history_path(KEY, WHEN))
     finally:
         storage.close()
     assert list(elsewhere.iterdir()) == []
