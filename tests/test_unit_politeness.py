@@ -94,3 +94,22 @@ async def test_a_step_up_wakes_a_waiter_for_every_slot_it_frees() -> None:
     await asyncio.wait_for(waiters[2], timeout=5)
     limit.release(waiters[1].result())
     limit.release(waiters[2].result())
+
+
+async def test_waiters_are_served_first_come_first_served_however_many_wait() -> None:
+    limit, _ = pool(2)
+    held = [await limit.acquire(), await limit.acquire()]
+    order: list[str] = []
+
+    async def take(name: str) -> None:
+        epoch = await limit.acquire()
+        order.append(name)
+        await settle()
+        limit.release(epoch)
+
+    waiters = [asyncio.ensure_future(take(name)) for name in "ABCDEF"]
+    await settle()
+    limit.release(held.pop())
+    await asyncio.wait_for(asyncio.gather(*waiters), timeout=5)
+    assert order == list("ABCDEF")
+    limit.release(held.pop())
