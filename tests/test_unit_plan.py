@@ -255,7 +255,7 @@ def test_make_pull_refuses_an_end_before_the_start() -> None:
 
 
 def test_make_pull_checks_every_id() -> None:
-    with pytest.raises(ManifestError, match="^here: empty id$"):
+    with pytest.raises(ManifestError, match=r"^here: empty id$"):
         a_pull(["M1", ""], D(2024, 1, 1), D(2024, 1, 2))
 
 
