@@ -488,7 +488,9 @@ def test_as_json_lists_everything_the_view_holds(archive: Archive) -> None:
         "notes": [
             "1 planned files are missing, but the journal holds other files of the same ids"
             " (mdef PST): if the fetch ran with --chunk, --format or --time-type, give status"
-            " the same options"
+            " the same options",
+            "1 failed files are not planned by the manifest: listed, not counted against"
+            " completeness (no run of it asks for them again)",
         ],
     }
     assert list(document["series"][1]["months"]) == ["2024-01", "2024-02", "2024-03"]  # type: ignore[index]

@@ -18,12 +18,12 @@ from omar_bulk.policy import decide, superseded
 from omar_bulk.protocol import relative_key
 from omar_bulk.results import Status
 
-NOW = Item("meter", "M1", date(2024, 1, 1), date(2024, 1, 20), "mdef", "PST")
+NOW = Item("meter", "M1", date(2024, 1, 1), date(2024, 1, 20), "mdef", "PST", chunk="month")
 KEY = relative_key(NOW)
 
 
 def entry(item: Item, status: Status = Status.DOWNLOADED, **fields: object) -> Entry:
-    made = Entry(relative_key(item), status, 10, "ab" * 32, 1)
+    made = Entry(relative_key(item), status, 10, "ab" * 32, 1, chunk="month")
     return replace(made, **fields)  # type: ignore[arg-type]
 
 
@@ -36,6 +36,7 @@ def shorter(days: int, **fields: str) -> Item:
         date(2024, 1, days),
         values["format"],
         values["time_type"],
+        chunk="month",
     )
 
 
@@ -89,7 +90,7 @@ def test_a_failed_shorter_file_is_replaced_too() -> None:
 
 
 def test_ids_with_dots_and_underscores_are_matched_by_their_whole_name() -> None:
-    now = Item("group", "G_1.a", date(2024, 1, 1), date(2024, 1, 20), "csv", "DST")
+    now = Item("group", "G_1.a", date(2024, 1, 1), date(2024, 1, 20), "csv", "DST", chunk="month")
     old = Item("group", "G_1.a", date(2024, 1, 1), date(2024, 1, 19), "csv", "DST")
     other_id = Item("group", "G_1", date(2024, 1, 1), date(2024, 1, 19), "csv", "DST")
     assert superseded(now, relative_key(now), [entry(old), entry(other_id)]) == [entry(old)]
@@ -98,26 +99,36 @@ def test_ids_with_dots_and_underscores_are_matched_by_their_whole_name() -> None
 # --- the skip rule for a superseded file ----------------------------------------------------
 
 
-OLD = entry(shorter(19), superseded_by=KEY)
+OLD = entry(shorter(19), Status.SUPERSEDED, superseded_by=KEY)
 
 
 @pytest.mark.parametrize("on_disk", [True, False])
 @pytest.mark.parametrize("revisit_from", [None, date(2024, 1, 1)])
-def test_a_superseded_file_is_skipped_the_longer_one_stands_for_it(
+def test_a_superseded_file_planned_again_is_fetched_again(
     on_disk: bool, revisit_from: date | None
 ) -> None:
+    """Its file is in history: a skipped item must have its file on disk."""
     due = decide(shorter(19), OLD, on_disk, overwrite=False, revisit_from=revisit_from)
-    assert due.fetch is False and due.previous is OLD
+    assert due.fetch is True and due.previous is None
 
 
 def test_overwrite_fetches_a_superseded_file_again() -> None:
-    due = decide(shorter(19), OLD, True, overwrite=True, revisit_from=None)
-    assert due.fetch is True and due.previous is OLD
-    due = decide(shorter(19), OLD, False, overwrite=True, revisit_from=None)
-    assert due.fetch is True and due.previous is None
+    for on_disk in (True, False):
+        due = decide(shorter(19), OLD, on_disk, overwrite=True, revisit_from=None)
+        assert due.fetch is True and due.previous is None
 
 
 def test_a_file_not_superseded_is_judged_by_the_ordinary_rule() -> None:
     plain = entry(shorter(19))
     due = decide(shorter(19), plain, False, overwrite=False, revisit_from=None)
     assert due.fetch is True and due.previous is None
+    due = decide(shorter(19), plain, True, overwrite=False, revisit_from=None)
+    assert due.fetch is False and due.previous is plain
+
+
+def test_a_shorter_file_of_another_or_unknown_chunking_stays() -> None:
+    other = entry(shorter(19), chunk="none")
+    assert superseded(NOW, KEY, [other]) == []
+    unknown_whole_week = entry(shorter(7), chunk=None)  # 2024-01-07 is a Sunday
+    unknown_partial = entry(shorter(10), chunk=None)
+    assert superseded(NOW, KEY, [unknown_whole_week, unknown_partial]) == [unknown_partial]
