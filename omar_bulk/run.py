@@ -117,7 +117,11 @@ class SignalRouter:
         try:
             yield stop
         finally:
-            self._current = outer
+            # A signal that lands after the run, while its summary is printed and the process
+            # leaves, goes to the finished run's stop (which has nothing left to stop): the
+            # run's outcome and exit code are settled, and no late KeyboardInterrupt may
+            # turn them into a traceback.
+            self._current = outer if outer is not None else (stop if stop.armed else None)
             if previous is not None:
                 for number, handler in previous.items():
                     signal.signal(number, handler)
@@ -157,19 +161,16 @@ def fetch(
     stop = stop or StopSignal()
     with ROUTER.routing(stop):
         stop.armed = True
-        try:
-            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-                return runner.run(
-                    fetch_async(
-                        settings,
-                        observer=observer,
-                        stop=stop,
-                        ssl_context=context,
-                        warnings=warnings,
-                    )
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(
+                fetch_async(
+                    settings,
+                    observer=observer,
+                    stop=stop,
+                    ssl_context=context,
+                    warnings=warnings,
                 )
-        finally:
-            stop.armed = False
+            )
 
 
 def open_tls(settings: Settings) -> tuple[ssl.SSLContext, list[str]]:

@@ -49,10 +49,22 @@ def start_run(pki: TestPKI, server: ServerThread, out: Path, *extra: str) -> sub
     for meter in METERS:
         args += ["--meter", meter]
     args += ARGS
-    env = {**os.environ, "OMAR_CERT_PASSWORD": DEMO_PASSWORD}
+    # PYTHONFAULTHANDLER: a run that does not end in time is sent SIGABRT and prints every
+    # thread's stack, so a hang fails with where it hangs (``finish``).
+    env = {**os.environ, "OMAR_CERT_PASSWORD": DEMO_PASSWORD, "PYTHONFAULTHANDLER": "1"}
     return subprocess.Popen(
         args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+
+
+def finish(process: subprocess.Popen[str], timeout: float) -> str:
+    """The run's stderr once it ended; a failure with its threads' stacks if it does not."""
+    try:
+        return process.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        _, stderr = process.communicate(timeout=10)
+        pytest.fail(f"the run did not end within {timeout} s; its threads:\n{stderr[-6000:]}")
 
 
 def wait_for(condition, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
@@ -132,7 +144,7 @@ def test_a_signal_mid_transfer_exits_130_cleanly(
     wait_for(lambda: len(parts(out)) >= 2)  # transfers in flight, .part files on disk
     sent = time.monotonic()
     process.send_signal(signum)
-    _, stderr = process.communicate(timeout=5)
+    stderr = finish(process, timeout=20)
     assert time.monotonic() - sent < 5
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
@@ -154,7 +166,7 @@ def test_a_second_ctrl_c_during_shutdown_changes_nothing(
     process.send_signal(signal.SIGINT)
     time.sleep(0.01)
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=5)
+    stderr = finish(process, timeout=20)
     assert process.returncode == 130, stderr
     assert parts(out) == []
     assert json.loads((out / ".omar-bulk" / "last-run.json").read_text())["summary"]
@@ -170,7 +182,7 @@ def test_ctrl_c_at_any_moment_of_start_up_exits_130(
     wait_for(lambda: handles_sigterm(process.pid))  # omar-bulk's own code is running
     time.sleep(delay)
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=10)
+    stderr = finish(process, timeout=20)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert parts(out) == []
