@@ -87,7 +87,13 @@ def build_archive(out: Path, meters: int = 100, months: int = 200) -> Path:
     db = sqlite3.connect(state / "journal.sqlite3")
     try:
         with db:
-            db.executemany(f"INSERT INTO items VALUES ({','.join('?' * 18)})", rows)
+            # Named columns: columns later journal formats add keep their defaults.
+            db.executemany(
+                "INSERT INTO items (path, kind, id, start, end, format, time_type, url, status,"
+                " bytes, sha256, attempts, error, mtime_ns, fetched_at, run_id, revisions,"
+                f" checked_at) VALUES ({','.join('?' * 18)})",
+                rows,
+            )
     finally:
         db.close()
     manifest = out.parent / f"{out.name}-manifest.csv"
