@@ -122,7 +122,10 @@ def write_results(
         for load in loads
     ]
     (WORK / "results.json").write_text(json.dumps({"loads": saved, "extra": extra}, indent=1))
-    chart(loads, target.with_suffix(".png"))
+    # RESULTS.md's chart is results.png (as the READMEs say); another --results gets its own
+    chart(
+        loads, HERE / "results.png" if target == HERE / "RESULTS.md" else target.with_suffix(".png")
+    )
 
 
 def report_only(target: Path = HERE / "RESULTS.md") -> None:
