@@ -6,7 +6,6 @@ import itertools
 import tracemalloc
 import unicodedata
 from array import array
-from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path, PurePosixPath
 
@@ -22,7 +21,6 @@ from omar_bulk.plan import (
     Chunking,
     Item,
     Plan,
-    Pull,
     _repeated_hashes,
     check_id,
     make_pull,
@@ -252,24 +250,6 @@ def test_ids_with_bytes_that_are_not_utf8_are_refused() -> None:
 
 
 # --- memory for any manifest ------------------------------------------------------------------
-
-
-def test_surveying_many_distinct_ids_costs_a_few_bytes_per_id() -> None:
-    """200,000 one-id pulls (a CSV manifest's rows) are surveyed without an entry per id in a
-    dict: the ids themselves are never held, only an 8-byte hash each."""
-
-    def rows() -> Iterator[Pull]:
-        for n in range(200_000):
-            yield pull([f"MTR{n:07d}"], date(2024, 1, 1), date(2024, 1, 31))
-
-    plan = Plan(rows)
-    tracemalloc.start()
-    try:
-        assert plan.survey() == 200_000
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < 4_000_000, f"the survey held {peak} bytes ({peak / 200_000:.0f} per id)"
 
 
 def test_repeated_series_far_apart_are_still_found_and_dropped() -> None:
