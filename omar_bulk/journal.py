@@ -773,38 +773,6 @@ def _migrated_in_memory(db: sqlite3.Connection, version: int) -> sqlite3.Connect
     return copy
 
 
-def copy_journal(source: Path, target: Path) -> None:
-    """Copy the journal ``source`` to ``target`` (a new file, 0600) with SQLite's backup API,
-    which reads a consistent state even of a journal in WAL mode with its ``-wal`` beside it.
-    The copy is made under a temporary name and renamed into place, so a copy cut short is
-    never taken for the journal. ``source`` is only read; it keeps its format (the first
-    ``Journal.open`` of ``target`` migrates that, after its own backup)."""
-    temporary = target.with_name(f"{target.name}.copying")
-    try:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)  # left by a copy that was cut short
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        os.close(fd)
-        reader = sqlite3.connect(readonly_uri(source), uri=True)
-        try:
-            writer = sqlite3.connect(temporary)
-            try:
-                reader.backup(writer)
-            finally:
-                writer.close()
-        finally:
-            reader.close()
-        os.replace(temporary, target)
-    except (OSError, sqlite3.Error) as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        if isinstance(exc, OSError):
-            raise translate_os_error(exc, target) from exc
-        raise LocalWriteError(
-            f"cannot copy the journal {source} to {target}: {exc}; {source} was left untouched"
-        ) from exc
-
-
 def _migrate(db: sqlite3.Connection, path: Path, version: int) -> None:
     """Bring a journal of an older format up to this release's, in one transaction, after a
     backup copy beside it (``journal.sqlite3.v0-backup`` for a 0.1.0 journal). A step that

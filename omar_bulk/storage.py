@@ -17,17 +17,15 @@ import errno
 import os
 import queue
 import stat
-import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from time import thread_time as _thread_time
 from typing import Any, TypeVar
 
-from .errors import LocalWriteError, UnsafePathError, UsageError
+from .errors import LocalWriteError, UnsafePathError
 
 try:
     import resource
@@ -268,6 +266,11 @@ class Storage:
 
     def _open_child(self, parent: int, name: str, relative: str, create: bool) -> int:
         where = self._prefix + relative
+        if name in (".", ".."):
+            # ".." is no link, so O_NOFOLLOW lets it pass: it would lead out of the root.
+            raise UnsafePathError(
+                f"{where} names a folder outside the output folder; omar-bulk left it alone"
+            )
         try:
             try:
                 return os.open(name, _FOLDER, dir_fd=parent)
@@ -732,29 +735,6 @@ class Offload:
         self._threads.clear()
 
 
-# --- where the journal and the lock live ------------------------------------------------------
-
-#: statfs(2) ``f_type`` of the file systems on which SQLite's WAL mode and POSIX locks cannot
-#: be trusted: WAL needs shared memory between processes on one host, and locks over NFS or
-#: SMB are advisory, emulated, or lost on a reconnect (sqlite.org/wal.html, "WAL does not work
-#: over a network filesystem"). Values from linux/magic.h.
-NETWORK_FILESYSTEMS = {
-    0x6969: "NFS",
-    0x517B: "SMB",
-    0xFF534D42: "CIFS",
-    0xFE534D42: "SMB2",
-    0x65735546: "FUSE",
-    0x01021997: "9P",
-    0x00C36400: "Ceph",
-    0x5346414F: "AFS",
-    0x73757245: "Coda",
-    0x0BD00BD0: "Lustre",
-}
-#: Where the journal goes by default for an OUT on a network file system: a folder of this
-#: machine's own, one per OUT (named by a hash of OUT's real path).
-STATE_HOME_NAME = "omar-bulk"
-
-
 def _thread_usage() -> tuple[int, int, float] | None:
     """This thread's voluntary and involuntary context switches and processor time."""
     if _RUSAGE_THREAD is None or resource is None:
@@ -775,203 +755,6 @@ def _preempted(before: tuple[int, int, float] | None) -> bool:
         return False
     voluntary, involuntary, cpu = (a - b for a, b in zip(after, before, strict=True))
     return voluntary == 0 and involuntary > 0 and cpu < SLOW_CALL
-
-
-def _statfs_type(path: str) -> int | None:
-    """statfs(2)'s ``f_type`` for ``path`` (Linux), or None where it cannot be asked."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    # struct statfs opens with f_type, a C long; 256 bytes hold the whole struct with room.
-    buffer = ctypes.create_string_buffer(256)
-    if libc.statfs(os.fsencode(path), buffer) != 0:
-        return None
-    return ctypes.c_ulong.from_buffer(buffer).value & 0xFFFFFFFF
-
-
-def network_filesystem(path: Path | str) -> str | None:
-    """The name of the network file system ``path`` is on (its nearest existing folder), or
-    None for a local one or where it cannot be told."""
-    probe = os.path.abspath(os.fspath(path))
-    while not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            return None
-        probe = parent
-    kind = _statfs_type(probe)
-    return None if kind is None else NETWORK_FILESYSTEMS.get(kind)
-
-
-def default_state_home() -> Path:
-    """$XDG_STATE_HOME/omar-bulk, or ~/.local/state/omar-bulk."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "state"
-    )
-    return Path(base) / STATE_HOME_NAME
-
-
-def state_folder(out: Path, given: Path | None) -> tuple[Path, str | None]:
-    """Where ``out``'s journal, lock and report live, and a warning to show, if any.
-
-    ``given`` (``--state-dir``) wins. Otherwise ``OUT/.omar-bulk``, unless OUT is on a network
-    file system: then a folder of this machine's own, per OUT, and a warning that says so.
-    """
-    if given is not None:
-        return given, None
-    kind = network_filesystem(out)
-    if kind is None:
-        return out / STATE_DIR, None
-    import hashlib
-
-    # The real path: every spelling of OUT (a link to it, a relative path) maps to one folder.
-    real = os.path.realpath(out)
-    name = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    folder = default_state_home() / name
-    return folder, (
-        f"{out} is on a network file system ({kind}), where SQLite's journal and file locks"
-        f" are not reliable: the journal, lock and report are kept in {folder} instead."
-        " Give --state-dir (or OMAR_STATE_DIR) to choose the folder, the same for every"
-        " fetch and status of this output folder"
-    )
-
-
-#: In a state folder outside OUT: the real path of the output folder it serves. The journal's
-#: keys are relative to OUT, so one folder given for two OUTs would mix their files.
-SERVES_NAME = "output-folder"
-#: In ``OUT/.omar-bulk``: the real path of the state folder outside OUT that runs use, so that
-#: a command given no ``--state-dir`` says where the journal is instead of starting afresh.
-POINTER_NAME = "state-folder"
-
-
-@dataclass(frozen=True, slots=True)
-class StatePlace:
-    """Where a command keeps (or reads) OUT's journal, lock and report: ``state_folder``'s
-    answer, checked against what earlier runs left (``locate_state``)."""
-
-    out: Path
-    folder: Path
-    #: ``folder`` is not ``OUT/.omar-bulk`` (``--state-dir``, or the default for a share).
-    separate: bool
-    #: What the user should be told (a share's warning, a pointer to a vanished folder).
-    notes: tuple[str, ...]
-
-    @property
-    def pointer(self) -> Path:
-        return self.out / STATE_DIR / POINTER_NAME
-
-
-def locate_state(out: Path, given: Path | None) -> StatePlace:
-    """``state_folder`` for ``out`` and ``given``, checked; writes nothing (the dry run and
-    ``status`` use it as they are).
-
-    Raises ``UsageError`` when the folder serves another output folder, or when OUT's pointer
-    names another state folder that still exists: the journal is there, and a run without it
-    would fetch the whole archive again. A pointer to a folder that is gone is a note.
-    """
-    folder, warning = state_folder(out, given)
-    notes = [warning] if warning else []
-    real = os.path.realpath(folder)
-    separate = real != os.path.realpath(out / STATE_DIR)
-    place = StatePlace(out, folder, separate, ())
-    if separate:
-        serves = _read_mark(folder / SERVES_NAME)
-        if serves is not None and serves != os.path.realpath(out):
-            raise UsageError(
-                f"the state folder {folder} keeps the journal of the output folder {serves},"
-                f" not of {out}: give each output folder its own --state-dir (or"
-                f" OMAR_STATE_DIR). If {serves} was moved to {out}, remove"
-                f" {folder / SERVES_NAME} and run again"
-            )
-    named = _read_mark(place.pointer)
-    if named is not None and named != real:
-        if os.path.isdir(named):
-            raise UsageError(
-                f"the journal of {out} is kept in {named} ({place.pointer} says so), not in"
-                f" {folder}: give --state-dir {named} or set OMAR_STATE_DIR={named}, the same"
-                f" for every fetch, dry run and status of {out}. To start over in {folder}"
-                f" instead, remove {place.pointer}"
-            )
-        notes.append(
-            f"{place.pointer} says the journal of {out} was kept in {named}, which no longer"
-            f" exists: going on with {folder}"
-        )
-    return StatePlace(out, folder, separate, tuple(notes))
-
-
-def journal_folder(out: Path, given: Path | None) -> tuple[Path, list[str]]:
-    """Where a reader (the dry run, ``status``) finds ``out``'s journal, and notes for the
-    user (see ``locate_state``, whose errors it raises). A state folder outside OUT that has no
-    journal yet while ``OUT/.omar-bulk`` has one (an archive of an earlier release on a
-    share): that one, which the next run takes over (``run.fetch``)."""
-    place = locate_state(out, given)
-    notes = list(place.notes)
-    inside = out / STATE_DIR
-    separate_but_empty = place.separate and not (place.folder / JOURNAL_NAME).exists()
-    if separate_but_empty and (inside / JOURNAL_NAME).is_file():
-        notes.append(
-            f"reading the journal in {inside}: the next run copies it to {place.folder},"
-            " where it is kept from then on"
-        )
-        return inside, notes
-    return place.folder, notes
-
-
-def settle_state(place: StatePlace) -> None:
-    """For a run: record which OUT a separate state folder serves, and leave in
-    ``OUT/.omar-bulk`` a pointer to it; with the state in ``OUT/.omar-bulk``, remove a
-    pointer left by earlier runs (``locate_state`` let it pass: its folder is gone)."""
-    try:
-        if place.separate:
-            own = os.path.realpath(place.out)
-            if _read_mark(place.folder / SERVES_NAME) != own:
-                _write_mark(place.folder / SERVES_NAME, own)
-            real = os.path.realpath(place.folder)
-            if _read_mark(place.pointer) != real:
-                _write_mark(place.pointer, real)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(place.pointer)
-    except OSError as exc:
-        raise translate_os_error(exc, place.pointer) from exc
-
-
-_MARK_MAX = 1 << 16
-
-
-def _read_mark(path: Path) -> str | None:
-    """The path a mark file holds, or None where there is none (or none readable)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        data = os.read(fd, _MARK_MAX)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    data = data.removesuffix(b"\n")
-    return os.fsdecode(data) if data else None
-
-
-def _write_mark(path: Path, value: str) -> None:
-    """Write a mark file whole: a temporary file (0600, never through a link), renamed."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(temporary)
-    fd = os.open(temporary, _NEW_FILE, 0o600)
-    try:
-        try:
-            os.write(fd, os.fsencode(value) + b"\n")
-        finally:
-            os.close(fd)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
 
 
 def _unsafe(where: str, folder: int, name: str) -> UnsafePathError:

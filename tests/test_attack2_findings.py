@@ -141,15 +141,15 @@ def test_an_archive_on_a_network_share_upgraded_from_0_1_0_is_not_fetched_again(
     (7 of 7 here; 20,000 for a real archive), with only a warning. CHANGELOG promises that
     "a journal written by an older release is migrated in place on the first run". The
     upgrade should use (or move) the journal it finds in OUT, or stop and say how."""
-    from omar_bulk import storage
+    from omar_bulk import archive
 
     from .fixtures.make_out_0_1_0 import MANIFEST
 
     shutil.copytree(FIXTURE_0_1_0, cli.out)
     share = str(cli.out)
-    real = storage.network_filesystem
+    real = archive.network_filesystem
     monkeypatch.setattr(
-        storage,
+        archive,
         "network_filesystem",
         lambda path: "NFS" if str(Path(path).absolute()).startswith(share) else real(path),
     )

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from omar_bulk import storage as storage_module
-from omar_bulk.storage import network_filesystem, state_folder
+from omar_bulk import archive as archive_module
+from omar_bulk.archive import network_filesystem, state_folder
 
 from .conftest import Cli, data_files
 
@@ -19,7 +19,7 @@ JOURNAL = "journal.sqlite3"
 
 
 def pretend_filesystem(monkeypatch: pytest.MonkeyPatch, magic: int) -> None:
-    monkeypatch.setattr(storage_module, "_statfs_type", lambda path: magic)
+    monkeypatch.setattr(archive_module, "_statfs_type", lambda path: magic)
 
 
 @pytest.mark.parametrize(
@@ -45,7 +45,7 @@ def test_network_filesystems_are_told_by_their_statfs_type(
 
 def test_the_real_statfs_answers_for_a_local_folder(tmp_path: Path) -> None:
     """The ctypes call works on this machine (the test folder is local)."""
-    kind = storage_module._statfs_type(str(tmp_path))
+    kind = archive_module._statfs_type(str(tmp_path))
     assert kind is None or isinstance(kind, int)
     assert network_filesystem(tmp_path) is None
 

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from omar_bulk import Settings, storage
+from omar_bulk import Settings, archive
+from omar_bulk.archive import POINTER_NAME, SERVES_NAME, copy_journal, state_folder
 from omar_bulk.errors import UsageError
-from omar_bulk.journal import copy_journal, format_version
+from omar_bulk.journal import format_version
 from omar_bulk.manifest import Defaults, adhoc_plan
 from omar_bulk.metrics import check_target
-from omar_bulk.storage import POINTER_NAME, SERVES_NAME, claimed, state_folder
+from omar_bulk.storage import claimed
 
 from .conftest import Cli
 
@@ -41,13 +42,13 @@ def _downloads(cli: Cli) -> int:
 
 def _pretend_share(monkeypatch: pytest.MonkeyPatch, share: Path) -> None:
     """Everything under ``share`` is on NFS; everything else as it really is."""
-    real = storage.network_filesystem
+    real = archive.network_filesystem
     prefix = str(share)
 
     def fake(path: Path | str) -> str | None:
         return "NFS" if os.path.abspath(path).startswith(prefix) else real(path)
 
-    monkeypatch.setattr(storage, "network_filesystem", fake)
+    monkeypatch.setattr(archive, "network_filesystem", fake)
 
 
 def _user_version(path: Path) -> int:
@@ -152,7 +153,7 @@ def test_an_out_reached_through_a_link_has_the_same_state_folder(
     """The default state folder of an OUT on a share is named by OUT's real path: a link to
     it (or a relative path) finds the same journal."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(storage, "_statfs_type", lambda path: 0x6969)
+    monkeypatch.setattr(archive, "_statfs_type", lambda path: 0x6969)
     out = tmp_path / "share" / "out"
     out.mkdir(parents=True)
     link = tmp_path / "link"
