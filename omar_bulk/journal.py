@@ -629,6 +629,23 @@ class Journal:
             )
         )
 
+    def inventory(
+        self,
+    ) -> tuple[list[tuple[str, str, int, str | None]], list[tuple[str, int, str | None, str]]]:
+        """For ``verify``: every item's (path, status, bytes, sha256), and every kept version's
+        (path, bytes, sha256, archived_as)."""
+        try:
+            items = list(self._db.execute("SELECT path, status, bytes, sha256 FROM items"))
+            kept = list(
+                self._db.execute(
+                    "SELECT path, bytes, sha256, archived_as FROM versions"
+                    " WHERE archived_as IS NOT NULL"
+                )
+            )
+        except sqlite3.DatabaseError as exc:
+            raise UsageError(f"cannot read the journal {self.path}: {exc}") from None
+        return items, kept
+
     def _execute(self, sql: str, args: tuple[object, ...]) -> sqlite3.Cursor:
         try:
             return self._db.execute(sql, args)
