@@ -244,11 +244,11 @@ def test_a_disk_slow_only_sometimes_does_not_hold_the_loop_at_every_stall(
     back". Once a disk has shown it stalls, a quick probe should not forget it at once."""
     from types import SimpleNamespace
 
-    from omar_bulk import storage as storage_module
-    from omar_bulk.storage import Offload
+    from omar_bulk import offload as offload_module
+    from omar_bulk.offload import Offload
 
     now = [100.0]
-    monkeypatch.setattr(storage_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    monkeypatch.setattr(offload_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
     count = [0]
 
     def sometimes_slow() -> None:
