@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .archive import DATA_FOLDERS, POINTER_NAME, SERVES_NAME, Archive, read_mark
+from .archive import DATA_FOLDERS, SERVES_NAME, Archive, read_mark
 from .errors import UsageError
 from .results import Status
 from .storage import PART_SUFFIX, STATE_DIR
@@ -267,7 +267,7 @@ def _marks(archive: Archive) -> list[Problem]:
     if serves != own:
         what = "missing" if serves is None else f"names {serves}"
         found.append(Problem(str(archive.folder / SERVES_NAME), f"{what}, not {own}", fix))
-    pointer = read_mark(archive.out / STATE_DIR / POINTER_NAME)
+    pointer = read_mark(archive.pointer)
     if pointer != real:
         what = "missing" if pointer is None else f"names {pointer}"
         found.append(Problem(str(archive.pointer), f"{what}, not {real}", fix))
