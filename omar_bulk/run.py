@@ -1,6 +1,7 @@
 """A whole run, start to finish: the library's entry point behind ``omar-bulk fetch``.
 
-    identity check ─▶ lock OUT ─▶ journal (clean up after a killed run) ─▶ engine ─▶ report
+    identity check ─▶ the archive opened for a run (``archive.Archive.run``: checks, lock,
+    journal, sweep of what a killed run left) ─▶ engine ─▶ report
 
 ``fetch`` blocks and returns a ``RunResult``; ``fetch_async`` is the same for callers that
 already run an event loop. ``planned_urls`` is the dry run: what a real run would request.
