@@ -233,10 +233,10 @@ def copy_journal(source: Path, target: Path) -> None:
         except sqlite3.DatabaseError as exc:
             if _access_refused(exc):
                 raise
-            write_private(target, raw)
             wal = Path(f"{source}-wal")
-            if wal.is_file():
+            if wal.is_file():  # first: the journal's presence says the copy is complete
                 write_private(Path(f"{target}-wal"), lambda t: shutil.copyfile(wal, t))
+            write_private(target, raw)
     except OSError as exc:
         raise translate_os_error(exc, target) from exc
     except sqlite3.Error as exc:
