@@ -475,6 +475,8 @@ class Archive:
                 if source.is_file():
                     shutil.copyfile(source, Path(copy) / f"{JOURNAL_NAME}{suffix}")
             journal = Journal.open_readonly(Path(copy), strict=strict)
+            if journal is not None:
+                journal.path = path  # messages name the journal the user knows
             try:
                 yield journal
             finally:
