@@ -54,7 +54,8 @@ def _fail(exc: OmarBulkError) -> NoReturn:
 
 
 def _password(what: str) -> str | None:
-    """The certificate password: OMAR_CERT_PASSWORD, else a hidden prompt on a terminal."""
+    """The certificate password: OMAR_CERT_PASSWORD, else a hidden prompt on a terminal.
+    (``_password_source`` puts OMAR_CERT_PASSWORD_FILE before both.)"""
     secret = os.environ.get("OMAR_CERT_PASSWORD")
     if secret is not None:
         return secret
@@ -63,6 +64,22 @@ def _password(what: str) -> str | None:
 
         return getpass.getpass(f"{what}: ")
     return None
+
+
+def _password_source(*, warn: bool) -> tuple[Any, Path | None]:
+    """Where the password comes from, checked now (both variables set, a missing file: exit 2)
+    but read only when a file needs it; and the password file, if that is where. With
+    ``warn``, a password file others can read is warned about on stderr."""
+    from .tls import password_file, password_file_warning, read_password_file
+
+    path = password_file(os.environ)
+    if path is None:
+        return _password, None
+    if warn:
+        message = password_file_warning(path)
+        if message:
+            typer.echo(f"omar-bulk: warning: {message}", err=True)
+    return (lambda _what: read_password_file(path)), path
 
 
 # The connection options, declared once for every command that talks to the server.
@@ -225,7 +242,7 @@ def fetch(
             cert=cert,
             key=key,
             ca_bundle=ca_bundle,
-            password=_password,
+            password=_password_source(warn=not dry_run)[0],
             concurrency=concurrency,
             rate=rate,
             retries=retries,
@@ -306,12 +323,14 @@ def check(
         if not (timeout > 0 and timeout < float("inf")):
             raise UsageError("--timeout must be a positive number of seconds")
         forbid_core_dumps()
+        password, password_path = _password_source(warn=False)  # a check of its own below
         report = run_check(
             base_url=base_url or ENVIRONMENTS[env],
             cert=cert,
             key=key,
             ca_bundle=ca_bundle,
-            password=_password,
+            password=password,
+            password_file=password_path,
             timeout=timeout,
         )
     except OmarBulkError as exc:
