@@ -53,6 +53,16 @@ def _fail(exc: OmarBulkError) -> NoReturn:
     raise typer.Exit(exc.exit_code)
 
 
+def _user_path(raw: str) -> Path:
+    """A file named on the command line. ``-`` alone is standard input or output; any other
+    spelling of it (``./-``) is the file of that name, so it is made absolute: ``Path``
+    would turn ``./-`` back into ``-``."""
+    path = Path(raw)
+    if raw != "-" and str(path) == "-":
+        return path.absolute()
+    return path
+
+
 def _password(what: str) -> str | None:
     """The certificate password: OMAR_CERT_PASSWORD, else a hidden prompt on a terminal.
     (``_password_source`` puts OMAR_CERT_PASSWORD_FILE before both.)"""
@@ -121,8 +131,11 @@ StateDirOption = Annotated[
 @app.command()
 def fetch(
     manifest: Annotated[
-        Path | None,
-        typer.Argument(metavar="MANIFEST", help="TOML or CSV manifest of meters/groups and dates."),
+        str | None,
+        typer.Argument(
+            metavar="MANIFEST",
+            help="TOML or CSV manifest of meters/groups and dates; - reads standard input.",
+        ),
     ] = None,
     meter: Annotated[
         list[str] | None,
@@ -196,15 +209,18 @@ def fetch(
         bool, typer.Option("--dry-run", help="Print every URL a run would request; send nothing.")
     ] = False,
     report: Annotated[
-        Path | None,
-        typer.Option(metavar="FILE", help="Write the JSON report here (default OUT/.omar-bulk/)."),
+        str | None,
+        typer.Option(
+            metavar="FILE",
+            help="Write the JSON report here (default OUT/.omar-bulk/); - for standard output.",
+        ),
     ] = None,
     progress: Annotated[
         bool | None,
         typer.Option("--progress/--no-progress", help="Progress display (default: on a terminal)."),
     ] = None,
     metrics: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             metavar="FILE",
             help="At the end, write the run's metrics here for Prometheus (a .prom file in"
@@ -226,7 +242,7 @@ def fetch(
                 from .errors import UsageError
 
                 raise UsageError("give either a manifest or --meter/--group, not both")
-            plan = load_manifest(manifest, defaults)
+            plan = load_manifest(_user_path(manifest), defaults)
         else:
             plan = adhoc_plan(
                 meters=meter or [], groups=group or [], start=start, end=end, defaults=defaults
@@ -251,7 +267,7 @@ def fetch(
             overwrite=overwrite,
             revisit_days=revisit_days,
             today=anchor,
-            report=report,
+            report=_user_path(report) if report is not None else None,
             state_dir=state_dir,
         )
         if dry_run:
@@ -259,7 +275,9 @@ def fetch(
             return
         from .console import run_with_display
 
-        code = run_with_display(settings, progress, metrics=metrics)
+        code = run_with_display(
+            settings, progress, metrics=_user_path(metrics) if metrics is not None else None
+        )
     except OmarBulkError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -352,9 +370,10 @@ def status(
         Path, typer.Argument(metavar="OUT", help="Output folder of earlier fetches.")
     ] = Path("omar-data"),
     manifest: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            metavar="FILE", help="Also count what this manifest plans but was never fetched."
+            metavar="FILE",
+            help="Also count what this manifest plans but was never fetched (- reads stdin).",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the view as JSON.")] = False,
@@ -401,7 +420,7 @@ def status(
         defaults = Defaults(
             format=file_format, time_type=time_type, chunk=chunk, today=_today(today)
         )
-        plan = load_manifest(manifest, defaults) if manifest else None
+        plan = load_manifest(_user_path(manifest), defaults) if manifest else None
         view = read_coverage(out, plan=plan, state_dir=state_dir)
     except OmarBulkError as exc:
         _fail(exc)

@@ -116,11 +116,10 @@ def write_output(path: Path, *, mode: int = 0o600) -> Iterator[IO[bytes]]:
     writing), and ``LocalWriteError`` for a FIFO without a reader or one that stopped reading.
     """
     if is_stdio(path):
-        with contextlib.suppress(ValueError):  # a closed sys.stdout: write to fd 1 all the same
-            sys.stdout.flush()
-        stdout = open(sys.stdout.fileno() if sys.stdout else 1, "wb", closefd=False)  # noqa: SIM115
-        with stdout:
-            yield stdout
+        sys.stdout.flush()  # whatever was printed before comes first
+        stdout = sys.stdout.buffer
+        yield stdout
+        stdout.flush()
         return
     try:
         info = os.stat(path)
