@@ -240,7 +240,7 @@ def test_report_and_metrics_cannot_both_be_stdout(
 
 def test_metrics_dash_goes_to_stdout(server: ServerThread, pki: TestPKI, tmp_path: Path) -> None:
     """``--metrics -`` prints the exposition (to pipe it to a Pushgateway, say)."""
-    done = omar(*fetch_args(server, pki, tmp_path / "out"), "--metrics", "-")
+    done = omar(*fetch_args(server, pki, tmp_path / "out"), "--metrics", "-", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(b"# HELP omar_bulk_fetch_")
     assert not (tmp_path / "-").exists()
