@@ -65,7 +65,7 @@ def omar(
         env=env if env is not None else environment(OMAR_CERT_PASSWORD=DEMO_PASSWORD),
         cwd=cwd,
         pass_fds=pass_fds,
-        preexec_fn=limited if limit_memory is not None else None,  # noqa: PLW1509
+        preexec_fn=limited if limit_memory is not None else None,
         timeout=DEADLINE,
         check=False,
     )
@@ -182,7 +182,7 @@ def test_a_reader_that_stops_reading_ends_the_write_after_the_stall_limit(
     try:
         started = time.monotonic()
         with (
-            pytest.raises(LocalWriteError, match="accepted nothing for 0.2 s"),
+            pytest.raises(LocalWriteError, match=r"accepted nothing for 0\.2 s"),
             userfiles.write_output(fifo) as handle,
         ):
             handle.write(b"x" * (4 << 20))  # far more than a pipe holds
@@ -419,7 +419,7 @@ def test_a_manifest_from_a_fifo_is_read_once_whole(tmp_path: Path) -> None:
 def test_a_manifest_by_process_substitution() -> None:
     """``fetch <(generate)``: the shell hands over /dev/fd/N, a pipe."""
     bash = need_command("bash")
-    script = f'"$1" -m omar_bulk fetch <(printf %s "$2") --dry-run'
+    script = '"$1" -m omar_bulk fetch <(printf %s "$2") --dry-run'
     done = subprocess.run(
         [bash, "-c", script, "bash", sys.executable, TOML.decode()],
         capture_output=True, env=environment(), timeout=DEADLINE, check=False,
