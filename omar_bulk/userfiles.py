@@ -107,14 +107,22 @@ def writes_in_place(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def write_output(path: Path, *, mode: int = 0o600) -> Iterator[IO[bytes]]:
+def write_output(path: Path, *, mode: int = 0o600, own: bool = False) -> Iterator[IO[bytes]]:
     """A binary handle whose bytes end up at ``path``, as the module docstring says for each
     kind of target. A regular file is replaced only when the block ends without an error
     (mode ``mode``, whatever the umask); a new file left half-written is removed.
 
+    ``own``: ``path`` is one of omar-bulk's own files (a mark in its state folder), not one the
+    user named: whatever is there, a link or a FIFO included, is renamed over, never followed
+    or written into.
+
     Raises ``OSError`` as the system reports it (callers translate it with what they were
     writing), and ``LocalWriteError`` for a FIFO without a reader or one that stopped reading.
     """
+    if own:
+        with _replace(os.fspath(path), mode) as handle:
+            yield handle
+        return
     if is_stdio(path):
         sys.stdout.flush()  # whatever was printed before comes first
         stdout = sys.stdout.buffer
@@ -134,6 +142,14 @@ def write_output(path: Path, *, mode: int = 0o600) -> Iterator[IO[bytes]]:
     # A link to a regular file: replace the file it names, not the link (``/dev/stdout``
     # redirected to a file is such a link).
     target = os.path.realpath(path) if info is not None else os.fspath(path)
+    with _replace(target, mode) as handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def _replace(target: str, mode: int) -> Iterator[IO[bytes]]:
+    """A new file beside ``target`` (mkstemp: an unpredictable name, O_EXCL, so never through a
+    link planted by whoever can write there), renamed over ``target`` when the block ends."""
     folder = os.path.dirname(target) or "."
     fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=folder)
     try:

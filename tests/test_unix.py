@@ -259,6 +259,24 @@ def test_a_link_to_a_regular_report_keeps_the_link_and_replaces_its_file(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.json", "real.json", "tmpdir"]
 
 
+def test_an_own_file_is_renamed_over_whatever_stands_there(tmp_path: Path) -> None:
+    """For omar-bulk's own files (``own``): a planted link or FIFO is replaced, never followed
+    or written into; the file is whole and private."""
+    outside = tmp_path / "outside"
+    outside.write_text("keep")
+    link = tmp_path / "mark"
+    link.symlink_to(outside)
+    fifo = tmp_path / "other-mark"
+    os.mkfifo(fifo)
+    for target in (link, fifo):
+        with userfiles.write_output(target, mode=0o600, own=True) as handle:
+            handle.write(b"/state\n")
+        info = target.lstat()
+        assert stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600
+        assert target.read_bytes() == b"/state\n"
+    assert outside.read_text() == "keep"
+
+
 def test_only_a_regular_file_is_read_back(zero_device: Path, tmp_path: Path) -> None:
     """The metrics' last success time is read from a regular file only: a device (endless)
     or a FIFO (waits for a writer) is never read."""
