@@ -29,6 +29,7 @@ import csv
 import io
 import re
 import stat
+import sys
 import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -110,6 +111,8 @@ def _source(path: Path, name: str) -> _Source:
         return ManifestError(name, why)
 
     if is_stdio(path):
+        if sys.stdin is None or sys.stdin.isatty():  # nothing piped in: do not wait for typing
+            raise fail("standard input is a terminal: pipe or redirect a manifest into it")
         return read_whole(path, MAX_MANIFEST, fail, text=True)
     try:
         info = path.stat()

@@ -407,6 +407,30 @@ def test_messages_about_stdin_name_it_with_its_line(manifest: bytes, where: byte
     assert where in done.stderr, done.stderr
 
 
+def test_fetch_dash_on_a_terminal_says_so_instead_of_waiting() -> None:
+    """Nothing piped in: exit 2 at once, not a silent wait for a manifest typed by hand."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "omar_bulk", "fetch", "-", "--dry-run"],
+            stdin=terminal, capture_output=True, env=environment(), timeout=DEADLINE, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert done.returncode == 2
+    assert b"<stdin>: standard input is a terminal" in done.stderr
+
+
+def test_status_reads_its_manifest_from_stdin_too(tmp_path: Path) -> None:
+    done = omar("status", str(tmp_path / "out"), "--manifest", "-", "--json", stdin=TOML)
+    assert done.returncode == 1  # planned, never fetched
+    totals = json.loads(done.stdout)["totals"]
+    assert totals["missing"] == 2 and totals["downloaded"] == 0
+
+
 def test_a_file_named_dash_is_not_taken_for_stdin(tmp_path: Path) -> None:
     """``fetch -`` reads stdin even where a file named ``-`` exists; ``./-`` reads the file."""
     (tmp_path / "-").write_bytes(b"kind,id,start,end\nmeter,FROM_FILE,2024-01-01,2024-01-31\n")
