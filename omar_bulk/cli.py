@@ -22,6 +22,7 @@ from .errors import OmarBulkError
 
 if TYPE_CHECKING:
     from .settings import Settings
+    from .tls import PasswordSource
 
 app = typer.Typer(
     add_completion=True,
@@ -76,7 +77,7 @@ def _password(what: str) -> str | None:
     return None
 
 
-def _password_source(*, warn: bool) -> tuple[Any, Path | None]:
+def _password_source(*, warn: bool) -> tuple[PasswordSource, Path | None]:
     """Where the password comes from, checked now (both variables set, a missing file: exit 2)
     but read only when a file needs it; and the password file, if that is where. With
     ``warn``, a password file others can read is warned about on stderr."""
