@@ -53,7 +53,8 @@ def summary_lines(result: RunResult) -> list[list[Segment]]:
             ]
         )
     if result.report:
-        lines.append([(f"report: {result.report}", "")])
+        shown = "standard output" if str(result.report) == "-" else result.report
+        lines.append([(f"report: {shown}", "")])
     if result.failures:
         lines.append([("failures:", "bold red")])
         for failure in result.failures[:MAX_LISTED_FAILURES]:
