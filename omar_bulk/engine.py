@@ -264,7 +264,7 @@ class Engine:
             except RetryableError as exc:
                 if isinstance(exc, Unconfirmed):
                     confirm = exc.digest
-                ordinary = isinstance(exc, SessionExpired) and not self.session.troubled()
+                ordinary = isinstance(exc, SessionExpired) and self.session.ordinary_expiry()
                 if not budget.spend(ordinary_expiry=ordinary):
                     error = str(exc)
                     if isinstance(exc, SessionExpired):
