@@ -17,6 +17,7 @@ many at once in ``politeness``; the engine only carries those decisions out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
@@ -79,6 +80,8 @@ class Engine:
         self._folders: set[str] = set()
         #: A first run's journal holds nothing a settled item could replace.
         self._fresh = False
+        #: Outcomes the journal could not take when they came (see ``record_unrecorded``).
+        self._unrecorded: list[tuple[Work, ItemResult, Saved | None]] = []
         #: Every file system call of the downloads goes through here (never waits on the loop).
         self.disk = Offload(settings.concurrency)
 
@@ -172,8 +175,14 @@ class Engine:
             try:
                 result, saved = await self._fetch(work, sent)
             except asyncio.CancelledError:
-                if self.interrupted and sent[0]:
+                # Stopped by a signal, or by another worker's fatal error: either way the
+                # request went out, and the report says so.
+                if sent[0]:
                     self._unsettled(work, sent[0])
+                raise
+            except _FATAL as fatal:
+                if sent[0]:
+                    self._ended_run(work, sent[0], fatal)
                 raise
             self._finish(result, saved, work)
             # A file renamed into place while the run was being stopped is recorded above;
@@ -182,31 +191,51 @@ class Engine:
 
     def _unsettled(self, work: Work, attempts: int) -> None:
         """Report an item the server had already been asked for (in flight, or waiting out a
-        Retry-After) when the run was interrupted: attempted, not settled. The journal keeps
-        what it had, so the next run asks again."""
+        Retry-After) when the run was interrupted or aborted: attempted, not settled. The
+        journal keeps what it had, so the next run asks again."""
         result = ItemResult(
             work.item,
             work.url,
             self.storage.final(work.key),
             Status.INTERRUPTED,
             attempts=attempts,
-            error="interrupted before the item was settled",
+            error="the run stopped before the item was settled",
         )
         self.report.add(result)
         self.tally.add(result)
+
+    def _ended_run(self, work: Work, attempts: int, fatal: OmarBulkError) -> None:
+        """Account for the item whose attempt met the error that ends the run (a 403, a
+        refused login, a full disk): failed, in the report and, if it can still be written,
+        the journal (a refetch's earlier file stays, as for any failed refetch)."""
+        result = ItemResult(
+            work.item,
+            work.url,
+            self.storage.final(work.key),
+            Status.FAILED,
+            attempts=attempts,
+            error=f"{fatal}; the run was aborted",
+        )
+        with contextlib.suppress(OmarBulkError):  # the run's own error says why
+            self.journal.record(work.key, result, None, previous=work.previous)
+        self.report.add(result)
+        self.tally.add(result)
+        if len(self.failures) < 1000:
+            self.failures.append(result)
 
     def _finish(
         self, result: ItemResult, saved: Saved | None = None, work: Work | None = None
     ) -> None:
         if result.status != Status.SKIPPED and work is not None:
-            archived = saved.archived if saved else None
-            self.journal.record(
-                work.key,
-                result,
-                saved.mtime_ns if saved else None,
-                previous=work.previous,
-                archived_as=str(archived.relative_to(self.storage.root)) if archived else None,
-            )
+            try:
+                self._record(work, result, saved)
+            except LocalWriteError:
+                # The journal cannot be written now (a full disk): the outcome is kept for
+                # ``record_unrecorded`` once the run has freed what it can, and reported.
+                self._unrecorded.append((work, result, saved))
+                self.report.add(result)
+                self.tally.add(result)
+                raise
         self.report.add(result)
         self.tally.add(result)
         if result.status == Status.FAILED and len(self.failures) < 1000:
@@ -214,6 +243,25 @@ class Engine:
         self.observer.finished(result)
         if work is not None and not self._fresh and result.status in _LANDED:
             self._supersede(work.item, work.key, self.journal.same_start(work.key))
+
+    def _record(self, work: Work, result: ItemResult, saved: Saved | None) -> None:
+        archived = saved.archived if saved else None
+        self.journal.record(
+            work.key,
+            result,
+            saved.mtime_ns if saved else None,
+            previous=work.previous,
+            archived_as=str(archived.relative_to(self.storage.root)) if archived else None,
+        )
+
+    def record_unrecorded(self) -> None:
+        """Journal the outcomes whose journal write failed during the run (a data file that
+        landed as the disk filled up), now that the run's ``.part`` files are gone: without
+        its row the file would be fetched again. Raises LocalWriteError if it still fails."""
+        while self._unrecorded:
+            work, result, saved = self._unrecorded[0]
+            self._record(work, result, saved)
+            del self._unrecorded[0]
 
     def _supersede(self, item: Item, key: str, rows: list[Entry]) -> None:
         """Move the shorter files of ``item``'s chunk to history and say so in the journal.
@@ -372,13 +420,17 @@ def _nothing(_key: str) -> list[Entry]:
     return []
 
 
+#: The errors that end a run (``_first_fatal`` raises the first one met).
+_FATAL = (AuthError, LocalWriteError, UnreachableError)
+
+
 def _first_fatal(group: BaseExceptionGroup[BaseException]) -> OmarBulkError | None:
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):
             found = _first_fatal(exc)
             if found is not None:
                 return found
-        elif isinstance(exc, AuthError | LocalWriteError | UnreachableError):
+        elif isinstance(exc, _FATAL):
             return exc
     return None
 

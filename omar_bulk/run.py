@@ -248,6 +248,7 @@ async def fetch_async(
             # disk): each step is tried, and what fails is reported, not raised.
             late: list[OmarBulkError] = []
             _attempt(late, lambda: _remove_leftovers(journal, storage))
+            _attempt(late, engine.record_unrecorded)
             summary = Summary.of(
                 tally,
                 time.monotonic() - started,
