@@ -155,6 +155,10 @@ async def receive(
             raise Unconfirmed(hasher.hexdigest())
         digest = hasher.hexdigest() if size else None
         status, keep = compare(work.previous, digest)
+        if status == Status.FAILED:  # an empty answer, where the file holds data: it stays
+            previous = work.previous
+            assert previous is not None and not marked
+            return Saved(Status.FAILED, 0, None, previous.mtime_ns)
         if status == Status.UNCHANGED:
             if marked:
                 await disk.call(storage.discard, work.key)

@@ -37,7 +37,7 @@ from .errors import (
 )
 from .journal import Entry, Journal, hash_matches, vouches
 from .plan import Item
-from .policy import KEPT, decide, held_by_empty, needs_disk_check, superseded
+from .policy import EMPTY_OVER_DATA, KEPT, decide, needs_disk_check, replacing
 from .politeness import AdaptiveLimit, Backoff, RateLimiter, RetryBudget
 from .protocol import relative_key, request_url
 from .report import ReportWriter
@@ -269,12 +269,13 @@ class Engine:
         Small renames on the loop, as ``download`` does for small files: a grown chunk
         replaces at most one file a day.
         """
-        for kept in held_by_empty(item, key, rows):
+        chunk = replacing(item, key, rows)
+        for kept in chunk.held:
             self.observer.notice(
                 f"{key} was answered empty, but the shorter {kept.path} holds data: both are"
                 " kept (a revisit of the longer one that brings data settles it)"
             )
-        for old in superseded(item, key, rows):
+        for old in chunk.retired:
             archived: str | None = None
             if old.status == Status.DOWNLOADED:
                 archive = self.storage.history_path(old.path, old.fetched_at)
@@ -300,8 +301,19 @@ class Engine:
             await self.session.ready()
             try:
                 saved = await self._gated_attempt(work, final, attempts, sent_under, confirm, sent)
+                error = None
+                if saved.status == Status.FAILED:  # policy.compare: the data stays
+                    error = EMPTY_OVER_DATA.format(path=final)
+                    self.observer.notice(error)
                 result = ItemResult(
-                    work.item, work.url, final, saved.status, saved.size, saved.sha256, attempts
+                    work.item,
+                    work.url,
+                    final,
+                    saved.status,
+                    saved.size,
+                    saved.sha256,
+                    attempts,
+                    error,
                 )
                 return result, saved
             except PermanentError as exc:

@@ -77,14 +77,49 @@ def decide(
 
 def compare(previous: Entry | None, digest: str | None) -> tuple[Status, bool]:
     """The status of a complete body (``digest`` None: empty) against the version it would
-    replace, and whether that version's file must be kept in history first."""
+    replace, and whether that version's file must be kept in history first.
+
+    An empty answer never replaces a file holding data, whatever asked for it again
+    (``--revisit-days``, ``--overwrite``, a failed revisit): the server's "no data" for a
+    range it served may be a glitch. The refetch is FAILED (``EMPTY_OVER_DATA``): the file
+    stays in place, its journal row keeps the error, so ``status`` counts it as failed and
+    the next run asks again; an answer with data settles it.
+    """
     if previous is None:
         return (Status.DOWNLOADED if digest else Status.EMPTY), False
+    if digest is None and previous.status == Status.DOWNLOADED:
+        return Status.FAILED, False
     if (previous.status == Status.EMPTY and digest is None) or (
         previous.status == Status.DOWNLOADED and previous.sha256 == digest
     ):
         return Status.UNCHANGED, False
     return Status.REVISED, previous.status == Status.DOWNLOADED
+
+
+#: The error of a refetch answered empty where the file on disk holds data (``compare``).
+EMPTY_OVER_DATA = (
+    "answered empty, but {path} holds data: the file is kept, and the next run asks again"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Replacing:
+    """What a settled item does to the shorter files of its chunk (``replacing``)."""
+
+    #: The files it replaces: to history, their rows superseded.
+    retired: list[Entry]
+    #: The files holding data it would have replaced had its answer not been empty: they
+    #: stay, with a warning.
+    held: list[Entry]
+
+
+def replacing(item: Item, key: str, same_start: Iterable[Entry]) -> Replacing:
+    """``superseded`` and ``held_by_empty`` in one scan of the chunk's entries."""
+    entries = list(same_start)
+    empty = _answered_empty(key, entries)
+    shorter = _shorter_of_same_chunk(item, key, entries)
+    held = [entry for entry in shorter if empty and entry.status == Status.DOWNLOADED]
+    return Replacing([entry for entry in shorter if entry not in held], held)
 
 
 def superseded(item: Item, key: str, same_start: Iterable[Entry]) -> list[Entry]:
@@ -103,23 +138,13 @@ def superseded(item: Item, key: str, same_start: Iterable[Entry]) -> list[Entry]
     replaces a file holding data (the server's "no data" for the grown month may be a
     glitch): both stay, and the next revisit of the longer one settles it.
     """
-    entries = list(same_start)
-    empty = _answered_empty(key, entries)
-    return [
-        entry
-        for entry in _shorter_of_same_chunk(item, key, entries)
-        if not (empty and entry.status == Status.DOWNLOADED)
-    ]
+    return replacing(item, key, same_start).retired
 
 
 def held_by_empty(item: Item, key: str, same_start: Iterable[Entry]) -> list[Entry]:
     """The files holding data that ``superseded`` keeps because ``key``'s answer was empty:
     worth a warning, as the longer file says "no data" where a shorter one has some."""
-    entries = list(same_start)
-    if not _answered_empty(key, entries):
-        return []
-    shorter = _shorter_of_same_chunk(item, key, entries)
-    return [entry for entry in shorter if entry.status == Status.DOWNLOADED]
+    return replacing(item, key, same_start).held
 
 
 def _answered_empty(key: str, entries: list[Entry]) -> bool:
@@ -166,4 +191,15 @@ def _grown_before_format_3(chunk: str, shorter_end: date) -> bool:
     return shorter_end != month_end(shorter_end) and shorter_end.weekday() != 6
 
 
-__all__ = ["KEPT", "Due", "compare", "decide", "held_by_empty", "needs_disk_check", "superseded"]
+__all__ = [
+    "EMPTY_OVER_DATA",
+    "KEPT",
+    "Due",
+    "Replacing",
+    "compare",
+    "decide",
+    "held_by_empty",
+    "needs_disk_check",
+    "replacing",
+    "superseded",
+]

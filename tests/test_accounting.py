@@ -103,3 +103,49 @@ def test_a_data_file_that_landed_when_the_journal_could_not_be_written_keeps_its
     assert again.exit_code == 0, again.stderr
     asked = [s.raw_query for s in cli.server.state.downloads()[before:]]
     assert len(asked) == 6 - len(on_disk)
+
+
+# -- an empty answer never replaces data -------------------------------------------------------
+
+M1_FEB = ["--meter", "M1", "--start", "2024-02-01", "--end", "2024-02-29"]
+FEB_FILE = "meter/M1/M1_20240201_20240229_PST.mdef"
+
+
+@pytest.mark.parametrize(
+    "again", [["--overwrite"], ["--revisit-days", "30", "--today", "2024-03-05"]]
+)
+def test_an_empty_answer_to_any_refetch_leaves_the_data_in_place_until_data_comes(
+    cli: Cli, faults: Faults, again: list[str]
+) -> None:
+    """February lands with data; a refetch of it is answered with an empty 200. The file
+    stays in place (nothing in history), the run names it and exits 1, ``status`` counts it
+    as failed, not as a clean revision; the next run asks again, and the answer with data
+    (revised meanwhile) settles it: the first version goes to history, status exit 0."""
+    assert cli("fetch", *M1_FEB).exit_code == 0
+    path = cli.out / FEB_FILE
+    first = path.read_bytes()
+    assert first
+
+    faults.script = {"M1": ["empty"]}
+    empty = cli("fetch", *M1_FEB, *again)
+    assert empty.exit_code == 1, empty.stderr
+    assert "answered empty" in empty.stderr and FEB_FILE.rpartition("/")[2] in empty.stderr
+    assert path.read_bytes() == first
+    assert not (cli.out / ".omar-bulk" / "history").exists() or not any(
+        p.is_file() for p in (cli.out / ".omar-bulk" / "history").rglob("*")
+    )
+    view = cli("status", str(cli.out), "--json", auth=False)
+    assert view.exit_code == 1, view.stdout
+    assert json.loads(view.stdout)["totals"]["revisions"] == 0
+
+    assert cli.server is not None
+    before = len(cli.server.state.downloads())
+    faults.revision = 1
+    settled = cli("fetch", *M1_FEB)  # no refetch option: the row's error asks again
+    assert settled.exit_code == 0, settled.stderr
+    assert len(cli.server.state.downloads()) == before + 1
+    assert path.read_bytes() != first and path.read_bytes()
+    history = [p for p in cli.out.rglob(f"{FEB_FILE.rpartition('/')[2]}.*") if p.is_file()]
+    assert [p.read_bytes() for p in history] == [first]
+    view = cli("status", str(cli.out), "--json", auth=False)
+    assert view.exit_code == 0, view.stdout

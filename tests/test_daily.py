@@ -367,7 +367,9 @@ def test_a_piled_up_archive_is_cleaned_up_by_the_next_run(
     manifest.write_text(DAILY_TOML.replace('"M1", "M2"', '"M1"'))
     daily = Daily(cli, manifest)
     with monkeypatch.context() as old_release:
-        old_release.setattr(omar_bulk.engine, "superseded", lambda *_: [])
+        from omar_bulk.policy import Replacing
+
+        old_release.setattr(omar_bulk.engine, "replacing", lambda *_: Replacing([], []))
         for day, revision in (("2024-03-15", 0), ("2024-03-16", 1), ("2024-03-17", 2)):
             faults.revision = revision
             assert daily.run(day, revisit=False)[:2] == (0, 0)
