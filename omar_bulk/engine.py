@@ -245,13 +245,12 @@ class Engine:
             self._supersede(work.item, work.key, self.journal.same_start(work.key))
 
     def _record(self, work: Work, result: ItemResult, saved: Saved | None) -> None:
-        archived = saved.archived if saved else None
         self.journal.record(
             work.key,
             result,
             saved.mtime_ns if saved else None,
             previous=work.previous,
-            archived_as=str(archived.relative_to(self.storage.root)) if archived else None,
+            archived_as=self._relative(saved.archived if saved else None),
         )
 
     def record_unrecorded(self) -> None:
@@ -279,13 +278,23 @@ class Engine:
             archived: str | None = None
             if old.status == Status.DOWNLOADED:
                 archive = self.storage.history_path(old.path, old.fetched_at)
+                self.journal.intend(
+                    old.path,
+                    url="",
+                    chunk=old.chunk,
+                    sha256=old.sha256,
+                    size=old.bytes,
+                    archived_as=self._relative(archive),
+                    replaced_by=key,
+                )
                 try:
                     self.storage.retire(old.path, archive)
                 except UnsafePathError as exc:
+                    self.journal.drop_intent(old.path)
                     self.observer.notice(f"{exc}; it still stands for {key}'s chunk")
                     continue
                 if archive.exists():
-                    archived = str(archive.relative_to(self.storage.root))
+                    archived = self._relative(archive)
             self.journal.supersede(old, key, archived)
             self.tally.superseded += 1
 
@@ -413,7 +422,24 @@ class Engine:
                 observer=self.observer,
                 use_folder=self._use_folder,
                 confirm=confirm,
+                landing=self._landing,
             )
+
+    def _landing(self, work: Work, digest: str | None, size: int, archive: Path | None) -> None:
+        """Commit the journal's intent before a file is renamed into place (its outcome's
+        commit clears it): a run killed in between is settled by the next one. A journal
+        that cannot take it (a full disk) stops the file before it lands."""
+        self.journal.intend(
+            work.key,
+            url=work.url,
+            chunk=work.item.chunk or None,
+            sha256=digest,
+            size=size,
+            archived_as=self._relative(archive),
+        )
+
+    def _relative(self, path: Path | None) -> str | None:
+        return str(path.relative_to(self.storage.root)) if path is not None else None
 
     def _use_folder(self, key: str) -> None:
         """Tell the journal, once per folder and run, before a ``.part`` file goes there."""

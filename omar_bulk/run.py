@@ -222,6 +222,7 @@ async def fetch_async(
         try:
             _remove_leftovers(journal, storage)
             journal.begin_run()
+            warnings += journal.settle_landings(storage.root)
             for message in warnings:
                 observer.notice(message)
             report = ReportWriter(settings.report or state / REPORT_NAME)

@@ -4,18 +4,26 @@ missing."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from omar_bulk.errors import LocalWriteError
-from omar_bulk.journal import Journal
+from omar_bulk.journal import Journal, format_version
 from omar_bulk.results import Status
+from omar_bulk.standin.certs import DEMO_PASSWORD
 from omar_bulk.standin.server import Faults
 
-from .conftest import Cli
+from .conftest import Cli, standin_args
+from .fixtures.make_out_0_1_0 import MANIFEST
 
 # Six items, in plan order M1's three months, then M2's.
 ADHOC = ["--meter", "M1", "--meter", "M2", "--start", "2024-01-15", "--end", "2024-03-02"]
@@ -149,3 +157,169 @@ def test_an_empty_answer_to_any_refetch_leaves_the_data_in_place_until_data_come
     assert [p.read_bytes() for p in history] == [first]
     view = cli("status", str(cli.out), "--json", auth=False)
     assert view.exit_code == 0, view.stdout
+
+
+# -- kill -9 between a rename and its journal commit ------------------------------------------
+
+HERE = Path(__file__).parent
+
+
+def _killed_at(point: str, cli: Cli, *args: str) -> None:
+    """Run ``fetch ARGS`` in a process that SIGKILLs itself at ``point`` (kill_driver.py)."""
+    assert cli.server is not None
+    command = [
+        sys.executable,
+        str(HERE / "kill_driver.py"),
+        point,
+        "fetch",
+        *args,
+        "--out",
+        str(cli.out),
+        *standin_args(cli.server, cli.pki),
+        "--no-progress",
+        "--retry-wait",
+        "0.01",
+    ]
+    env = {
+        **os.environ,
+        "OMAR_CERT_PASSWORD": DEMO_PASSWORD,
+        "PYTHONPATH": str(HERE.parent),
+        "OMAR_OFFLOAD": "inline",
+    }
+    done = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL, f"{point} was never reached: {done.stderr}"
+
+
+def _assert_journal_agrees_with_disk(out: Path) -> dict[str, tuple[str, int, str | None]]:
+    """Every downloaded row's file has its size and hash, every data file has such a row,
+    and the history folder holds exactly the files ``versions`` lists, with their bytes."""
+    db = sqlite3.connect(out / ".omar-bulk" / "journal.sqlite3")
+    try:
+        items = {
+            p: (s, r, h)
+            for p, s, r, h in db.execute("SELECT path, status, revisions, sha256 FROM items")
+        }
+        versions = db.execute(
+            "SELECT path, sha256, archived_as FROM versions WHERE archived_as IS NOT NULL"
+        ).fetchall()
+    finally:
+        db.close()
+    for path, (status, _, sha) in items.items():
+        if status == "downloaded":
+            assert hashlib.sha256((out / path).read_bytes()).hexdigest() == sha, path
+    assert _data_files(out) == {p for p, (s, _, _) in items.items() if s == "downloaded"}
+    history = out / ".omar-bulk" / "history"
+    kept = {p.relative_to(out).as_posix() for p in history.rglob("*") if p.is_file()}
+    assert kept == {archived for _, _, archived in versions}, "history and versions disagree"
+    for _, sha, archived in versions:
+        assert hashlib.sha256((out / archived).read_bytes()).hexdigest() == sha, archived
+    return items
+
+
+@pytest.mark.parametrize("point", ["before-keep", "after-keep", "before-record"])
+def test_a_revision_killed_at_any_step_is_recovered_by_the_rerun(
+    cli: Cli, faults: Faults, point: str
+) -> None:
+    """``--overwrite`` brings revised February; the process is SIGKILLed at each step
+    between keeping the old version and committing the new one. The rerun (no
+    ``--overwrite``) asks for nothing and leaves a journal that agrees with the disk: if the
+    new file landed, its row is a revision and the old version's history file is listed in
+    ``versions``; if not, no stray history file is left."""
+    assert cli("fetch", *M1_FEB).exit_code == 0
+    path = cli.out / FEB_FILE
+    first = path.read_bytes()
+    faults.revision = 1
+    _killed_at(point, cli, *M1_FEB, "--overwrite")
+    assert cli.server is not None
+    before = len(cli.server.state.downloads())
+    rerun = cli("fetch", *M1_FEB)
+    assert rerun.exit_code == 0, rerun.stderr
+    assert len(cli.server.state.downloads()) == before  # nothing fetched again
+    items = _assert_journal_agrees_with_disk(cli.out)
+    status, revisions, _ = items[FEB_FILE]
+    assert status == "downloaded"
+    if path.read_bytes() == first:
+        assert point != "before-record"
+        assert revisions == 0
+    else:
+        assert revisions == 1
+        assert "revision landed" in rerun.stderr
+
+
+@pytest.mark.parametrize("point", ["before-retire", "retire-linked", "before-supersede"])
+def test_a_retired_shorter_file_killed_at_any_step_is_recovered_by_the_rerun(
+    cli: Cli, tmp_path: Path, point: str
+) -> None:
+    """March 01-14 lands on 03-15; on 03-16 March 01-15 lands and the shorter file is moved
+    to history, with the process SIGKILLed at each step of that move. The rerun leaves the
+    shorter file in history, listed in ``versions`` under the longer one, its row superseded,
+    and a journal that agrees with the disk."""
+    manifest = tmp_path / "daily.toml"
+    manifest.write_text('[[pull]]\nmeters = ["M1"]\nstart = 2024-03-01\nend = "yesterday"\n')
+    assert cli("fetch", str(manifest), "--today", "2024-03-15").exit_code == 0
+    _killed_at(point, cli, str(manifest), "--today", "2024-03-16")
+    rerun = cli("fetch", str(manifest), "--today", "2024-03-16")
+    assert rerun.exit_code == 0, rerun.stderr
+    items = _assert_journal_agrees_with_disk(cli.out)
+    shorter = "meter/M1/M1_20240301_20240314_PST.mdef"
+    longer = "meter/M1/M1_20240301_20240315_PST.mdef"
+    assert items[shorter][0] == "superseded" and items[longer][0] == "downloaded"
+    db = sqlite3.connect(cli.out / ".omar-bulk" / "journal.sqlite3")
+    try:
+        listed = db.execute("SELECT archived_as FROM versions WHERE path=?", (longer,)).fetchall()
+    finally:
+        db.close()
+    assert len(listed) == 1 and listed[0][0] is not None
+
+
+# -- journal format 4: the intents table ------------------------------------------------------
+
+
+def _tables(path: Path) -> tuple[int, set[str]]:
+    db = sqlite3.connect(path)
+    try:
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        return version, names
+    finally:
+        db.close()
+
+
+def test_a_format_3_journal_gains_the_landing_table_and_recovers_a_killed_revision(
+    cli: Cli, faults: Faults
+) -> None:
+    """A journal of format 3 (no ``landing``) is backed up and migrated by the next run,
+    which is killed between renaming a revision into place and committing it; the rerun
+    recovers the revision from the intent the migrated journal took."""
+    assert cli("fetch", *M1_FEB).exit_code == 0
+    journal = cli.out / ".omar-bulk" / "journal.sqlite3"
+    db = sqlite3.connect(journal)
+    try:
+        db.execute("DROP TABLE landing")
+        db.execute("PRAGMA user_version = 3")
+        db.commit()
+    finally:
+        db.close()
+    faults.revision = 1
+    _killed_at("before-record", cli, *M1_FEB, "--overwrite")
+    backup = journal.with_name("journal.sqlite3.v3-backup")
+    version, names = _tables(backup)
+    assert version == 3 and "landing" not in names
+    version, names = _tables(journal)
+    assert version == format_version() == 4 and "landing" in names
+    rerun = cli("fetch", *M1_FEB)
+    assert rerun.exit_code == 0, rerun.stderr
+    items = _assert_journal_agrees_with_disk(cli.out)
+    assert items[FEB_FILE][1] == 1  # a revision, with its earlier version in history
+
+
+def test_a_0_1_0_journal_is_migrated_to_format_4(cli: Cli, tmp_path: Path) -> None:
+    """The 0.1.0 archive's journal (format 0) gains every table up to ``landing``."""
+    shutil.copytree(HERE / "fixtures" / "out-0.1.0", cli.out)
+    manifest = tmp_path / "fixture.toml"
+    manifest.write_text(MANIFEST)
+    outcome = cli("fetch", str(manifest), "--today", "2024-03-02")
+    assert outcome.exit_code == 0, outcome.stderr
+    version, names = _tables(cli.out / ".omar-bulk" / "journal.sqlite3")
+    assert version == 4 and {"items", "versions", "folders", "runs", "landing"} <= names
+    assert _tables(cli.out / ".omar-bulk" / "journal.sqlite3.v0-backup")[0] == 0

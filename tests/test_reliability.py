@@ -172,6 +172,16 @@ def test_a_full_disk_stops_cleanly_and_the_rerun_completes(
     assert second["code"] == 0, second["stderr"]
     assert second["files"] == expected
     assert second["parts"] == []
+    # Every file that landed has its journal row (or the intent the rerun settles it by),
+    # the rerun asks only for the files that were missing, and every request that went out
+    # is in a report (when the first one could be written on the full disk).
+    assert set(first["files"]) <= set(first["journaled"]), first["stderr"]
+    assert second["report"]["summary"]["downloaded"] == 24 - len(first["files"])
+    second_sent = sum(i["attempts"] for i in second["report"]["items"] if i["status"] != "skipped")
+    if first["report"]:
+        items = first["report"]["items"]
+        first_sent = sum(i["attempts"] for i in items if i["status"] != "skipped")
+        assert first_sent + second_sent == len(server.state.downloads())
 
 
 # --- journal damage -------------------------------------------------------------------------
