@@ -35,9 +35,9 @@ from .errors import (
     UnreachableError,
     UnsafePathError,
 )
-from .journal import Entry, Journal, hash_matches, vouches
+from .journal import Entry, Journal
 from .plan import Item
-from .policy import EMPTY_OVER_DATA, KEPT, decide, needs_disk_check, replacing
+from .policy import EMPTY_OVER_DATA, KEPT, decide, needs_disk_check, on_disk, replacing
 from .politeness import AdaptiveLimit, Backoff, RateLimiter, RetryBudget
 from .protocol import relative_key, request_url
 from .report import ReportWriter
@@ -138,8 +138,8 @@ class Engine:
             url = request_url(base, item)
             rows = lookup(key)
             entry = next((row for row in rows if row.path == key), None)
-            on_disk = needs_disk_check(entry) and await self._still_good(entry, key)
-            due = decide(item, entry, on_disk, overwrite=overwrite, revisit_from=cutoff)
+            present = needs_disk_check(entry) and await self._still_good(entry, key)
+            due = decide(item, entry, present, overwrite=overwrite, revisit_from=cutoff)
             if not due.fetch:
                 assert entry is not None
                 final = self.storage.final(key)
@@ -157,14 +157,14 @@ class Engine:
         and only when the time stamp moved)."""
         assert entry is not None
         final = self.storage.final(key)
-        good, reason = vouches(entry, final)
-        if good is None:
-            good, reason = await asyncio.to_thread(hash_matches, entry, final)
-            if good:
-                self.journal.touch(entry.path, final.stat().st_mtime_ns)
-        if reason:
-            self.observer.notice(reason)
-        return bool(good)
+        check = on_disk(entry, final, may_hash=False)
+        if check.good is None:
+            check = await asyncio.to_thread(on_disk, entry, final, may_hash=True)
+        if check.good and check.rehashed:
+            self.journal.touch(entry.path, final.stat().st_mtime_ns)
+        if check.reason:
+            self.observer.notice(check.reason)
+        return bool(check.good)
 
     async def _work(self, queue: asyncio.Queue[Work | None]) -> None:
         while True:

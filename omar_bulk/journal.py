@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from stat import S_ISLNK
+from stat import S_ISREG
 from urllib.parse import quote
 
 from .errors import LocalWriteError, UsageError
@@ -657,7 +657,8 @@ class Journal:
     # does not match, and the next run settles it from what is on disk (``settle_landings``);
     # a journal that cannot take the intent stops the file before it lands. The outcome's
     # commit leaves its intent behind (deleting it would cost every file a second page in
-    # the write-ahead log); the next run drops the intents its rows already match.
+    # the write-ahead log); the end of the run drops the intents its rows match, in one
+    # statement (``drop_settled_intents``), and the next run any that are left.
 
     def intend(
         self,
@@ -677,6 +678,16 @@ class Journal:
             "INSERT OR REPLACE INTO landing (path, url, chunk, sha256, bytes, archived_as,"
             " replaced_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (key, url, chunk, sha256, size, archived_as, replaced_by),
+        )
+
+    def drop_settled_intents(self) -> None:
+        """At the end of a run, one statement: forget the intents whose outcome was committed
+        (the row holds the announced bytes) or that a superseded row settled."""
+        self._execute(
+            "DELETE FROM landing WHERE path IN (SELECT l.path FROM landing l JOIN items i"
+            " ON i.path = l.path WHERE (l.replaced_by IS NULL AND i.sha256 IS l.sha256"
+            " AND i.bytes = l.bytes) OR (l.replaced_by IS NOT NULL AND i.status = ?))",
+            (Status.SUPERSEDED,),
         )
 
     def drop_intent(self, key: str) -> None:
@@ -797,37 +808,18 @@ def _start_end(stem: str) -> int:
     return len(pieces[0]) + 10 if len(pieces) == 4 else len(stem)
 
 
-def vouches(entry: Entry, final: Path) -> tuple[bool | None, str | None]:
-    """Does the journal's entry still describe the file on disk? (verdict, reason if not).
-
-    The verdict is None when the size matches but the time stamp moved: only a hash can tell
-    (``hash_matches``; slow for big files, so the caller decides where to run it).
-    """
-    if entry.status == Status.EMPTY:
-        return True, None
-    if entry.status != Status.DOWNLOADED:
-        return False, None
-    try:
-        stat = final.lstat()
-    except OSError:
-        return False, f"{final} is missing; fetching it again"
-    if S_ISLNK(stat.st_mode):
-        # Never vouched for, never followed: the refetch renames the real file over the link.
-        return False, f"{final} is a symbolic link, not the file fetched; fetching it again"
-    if stat.st_size != entry.bytes:
-        return False, (
-            f"{final} has {stat.st_size} bytes, the journal says {entry.bytes}; fetching it again"
-        )
-    if stat.st_mtime_ns == entry.mtime_ns:
-        return True, None
-    return None, None
-
-
 def _holds(final: Path, size: int, sha256: str | None) -> bool:
-    """Is ``final`` a regular file of ``size`` bytes with this SHA-256?"""
-    entry = Entry(final.name, Status.DOWNLOADED, size, sha256, None)
-    good, _ = vouches(entry, final)
-    return good is not False and sha256 is not None and hash_matches(entry, final)[0]
+    """Is ``final`` a regular file (not a link) of ``size`` bytes with this SHA-256? Always
+    hashed: what a rebuild or a killed run's intent adopts, nothing else vouches for (the
+    skip rule's cheaper check is ``policy.on_disk``)."""
+    try:
+        info = final.lstat()
+        if not S_ISREG(info.st_mode) or info.st_size != size or sha256 is None:
+            return False
+        with open(final, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest() == sha256
+    except OSError:
+        return False
 
 
 def _same_file(one: Path, other: Path) -> bool:
@@ -835,20 +827,6 @@ def _same_file(one: Path, other: Path) -> bool:
         return os.path.samefile(one, other) and not other.is_symlink()
     except OSError:
         return False
-
-
-def hash_matches(entry: Entry, final: Path) -> tuple[bool, str | None]:
-    """Re-hash a file whose time stamp changed: are its bytes still the journal's?"""
-    digest = hashlib.sha256()
-    try:
-        with open(final, "rb") as handle:
-            while block := handle.read(1 << 20):
-                digest.update(block)
-    except OSError:
-        return False, f"{final} cannot be read; fetching it again"
-    if digest.hexdigest() == entry.sha256:
-        return True, None
-    return False, f"{final} changed since it was fetched; fetching it again"
 
 
 def recoverable(
@@ -877,9 +855,7 @@ def recoverable(
         if item is None or relative_path(item).as_posix() != key:
             continue
         final = data_root.joinpath(*PurePosixPath(key).parts)
-        entry = Entry(key, Status.DOWNLOADED, size, sha, None)
-        good, _ = vouches(entry, final)
-        if good is not False and hash_matches(entry, final)[0]:
+        if _holds(final, size, sha):
             kept.append((Entry(key, Status.DOWNLOADED, size, sha, final.stat().st_mtime_ns), item))
     return kept, len(by_path)
 

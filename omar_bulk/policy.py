@@ -2,9 +2,10 @@
 settled one replaces: pure decisions.
 
 The skip rule is here once, for the real run's producer and for ``--dry-run`` alike, so the
-dry run prints exactly what a run would request. No function touches the disk: the
-caller says whether the file still matches the journal (``journal.vouches`` and
-``journal.hash_matches``), because only the caller knows whether it may hash on this thread.
+dry run prints exactly what a run would request, and so is its one question to the disk:
+does the file still match its journal entry (``on_disk``). That is the only function here
+that touches the disk; the caller says whether it may hash on its thread (the run hashes off
+the event loop, the dry run where it is).
 
 A chunk that ends ``yesterday`` grows by a day every day, and so does its file's name (the
 name holds the dates actually requested, as the request does). ``superseded`` says which
@@ -13,10 +14,12 @@ earlier files of the same chunk the longer one replaces; the engine moves them t
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
+from stat import S_ISLNK
 
 from .dates import month_end
 from .journal import Entry
@@ -35,6 +38,62 @@ class Due:
 
     fetch: bool
     previous: Entry | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OnDisk:
+    """Does the file on disk still match its journal entry: ``good`` (None: only a hash can
+    tell, and the caller did not let ``on_disk`` hash), why not (``reason``, for a notice),
+    and whether it was hashed (a file whose hash still matches gets its new time stamp)."""
+
+    good: bool | None
+    reason: str | None = None
+    rehashed: bool = False
+
+
+def on_disk(entry: Entry, final: Path, *, may_hash: bool) -> OnDisk:
+    """Check ``final`` against ``entry`` (``needs_disk_check`` said to): a recorded empty
+    answer has no file; a downloaded file must be a regular file (never a link) of the
+    recorded size, and is trusted at once if its time stamp did not move. Otherwise its
+    bytes are hashed, if ``may_hash``; else ``good`` is None and the caller hashes elsewhere
+    (``on_disk`` again, with ``may_hash``), since a big file's hash is slow."""
+    good, reason = _stat_check(entry, final)
+    if good is not None or not may_hash:
+        return OnDisk(good, reason)
+    good, reason = _hash_check(entry, final)
+    return OnDisk(good, reason, rehashed=True)
+
+
+def _stat_check(entry: Entry, final: Path) -> tuple[bool | None, str | None]:
+    if entry.status == Status.EMPTY:
+        return True, None
+    if entry.status != Status.DOWNLOADED:
+        return False, None
+    try:
+        stat = final.lstat()
+    except OSError:
+        return False, f"{final} is missing; fetching it again"
+    if S_ISLNK(stat.st_mode):
+        # Never vouched for, never followed: the refetch renames the real file over the link.
+        return False, f"{final} is a symbolic link, not the file fetched; fetching it again"
+    if stat.st_size != entry.bytes:
+        return False, (
+            f"{final} has {stat.st_size} bytes, the journal says {entry.bytes}; fetching it again"
+        )
+    if stat.st_mtime_ns == entry.mtime_ns:
+        return True, None
+    return None, None
+
+
+def _hash_check(entry: Entry, final: Path) -> tuple[bool, str | None]:
+    try:
+        with open(final, "rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
+        return False, f"{final} cannot be read; fetching it again"
+    if digest == entry.sha256:
+        return True, None
+    return False, f"{final} changed since it was fetched; fetching it again"
 
 
 def needs_disk_check(entry: Entry | None) -> bool:
@@ -195,11 +254,13 @@ __all__ = [
     "EMPTY_OVER_DATA",
     "KEPT",
     "Due",
+    "OnDisk",
     "Replacing",
     "compare",
     "decide",
     "held_by_empty",
     "needs_disk_check",
+    "on_disk",
     "replacing",
     "superseded",
 ]

@@ -25,11 +25,9 @@ from .journal import (
     Entry,
     Journal,
     copy_journal,
-    hash_matches,
     lost_journal_entries,
-    vouches,
 )
-from .policy import decide, needs_disk_check
+from .policy import decide, needs_disk_check, on_disk
 from .protocol import relative_key, request_url
 from .report import REPORT_NAME, ReportWriter
 from .results import NullObserver, Observer, RunResult, Summary, Tally
@@ -250,6 +248,7 @@ async def fetch_async(
             late: list[OmarBulkError] = []
             _attempt(late, lambda: _remove_leftovers(journal, storage))
             _attempt(late, engine.record_unrecorded)
+            _attempt(late, journal.drop_settled_intents)
             summary = Summary.of(
                 tally,
                 time.monotonic() - started,
@@ -314,17 +313,14 @@ def planned_urls(
     try:
         for item in settings.plan:
             entry = lookup(relative_key(item))
-            on_disk = False
+            present = False
             if needs_disk_check(entry):
                 assert entry is not None
-                final = storage.final(entry.path)
-                good, reason = vouches(entry, final)
-                if good is None:
-                    good, reason = hash_matches(entry, final)
-                on_disk = bool(good)
-                if notice and reason:
-                    notice(reason)
-            due = decide(item, entry, on_disk, overwrite=settings.overwrite, revisit_from=cutoff)
+                check = on_disk(entry, storage.final(entry.path), may_hash=True)
+                present = bool(check.good)
+                if notice and check.reason:
+                    notice(check.reason)
+            due = decide(item, entry, present, overwrite=settings.overwrite, revisit_from=cutoff)
             if due.fetch:
                 yield request_url(settings.base_url, item)
     finally:
