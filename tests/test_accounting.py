@@ -45,15 +45,16 @@ def _data_files(out: Path) -> set[str]:
     }
 
 
+@pytest.mark.parametrize("refusal", ["403", "401"])
 def test_a_403_midway_accounts_for_every_request_that_went_out(
-    cli: Cli, faults: Faults, tmp_path: Path
+    cli: Cli, faults: Faults, tmp_path: Path, refusal: str
 ) -> None:
-    """A 403 while other requests are in flight: exit 3, and the report lists the refused
-    item as failed and the ones in flight as interrupted, so that its attempts add up to the
-    requests the server saw and ``not_attempted`` counts only items never sent; the journal
-    holds the refusal. The rerun asks only for the items not on disk."""
-    faults.stall_seconds = 2.0  # in flight when the 403 lands, then cancelled
-    faults.script = {"M2": ["stall", "403*"]}
+    """A 403 (or 401) while other requests are in flight: exit 3, and the report lists the
+    refused item as failed and the ones in flight as interrupted, so that its attempts add up
+    to the requests the server saw and ``not_attempted`` counts only items never sent; the
+    journal holds the refusal. The rerun asks only for the items not on disk."""
+    faults.stall_seconds = 2.0  # in flight when the refusal lands, then cancelled
+    faults.script = {"M2": ["stall", f"{refusal}*"]}
     report = tmp_path / "r.json"
     outcome = cli("fetch", *ADHOC, "--concurrency", "2", "--report", str(report))
     assert outcome.exit_code == 3, outcome.stderr
@@ -65,12 +66,12 @@ def test_a_403_midway_accounts_for_every_request_that_went_out(
     assert sum(i["attempts"] for i in attempted) == sent
     assert summary["not_attempted"] == 6 - len(attempted)
     refused = [i for i in attempted if i["status"] == "failed"]
-    assert refused and all("403" in i["error"] for i in refused)
+    assert refused and all(refusal in i["error"] for i in refused)
     assert all(i["status"] in ("downloaded", "failed", "interrupted") for i in attempted)
     rows = _journal_rows(cli.out)
     for item in refused:
         key = Path(item["path"]).relative_to(cli.out).as_posix()
-        assert rows[key][0] == "failed" and "403" in str(rows[key][1])
+        assert rows[key][0] == "failed" and refusal in str(rows[key][1])
     on_disk = _data_files(cli.out)
     assert on_disk == {k for k, (s, _) in rows.items() if s == "downloaded"}
 
