@@ -694,6 +694,34 @@ class Journal:
         """The rename announced for ``key`` did not happen (the file was refused)."""
         self._execute("DELETE FROM landing WHERE path=?", (key,))
 
+    def landed_entries(self, data_root: Path) -> dict[str, Entry]:
+        """The entries ``settle_landings`` would record for files a killed run renamed into
+        place, read only: the dry run decides with them as the run will."""
+        found = {}
+        for path, _, chunk, sha256, size, _, replaced_by in self._landings():
+            entry = self.get(path)
+            if replaced_by is not None or (
+                entry is not None and entry.sha256 == sha256 and entry.bytes == size
+            ):
+                continue
+            final = data_root.joinpath(*PurePosixPath(path).parts)
+            if _holds(final, size, sha256):
+                mtime = final.stat().st_mtime_ns
+                found[path] = Entry(path, Status.DOWNLOADED, size, sha256, mtime, chunk=chunk)
+        return found
+
+    def _landings(
+        self,
+    ) -> list[tuple[str, str, str | None, str | None, int, str | None, str | None]]:
+        try:
+            return list(
+                self._db.execute(
+                    "SELECT path, url, chunk, sha256, bytes, archived_as, replaced_by FROM landing"
+                )
+            )
+        except sqlite3.DatabaseError as exc:
+            raise UsageError(f"cannot read the journal {self.path}: {exc}") from None
+
     def settle_landings(self, data_root: Path) -> list[str]:
         """Settle the renames a killed run announced but never committed, from what is on
         disk; returns a note for each one that had happened. A file that landed with the
@@ -701,11 +729,7 @@ class Journal:
         when it replaced one); a file moved to history for a longer one is recorded as
         superseded. A rename that never happened is forgotten, with the history link made
         for it, if any (the file is still in place, so the link is a duplicate)."""
-        rows = list(
-            self._db.execute(
-                "SELECT path, url, chunk, sha256, bytes, archived_as, replaced_by FROM landing"
-            )
-        )
+        rows = self._landings()
         notes = []
         settled = []
         for path, url, chunk, sha256, size, archived_as, replaced_by in rows:

@@ -302,7 +302,10 @@ def planned_urls(
     journal = Journal.open_readonly(state)
     lookup: Callable[[str], Entry | None]
     if journal is not None:
-        lookup = journal.get
+        # Files a killed run renamed into place without committing: the run records them.
+        landed = journal.landed_entries(settings.out_dir)
+        get = journal.get
+        lookup = (lambda key: landed.get(key) or get(key)) if landed else get
     else:  # missing or unreadable: the entries a real run would rebuild it with
         entries, lost = lost_journal_entries(state, settings.out_dir)
         lookup = entries.get

@@ -231,6 +231,8 @@ def test_a_revision_killed_at_any_step_is_recovered_by_the_rerun(
     first = path.read_bytes()
     faults.revision = 1
     _killed_at(point, cli, *M1_FEB, "--overwrite")
+    dry = cli("fetch", *M1_FEB, "--dry-run")
+    assert dry.exit_code == 0 and "https://" not in dry.stdout  # as the rerun: nothing due
     assert cli.server is not None
     before = len(cli.server.state.downloads())
     rerun = cli("fetch", *M1_FEB)
