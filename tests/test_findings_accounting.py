@@ -285,3 +285,34 @@ def test_a_history_copy_cut_by_a_full_disk_is_not_left_behind(
     monkeypatch.undo()
     assert cli("fetch", *M1_FEB).exit_code == 0
     assert _verify(cli.out) == (0, [])
+
+
+# -- without hard links, a revision killed after keeping the old version leaves a stray copy ----
+
+_NO_LINKS_THEN_AFTER_KEEP = """
+import errno
+sys.path.insert(0, {tests!r})
+def no_links(*args, **kwargs):
+    raise OSError(errno.EPERM, "Operation not permitted")
+os.link = no_links
+import kill_driver
+kill_driver.install("after-keep")
+"""
+
+
+def test_a_revision_killed_after_keeping_a_copy_leaves_no_unlisted_history_file(
+    cli: Cli, faults: Faults
+) -> None:
+    """On a file system without hard links (SMB/CIFS, exFAT, sshfs: `Storage.keep` copies),
+    `--overwrite` brings revised February and is SIGKILLed after the old version was copied
+    into history, before the new one was renamed into place (kill_driver's `after-keep`). The
+    rerun's settle removes the history file only when it is the same inode as the file in
+    place, so the complete copy stays, listed in no `versions` row: `verify` exits 1 ("a
+    history file that no row of the journal's versions lists") after the rerun."""
+    assert cli("fetch", *M1_FEB).exit_code == 0
+    faults.revision = 1
+    _killed(cli, _NO_LINKS_THEN_AFTER_KEEP.format(tests=str(HERE)), *M1_FEB, "--overwrite")
+    history = cli.out / ".omar-bulk" / "history"
+    assert [p for p in history.rglob("*") if p.is_file()]  # the copy the kill left
+    assert cli("fetch", *M1_FEB).exit_code == 0
+    assert _verify(cli.out) == (0, [])
