@@ -316,3 +316,26 @@ def test_a_revision_killed_after_keeping_a_copy_leaves_no_unlisted_history_file(
     assert [p for p in history.rglob("*") if p.is_file()]  # the copy the kill left
     assert cli("fetch", *M1_FEB).exit_code == 0
     assert _verify(cli.out) == (0, [])
+
+
+# -- a body cut short counts as a login that served a download ----------------------------------
+
+
+def test_retries_0_is_one_attempt_when_the_only_data_ever_sent_was_cut_short(
+    cli: Cli, faults: Faults, tmp_path: Path
+) -> None:
+    """The server sends January's headers and half its body, then drops the connection, and
+    answers every later request with a login page. No download was ever served, so under
+    `--retries 0` each file gets one attempt (README, Retries: "Until a login of the run has
+    served a download ... every expiry counts against --retries: at most N+1 attempts").
+    Today the cut body's headers count as a served download (`Session.served_one`), so the
+    login pages for February are free relogins: 3 attempts and 3 logins."""
+    faults.script = {"M1": ["cut", "login*"]}
+    report = tmp_path / "r.json"
+    two_months = ["--meter", "M1", "--start", "2023-01-01", "--end", "2023-02-28"]
+    outcome = cli(
+        "fetch", *two_months, "--retries", "0", "--concurrency", "1", "--report", str(report)
+    )
+    assert outcome.exit_code == 1, outcome.stderr
+    items = json.loads(report.read_text())["items"]
+    assert [i["attempts"] for i in items] == [1, 1], items
