@@ -44,13 +44,15 @@ class Work:
     """An item on its way to a worker, with what the producer already worked out.
 
     ``previous`` is the journal's verified entry when a done item is fetched again
-    (``--revisit-days``, ``--overwrite``): the new bytes are compared with it.
+    (``--revisit-days``, ``--overwrite``): the new bytes are compared with it. ``known`` is
+    the journal's entry whatever the disk says (``policy.Due``).
     """
 
     item: Item
     url: str
     key: str
     previous: Entry | None = None
+    known: Entry | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,11 +160,10 @@ async def receive(
         if not head.framed and confirm != hasher.hexdigest():
             raise Unconfirmed(hasher.hexdigest())
         digest = hasher.hexdigest() if size else None
-        status, keep = compare(work.previous, digest)
-        if status == Status.FAILED:  # an empty answer, where the file holds data: it stays
-            previous = work.previous
-            assert previous is not None and not marked
-            return Saved(Status.FAILED, 0, None, previous.mtime_ns)
+        status, keep = compare(work.previous, digest, work.known)
+        if status == Status.FAILED:  # an empty answer, where there was data: nothing moves
+            assert not marked
+            return Saved(Status.FAILED, 0, None, None)
         if status == Status.UNCHANGED:
             if marked:
                 await disk.call(storage.discard, work.key)

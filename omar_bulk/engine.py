@@ -38,7 +38,7 @@ from .errors import (
 from .journal import Entry, Journal
 from .offload import Offload
 from .plan import Item
-from .policy import EMPTY_OVER_DATA, KEPT, decide, needs_disk_check, on_disk, replacing
+from .policy import EMPTY_OVER_DATA, EMPTY_OVER_LOST, KEPT, decide, needs_disk_check, on_disk, replacing
 from .politeness import AdaptiveLimit, Backoff, RateLimiter, RetryBudget
 from .protocol import relative_key, request_url
 from .report import ReportWriter
@@ -149,7 +149,7 @@ class Engine:
                 if len(rows) > 1 and entry.superseded_by is None:
                     self._supersede(item, key, rows)  # piles left by an earlier release
                 continue
-            await queue.put(Work(item, url, key, due.previous))
+            await queue.put(Work(item, url, key, due.previous, due.known))
         for _ in range(self.settings.concurrency):
             await queue.put(None)
 
@@ -218,7 +218,7 @@ class Engine:
             error=f"{fatal}; the run was aborted",
         )
         with contextlib.suppress(OmarBulkError):  # the run's own error says why
-            self.journal.record(work.key, result, None, previous=work.previous)
+            self.journal.record(work.key, result, None, previous=work.known)
         self.report.add(result)
         self.tally.add(result)
         if len(self.failures) < 1000:
@@ -250,7 +250,7 @@ class Engine:
             work.key,
             result,
             saved.mtime_ns if saved else None,
-            previous=work.previous,
+            previous=work.known if result.status == Status.FAILED else work.previous,
             archived_as=self._relative(saved.archived if saved else None),
         )
 
@@ -313,7 +313,11 @@ class Engine:
                 saved = await self._gated_attempt(work, final, attempts, sent_under, confirm, sent)
                 error = None
                 if saved.status == Status.FAILED:  # policy.compare: the data stays
-                    error = EMPTY_OVER_DATA.format(path=final)
+                    if work.previous is not None:
+                        error = EMPTY_OVER_DATA.format(path=final)
+                    else:
+                        assert work.known is not None
+                        error = EMPTY_OVER_LOST.format(path=final, size=work.known.bytes)
                     self.observer.notice(error)
                 result = ItemResult(
                     work.item,

@@ -33,11 +33,14 @@ KEPT = (Status.DOWNLOADED, Status.EMPTY)
 
 @dataclass(frozen=True, slots=True)
 class Due:
-    """The decision for one item: fetch it or not, and the verified entry a refetch is
-    compared with (None: nothing on disk to compare with, a plain download)."""
+    """The decision for one item: fetch it or not, the verified entry a refetch is
+    compared with (None: nothing on disk to compare with, a plain download), and the
+    journal's entry for it whatever the disk says (``known``: what ``compare`` holds an
+    empty answer against)."""
 
     fetch: bool
     previous: Entry | None = None
+    known: Entry | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,24 +133,30 @@ def decide(
         or (revisit_from is not None and item.end >= revisit_from)
     )
     if on_disk and not again:
-        return Due(fetch=False, previous=entry)
-    return Due(fetch=True, previous=entry if on_disk else None)
+        return Due(fetch=False, previous=entry, known=entry)
+    return Due(fetch=True, previous=entry if on_disk else None, known=entry)
 
 
-def compare(previous: Entry | None, digest: str | None) -> tuple[Status, bool]:
+def compare(
+    previous: Entry | None, digest: str | None, known: Entry | None = None
+) -> tuple[Status, bool]:
     """The status of a complete body (``digest`` None: empty) against the version it would
-    replace, and whether that version's file must be kept in history first.
+    replace (``previous``, verified on disk), and whether that version's file must be kept
+    in history first.
 
-    An empty answer never replaces a file holding data, whatever asked for it again
-    (``--revisit-days``, ``--overwrite``, a failed revisit): the server's "no data" for a
-    range it served may be a glitch. The refetch is FAILED (``EMPTY_OVER_DATA``): the file
-    stays in place, its journal row keeps the error, so ``status`` counts it as failed and
+    An empty answer never replaces data the journal knows of (``known``, or ``previous``),
+    whatever asked for it again (``--revisit-days``, ``--overwrite``, a failed revisit, a
+    file deleted or cut short since): the server's "no data" for a range it served may be a
+    glitch. The refetch is FAILED (``EMPTY_OVER_DATA``, or ``EMPTY_OVER_LOST`` when the
+    file is no longer what was fetched): whatever is on disk stays as it is, the journal row
+    keeps the data's size and hash with the error, so ``status`` counts it as failed and
     the next run asks again; an answer with data settles it.
     """
+    had = previous or known
+    if digest is None and had is not None and had.status == Status.DOWNLOADED:
+        return Status.FAILED, False
     if previous is None:
         return (Status.DOWNLOADED if digest else Status.EMPTY), False
-    if digest is None and previous.status == Status.DOWNLOADED:
-        return Status.FAILED, False
     if (previous.status == Status.EMPTY and digest is None) or (
         previous.status == Status.DOWNLOADED and previous.sha256 == digest
     ):
@@ -158,6 +167,11 @@ def compare(previous: Entry | None, digest: str | None) -> tuple[Status, bool]:
 #: The error of a refetch answered empty where the file on disk holds data (``compare``).
 EMPTY_OVER_DATA = (
     "answered empty, but {path} holds data: the file is kept, and the next run asks again"
+)
+#: The same where the file is missing or no longer the one fetched: the month had data.
+EMPTY_OVER_LOST = (
+    "answered empty, but {path} held {size} bytes when it was fetched (it is missing or"
+    " changed since): not recorded as empty, and the next run asks again"
 )
 
 
@@ -252,6 +266,7 @@ def _grown_before_format_3(chunk: str, shorter_end: date) -> bool:
 
 __all__ = [
     "EMPTY_OVER_DATA",
+    "EMPTY_OVER_LOST",
     "KEPT",
     "Due",
     "OnDisk",
