@@ -594,9 +594,10 @@ class Journal:
 
         An ordinary outcome is one autocommitted statement: this runs once per file, and a
         transaction around a single statement would only add two more. ``previous`` is the
-        verified entry a refetch replaces: a failed refetch leaves it in place (the file on
-        disk is still good; the error is kept), an unchanged one only notes the check, and a
-        revision moves the old version's hash, size and time to ``versions`` first.
+        entry a refetch replaces: a failed refetch leaves it in place with the error (the
+        journal keeps its word on the data it knew of, on disk or not: ``policy.compare``),
+        an unchanged one only notes the check, and a revision moves the old version's hash,
+        size and time to ``versions`` first.
         """
         item = result.item
         now = time.time()
@@ -762,10 +763,11 @@ class Journal:
     def settle_landings(self, data_root: Path) -> list[str]:
         """Settle the renames a killed run announced but never committed, from what is on
         disk; returns a note for each one that had happened. A file that landed with the
-        announced bytes is recorded (as a revision, with its earlier version's history file,
-        when it replaced one); a file moved to history for a longer one is recorded as
-        superseded. A rename that never happened is forgotten, with the history link made
-        for it, if any (the file is still in place, so the link is a duplicate)."""
+        announced bytes is recorded as the run would have recorded it (a revision, with its
+        earlier version's history file, when it replaced a version: ``_revises``); a file
+        moved to history for a longer one is recorded as superseded. A rename that never
+        happened is forgotten, with the history file made for it, if any (``_stray``: a link
+        to or a copy of the file still in place, or a copy cut short)."""
         rows = self._landings()
         notes = []
         settled = []
@@ -788,11 +790,12 @@ class Journal:
                     )
                     continue
             elif _holds(final, size, sha256):
-                self._adopt(path, url, chunk, sha256, size, archived_as, final, entry)
-                what = "a revision" if entry is not None else "a download"
+                revised = _revises(entry, archived_as)
+                self._adopt(path, url, chunk, sha256, size, archived_as, final, revised)
+                what = "a revision" if revised else "a download"
                 notes.append(f"{final}: {what} landed as a run was stopped; recorded")
                 continue
-            if archive is not None and _same_file(final, archive):
+            if archive is not None and _stray(final, archive, entry):
                 with contextlib.suppress(OSError):
                     os.unlink(archive)
             settled.append(path)
@@ -816,9 +819,10 @@ class Journal:
         size: int,
         archived_as: str | None,
         final: Path,
-        entry: Entry | None,
+        revised: bool,
     ) -> None:
-        """Record a file found in place with the bytes its intent announced."""
+        """Record a file found in place with the bytes its intent announced (``revised``:
+        as a revision of the version its row records)."""
         from .protocol import parse_relative_path
 
         item = parse_relative_path(PurePosixPath(key))
@@ -838,13 +842,13 @@ class Journal:
             mtime_ns=final.stat().st_mtime_ns,
             now=now,
             run_id=self.run_id,
-            revised=entry is not None,
+            revised=revised,
         )
         values = (*values[:-1], chunk)
         try:
             with self._db:
                 self._db.execute("BEGIN")
-                if entry is not None:
+                if revised:
                     self._db.execute(
                         "INSERT OR REPLACE INTO versions (path, fetched_at, sha256, bytes,"
                         " archived_as) SELECT path, fetched_at, sha256, bytes, ? FROM items"
@@ -881,6 +885,33 @@ def _holds(final: Path, size: int, sha256: str | None) -> bool:
             return hashlib.file_digest(handle, "sha256").hexdigest() == sha256
     except OSError:
         return False
+
+
+def _revises(entry: Entry | None, archived_as: str | None) -> bool:
+    """Would the run have recorded a landed file as a revision (``policy.compare``)? Only
+    when it replaced a version: a file on disk, kept as ``archived_as``, or a recorded empty
+    answer. The row of a failed attempt, of a superseded file or of a file lost from disk
+    stands for no version there: the file is a download."""
+    return archived_as is not None or (entry is not None and entry.status == Status.EMPTY)
+
+
+def _stray(final: Path, archive: Path, entry: Entry | None) -> bool:
+    """Is ``archive`` the history file made for a move that did not happen, to be removed?
+    Its name was free when the intent was committed, so whatever is there was made for it:
+    a link to the file still in place, a copy of it (where hard links are not possible), or
+    a copy cut short (a full disk). Only a whole copy of the recorded version whose file in
+    place is gone or changed since is left: it may be the last copy of that version."""
+    try:
+        if not S_ISREG(archive.lstat().st_mode):
+            return False
+    except OSError:
+        return False
+    if _same_file(final, archive):
+        return True
+    if entry is None or entry.sha256 is None:
+        return False
+    whole = _holds(archive, entry.bytes, entry.sha256)
+    return not whole or _holds(final, entry.bytes, entry.sha256)
 
 
 def _same_file(one: Path, other: Path) -> bool:

@@ -456,17 +456,23 @@ class Storage:
             os.close(fd)
 
     def _copy(self, source: int, info: os.stat_result, folder: int, name: str, where: str) -> None:
-        """Copy an open file into a new one (where hard links are not possible)."""
+        """Copy an open file into a new one (where hard links are not possible). A copy cut
+        short (a full disk) is removed: half a version in history would stand for nothing."""
         target = self._create(folder, name, where)
         try:
-            os.lseek(source, 0, os.SEEK_SET)
-            while block := os.read(source, 1 << 20):
-                view = memoryview(block)
-                while view:
-                    view = view[os.write(target, view) :]
-            os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
-        finally:
-            os.close(target)
+            try:
+                os.lseek(source, 0, os.SEEK_SET)
+                while block := os.read(source, 1 << 20):
+                    view = memoryview(block)
+                    while view:
+                        view = view[os.write(target, view) :]
+                os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
+            finally:
+                os.close(target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=folder)
+            raise
 
     def retire(self, key: str, archive: Path) -> None:
         """Move ``key`` out of the data folders into ``archive`` (its new version is empty)."""
