@@ -1015,22 +1015,7 @@ def _migrate(db: sqlite3.Connection, path: Path, version: int) -> None:
     backup copy beside it (``journal.sqlite3.v0-backup`` for a 0.1.0 journal). A step that
     fails leaves the journal exactly as it was."""
     backup = path.with_name(f"{path.name}.v{version}-backup")
-    if not backup.exists():  # else an earlier attempt made it, from this same journal
-        try:
-            fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            os.close(fd)
-            copy = sqlite3.connect(backup)
-            try:
-                db.backup(copy)
-            finally:
-                copy.close()
-        except (OSError, sqlite3.Error) as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(backup)
-            raise LocalWriteError(
-                f"cannot keep a backup of the journal before updating its format: {backup}:"
-                f" {exc}; the journal was left untouched"
-            ) from exc
+    _back_up(db, backup)
     try:
         with db:
             db.execute("BEGIN IMMEDIATE")
@@ -1042,6 +1027,42 @@ def _migrate(db: sqlite3.Connection, path: Path, version: int) -> None:
             f"cannot update the journal {path} from format {version} to {format_version()}:"
             f" {exc}; it was left as it was (a copy is in {backup.name})"
         ) from exc
+
+
+def _back_up(db: sqlite3.Connection, backup: Path) -> None:
+    """Copy the journal to ``backup`` whole or not at all: into a temporary file, renamed
+    over ``backup`` once complete, so a run killed or a disk filled during the copy leaves
+    no partial backup under the backup's name.
+
+    Made afresh by every attempt, whatever is at ``backup``: a journal still of the old
+    format was never migrated since, so the copy made now holds all an earlier one did, and
+    what an earlier release left there (it copied in place) may be empty or partial."""
+    temporary = backup.with_name(backup.name + ".tmp")
+    leftovers = [Path(f"{name}{suffix}") for name in (temporary, backup) for suffix in _SIDE]
+    try:
+        # A killed copy's rollback journal would be played back into whatever takes its name.
+        for leftover in [temporary, *leftovers]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        os.close(fd)
+        copy = sqlite3.connect(temporary)
+        try:
+            db.backup(copy)
+        finally:
+            copy.close()
+        os.replace(temporary, backup)
+    except (OSError, sqlite3.Error) as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise LocalWriteError(
+            f"cannot keep a backup of the journal before updating its format: {backup}:"
+            f" {exc}; the journal was left untouched"
+        ) from exc
+
+
+#: The files SQLite keeps beside a database while writing it.
+_SIDE = ("-journal", "-wal", "-shm")
 
 
 def _report_entries(report: Path, data_root: Path | None) -> dict[str, tuple[int, str]]:
