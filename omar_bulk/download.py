@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 
 from .answers import Head, looks_like_html, page_error
-from .errors import RetryableError
+from .errors import OmarBulkError, RetryableError
 from .journal import Entry
 from .offload import Offload
 from .plan import Item
@@ -98,11 +98,14 @@ async def receive(
     use_folder: Callable[[str], None],
     confirm: str | None = None,
     landing: Callable[[Work, str | None, int, Path | None], None] | None = None,
+    withdraw: Callable[[Work], None] | None = None,
 ) -> Saved:
     """Read a 200 answer's body for ``work`` and settle it on disk (every file system call
     through ``disk``, so that the event loop never waits on it). ``landing`` is told what
     is about to be put in place (the digest, size and where the replaced version will be
-    kept) before the first rename: the journal's intent, committed first.
+    kept) before the first rename: the journal's intent, committed first; ``withdraw``
+    takes it back when the file could not be put in place (a full disk) and nothing was
+    kept in history for it.
 
     Raises ``SessionExpired`` or ``PermanentError`` for an HTML page, ``RetryableError``
     for a body that is cut, undecodable or (``Unconfirmed``) not yet confirmed.
@@ -179,10 +182,22 @@ async def receive(
         archive = None
         if keep and work.previous is not None:
             archive = await disk.call(storage.history_path, work.key, work.previous.fetched_at)
-        if landing is not None and size:
+        announced = landing is not None and size > 0
+        if landing is not None and announced:
             landing(work, digest, size, archive)
-        # One call for all the outcome's file system work: one hop when it goes to a thread.
-        return await disk.settle(_settle, storage, work, status, archive, size, digest, body, whole)
+        try:
+            # One call for all the outcome's file system work: one hop when it goes to a thread.
+            return await disk.settle(
+                _settle, storage, work, status, archive, size, digest, body, whole
+            )
+        except (OSError, OmarBulkError):
+            # Each way into place ends with its rename: an error means it never happened.
+            # The intent is taken back unless a history file was made for it (the next run
+            # removes that with the intent).
+            if announced and withdraw is not None:
+                if archive is None or not await disk.call(os.path.lexists, archive):
+                    withdraw(work)
+            raise
     except BaseException:
         if sink is not None:
             await sink.abort()

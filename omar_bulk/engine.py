@@ -428,6 +428,7 @@ class Engine:
                 use_folder=self._use_folder,
                 confirm=confirm,
                 landing=self._landing,
+                withdraw=self._withdraw,
             )
 
     def _landing(self, work: Work, digest: str | None, size: int, archive: Path | None) -> None:
@@ -442,6 +443,12 @@ class Engine:
             size=size,
             archived_as=self._relative(archive),
         )
+
+    def _withdraw(self, work: Work) -> None:
+        """The file announced by ``_landing`` never landed: drop its intent, if the journal
+        can still be written (else the next run finds the file was not moved)."""
+        with contextlib.suppress(OmarBulkError):
+            self.journal.drop_intent(work.key)
 
     def _relative(self, path: Path | None) -> str | None:
         return str(path.relative_to(self.storage.root)) if path is not None else None

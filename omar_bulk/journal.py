@@ -710,14 +710,15 @@ class Journal:
             (Status.SUPERSEDED,),
         )
 
-    def unsettled_intents(self) -> list[tuple[str, str | None, str | None]]:
-        """For ``verify``: (path, archived_as, replaced_by) of every intent whose outcome was
-        never committed: files a stopped run may have moved, which the next run settles.
-        Read only; empty in a journal older than the intents."""
+    def unsettled_intents(self, data_root: Path) -> list[Unsettled]:
+        """For ``verify``: every intent whose outcome was never committed, and whether its
+        move happened (as ``settle_landings`` tells it from the files under ``data_root``):
+        files a stopped run moved, which the next run records. Read only; empty in a journal
+        older than the intents."""
         try:
-            return list(
+            rows = list(
                 self._db.execute(
-                    "SELECT l.path, l.archived_as, l.replaced_by FROM landing l"
+                    "SELECT l.path, l.sha256, l.bytes, l.archived_as, l.replaced_by FROM landing l"
                     " LEFT JOIN items i ON i.path = l.path WHERE i.path IS NULL"
                     " OR (l.replaced_by IS NULL AND (i.sha256 IS NOT l.sha256"
                     " OR i.bytes != l.bytes))"
@@ -727,6 +728,13 @@ class Journal:
             )
         except sqlite3.OperationalError:
             return []  # no landing table: a journal of format 3 or older, read as it is
+        found = []
+        for path, sha256, size, archived_as, replaced_by in rows:
+            final = data_root.joinpath(*PurePosixPath(path).parts)
+            archive = data_root.joinpath(*PurePosixPath(archived_as).parts) if archived_as else None
+            moved = _moved(final, archive, size, sha256, replaced_by)
+            found.append(Unsettled(path, archived_as, replaced_by, moved))
+        return found
 
     def drop_intent(self, key: str) -> None:
         """The rename announced for ``key`` did not happen (the file was refused)."""
@@ -780,8 +788,8 @@ class Journal:
                 continue
             final = data_root.joinpath(*PurePosixPath(path).parts)
             archive = data_root.joinpath(*PurePosixPath(archived_as).parts) if archived_as else None
+            moved = _moved(final, archive, size, sha256, replaced_by)
             if replaced_by is not None:
-                moved = not os.path.lexists(final) and archive is not None and archive.is_file()
                 if moved and entry is not None and entry.status == Status.DOWNLOADED:
                     self.supersede(entry, replaced_by, archived_as)
                     notes.append(
@@ -789,7 +797,7 @@ class Journal:
                         " was stopped; recorded"
                     )
                     continue
-            elif _holds(final, size, sha256):
+            elif moved:
                 revised = _revises(entry, archived_as)
                 self._adopt(path, url, chunk, sha256, size, archived_as, final, revised)
                 what = "a revision" if revised else "a download"
@@ -885,6 +893,27 @@ def _holds(final: Path, size: int, sha256: str | None) -> bool:
             return hashlib.file_digest(handle, "sha256").hexdigest() == sha256
     except OSError:
         return False
+
+
+@dataclass(frozen=True, slots=True)
+class Unsettled:
+    """An intent whose outcome was never committed (``Journal.unsettled_intents``)."""
+
+    path: str
+    archived_as: str | None
+    replaced_by: str | None
+    #: Did its move happen: the announced bytes in place, or the retired file in history?
+    moved: bool
+
+
+def _moved(
+    final: Path, archive: Path | None, size: int, sha256: str | None, replaced_by: str | None
+) -> bool:
+    """Did an intent's move happen, by the files on disk? A retired file (``replaced_by``)
+    is gone from its place and in history; a landing file holds the announced bytes."""
+    if replaced_by is not None:
+        return not os.path.lexists(final) and archive is not None and archive.is_file()
+    return _holds(final, size, sha256)
 
 
 def _revises(entry: Entry | None, archived_as: str | None) -> bool:

@@ -372,7 +372,8 @@ class Storage:
 
     def commit(self, key: str, archive: Path | None = None) -> int:
         """Move a complete ``.part`` into place (keeping the file it replaces in ``archive``);
-        return the file's ``st_mtime_ns``."""
+        return the file's ``st_mtime_ns``. The rename is the last step, as in
+        ``write_whole``: an error means it did not happen."""
         folder_name, _, name = key.rpartition("/")
         final = self.path_of(key)
         try:
@@ -380,10 +381,13 @@ class Storage:
         except OSError as exc:
             raise translate_os_error(exc, final) from exc
         try:
+            part = name + PART_SUFFIX
+            # A rename leaves the time stamp as it is: read it first.
+            mtime = os.stat(part, dir_fd=folder, follow_symlinks=False).st_mtime_ns
             if archive is not None:
                 self.keep(final, archive)
-            os.replace(name + PART_SUFFIX, name, src_dir_fd=folder, dst_dir_fd=folder)
-            return os.stat(name, dir_fd=folder, follow_symlinks=False).st_mtime_ns
+            os.replace(part, name, src_dir_fd=folder, dst_dir_fd=folder)
+            return mtime
         except OSError as exc:
             raise translate_os_error(exc, final) from exc
         finally:

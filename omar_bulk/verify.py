@@ -21,6 +21,7 @@ from typing import Any
 
 from .archive import DATA_FOLDERS, SERVES_NAME, Archive, read_mark
 from .errors import UsageError
+from .journal import Unsettled
 from .results import Status
 from .storage import PART_SUFFIX, STATE_DIR
 from .text import printable
@@ -110,7 +111,7 @@ def verify(
                 " nothing to verify"
             )
         items, kept = journal.inventory()
-        unsettled = journal.unsettled_intents()
+        unsettled = journal.unsettled_intents(out)
     problems: list[Problem] = []
     expected: list[_Expected] = []
     standing: dict[str, str] = {}
@@ -201,23 +202,36 @@ def _walk(out: Path) -> tuple[set[str], set[str], list[Problem]]:
     return files, history, extra
 
 
-def _stopped_moves(
-    unsettled: list[tuple[str, str | None, str | None]], problems: list[Problem]
-) -> list[Problem]:
+def _stopped_moves(unsettled: list[Unsettled], problems: list[Problem]) -> list[Problem]:
     """A run stopped between moving files and recording it (its intent is in the journal)
-    leaves files that disagree with their rows: one problem per stopped move, naming what
-    the next run does, instead of advice that would remove a file it is about to record."""
-    named = {path for intent in unsettled for path in intent[:2] if path}
-    kept = [p for p in problems if p.path not in named]
-    for path, archived_as, replaced_by in unsettled:
+    leaves files that disagree with their rows: one problem per move that happened, naming
+    what the next run does, instead of advice that would remove a file it is about to
+    record. A move that never happened explains only the history file made for it, which
+    the next run removes; whatever else is wrong with its path is named as it is."""
+    moved = [intent for intent in unsettled if intent.moved]
+    named = {path for i in moved for path in (i.path, i.archived_as) if path}
+    copies = {i.archived_as: i for i in unsettled if not i.moved and i.archived_as}
+    kept = []
+    for problem in problems:
+        if problem.path in named:
+            continue
+        intent = copies.get(problem.path)
+        if intent is not None:
+            problem = Problem(
+                problem.path, f"made for a move of {intent.path} that a stopped run never did",
+                "run the same fetch again: it removes this copy; remove nothing meanwhile",
+            )  # fmt: skip
+        kept.append(problem)
+    for intent in moved:
         what = (
-            f"a run was stopped while moving this file to history for {replaced_by}"
-            if replaced_by
-            else "a run was stopped while putting this file in place: the journal may not"
+            f"a run was stopped while moving this file to history for {intent.replaced_by}"
+            if intent.replaced_by
+            else "a run was stopped while putting this file in place: the journal does not"
             " record the file on disk yet"
         )
+        earlier = f" (its earlier version: {intent.archived_as})" if intent.archived_as else ""
         kept.append(
-            Problem(path, what + (f" (its earlier version: {archived_as})" if archived_as else ""),
+            Problem(intent.path, what + earlier,
                     "run the same fetch again: it records what was moved from the files on disk"
                     " and fetches nothing for it; remove nothing meanwhile")
         )  # fmt: skip
