@@ -269,7 +269,7 @@ class Engine:
         Small renames on the loop, as ``download`` does for small files: a grown chunk
         replaces at most one file a day.
         """
-        chunk = replacing(item, key, rows)
+        chunk = replacing(item, key, rows, self.settings.plan.also_plans)
         for kept in chunk.held:
             self.observer.notice(
                 f"{key} was answered empty, but the shorter {kept.path} holds data: both are"

@@ -320,6 +320,8 @@ class Plan:
         self.name = name
         self._repeated: frozenset[int] | None = None
         self._count: int | None = None
+        #: Digests of the items of repeated series, gathered by ``also_plans``.
+        self._named: frozenset[bytes] | None = None
 
     def survey(self) -> int:
         """Read every pull once (raising on the first bad one) and return the item count."""
@@ -368,11 +370,32 @@ class Plan:
             )
             for item in items:
                 if repeated and hash(item.series) in repeated:
-                    digest = hashlib.blake2b(repr(item).encode(), digest_size=8).digest()
+                    digest = _digest(item)
                     if digest in done:
                         continue
                     done.add(digest)
                 yield item
+
+
+    def also_plans(self, item: Item) -> bool:
+        """Does the plan name ``item`` beside another item of its series that starts on the
+        same day (the caller's, which the plan names)? One pull cuts an id's range into
+        chunks that do not overlap, so only a series that more than one pull plans can
+        name both: only those series' items are gathered, in one pass at the first call.
+        An ordinary plan has none and answers at once."""
+        if self._repeated is None:
+            self.survey()
+        repeated = self._repeated or frozenset()
+        if hash(item.series) not in repeated:
+            return False
+        if self._named is None:
+            self._named = frozenset(_digest(i) for i in self if hash(i.series) in repeated)
+        return _digest(item) in self._named
+
+
+def _digest(item: Item) -> bytes:
+    """An item's identity in 8 bytes (its chunking is no part of it)."""
+    return hashlib.blake2b(repr(item).encode(), digest_size=8).digest()
 
 
 #: Hash buckets of the survey: a bucket's set, the only per-id objects, holds 1/64 of the ids.

@@ -15,7 +15,7 @@ earlier files of the same chunk the longer one replaces; the engine moves them t
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path, PurePosixPath
@@ -186,11 +186,19 @@ class Replacing:
     held: list[Entry]
 
 
-def replacing(item: Item, key: str, same_start: Iterable[Entry]) -> Replacing:
-    """``superseded`` and ``held_by_empty`` in one scan of the chunk's entries."""
+def replacing(
+    item: Item,
+    key: str,
+    same_start: Iterable[Entry],
+    planned: Callable[[Item], bool] | None = None,
+) -> Replacing:
+    """``superseded`` and ``held_by_empty`` in one scan of the chunk's entries. A shorter
+    file the run's plan names too (``planned``: a pull that ends on a fixed day beside one
+    that ends ``yesterday``) is neither: a file the plan names is kept, not retired by
+    another pull's longer one, which would fetch it again on the next run, and so on."""
     entries = list(same_start)
     empty = _answered_empty(key, entries)
-    shorter = _shorter_of_same_chunk(item, key, entries)
+    shorter = _shorter_of_same_chunk(item, key, entries, planned)
     held = [entry for entry in shorter if empty and entry.status == Status.DOWNLOADED]
     return Replacing([entry for entry in shorter if entry not in held], held)
 
@@ -224,7 +232,9 @@ def _answered_empty(key: str, entries: list[Entry]) -> bool:
     return any(entry.path == key and entry.status == Status.EMPTY for entry in entries)
 
 
-def _shorter_of_same_chunk(item: Item, key: str, entries: list[Entry]) -> list[Entry]:
+def _shorter_of_same_chunk(
+    item: Item, key: str, entries: list[Entry], planned: Callable[[Item], bool] | None
+) -> list[Entry]:
     found = []
     for entry in entries:
         if entry.path == key or entry.superseded_by is not None:
@@ -235,6 +245,8 @@ def _shorter_of_same_chunk(item: Item, key: str, entries: list[Entry]) -> list[E
         if other is None or other.series != item.series:
             continue
         if other.start != item.start or other.end >= item.end:
+            continue
+        if planned is not None and planned(other):
             continue
         if _same_chunking(item.chunk, entry.chunk, other.end):
             found.append(entry)
