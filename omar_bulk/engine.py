@@ -410,6 +410,7 @@ class Engine:
             if verdict is None and not looks_like_html(b"", head.content_type):
                 # Data is on its way under this login: counted now, not when the body is
                 # done, so that expiries answered meanwhile do not look like a broken login.
+                # The run counts it served (``delivered``) only once it arrives whole.
                 self.session.served_one(generation)
             if isinstance(verdict, PermanentError):
                 page = await keep_error_page(
@@ -418,7 +419,7 @@ class Engine:
                 raise PermanentError(f"{verdict}{page}")
             if verdict is not None:
                 raise verdict
-            return await receive(
+            saved = await receive(
                 response,
                 head,
                 work,
@@ -430,6 +431,8 @@ class Engine:
                 landing=self._landing,
                 withdraw=self._withdraw,
             )
+            self.session.delivered()
+            return saved
 
     def _landing(self, work: Work, digest: str | None, size: int, archive: Path | None) -> None:
         """Commit the journal's intent before a file is renamed into place (its outcome's

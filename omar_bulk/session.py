@@ -85,7 +85,7 @@ class Session:
         self.served = 0
         #: Logins in a row that were replaced without serving a single download.
         self.barren = 0
-        #: Downloads any login of this run has served.
+        #: Downloads any login of this run has served whole (``delivered``).
         self.served_ever = 0
         self.logins = 0
 
@@ -143,15 +143,22 @@ class Session:
             await self._login()
 
     def served_one(self, generation: int) -> None:
-        """A download under ``generation`` was answered with data: that login works."""
+        """A download under ``generation`` was answered with data: that login works. Told
+        when the data starts, so that expiries met during a long body do not make the login
+        look broken (``troubled``)."""
         if generation == self.generation:
             self.served += 1
+
+    def delivered(self) -> None:
+        """A download arrived whole: the session serves this run. A body cut short proves
+        nothing of the kind (its headers may be all a failing server sends)."""
         self.served_ever += 1
 
     def ordinary_expiry(self) -> bool:
         """May an expiry met now be a session timing out, free of ``--retries``? Only once a
-        login of this run has served a download: until then nothing says the session works,
-        and every attempt counts (``--retries N``: at most N + 1 attempts at such a file)."""
+        login of this run has served a download whole: until then nothing says the session
+        works, and every attempt counts (``--retries N``: at most N + 1 attempts at such a
+        file)."""
         return self.served_ever > 0 and not self.troubled()
 
     def troubled(self) -> bool:
