@@ -266,9 +266,11 @@ def _access_error(exc: sqlite3.Error, path: Path) -> LocalWriteError | None:
     primary = code & 0xFF
     if primary in (_SQLITE_BUSY, _SQLITE_LOCKED):
         return LocalWriteError(f"the journal {path} is locked by another process")
-    if primary == _SQLITE_FULL:
-        return LocalWriteError(f"the disk is full: cannot write the journal {path}")
     folder = path.parent
+    if primary == _SQLITE_FULL or (primary == _SQLITE_IOERR and _no_space(folder)):
+        # SQLite says "disk I/O error" where a full disk fails a write it does not check
+        # itself (growing the -shm index): the free space tells it.
+        return LocalWriteError(f"the disk is full: cannot write the journal {path}")
     try:
         read_only = bool(os.statvfs(path if path.exists() else folder).f_flag & os.ST_RDONLY)
     except (OSError, AttributeError):
@@ -283,6 +285,13 @@ def _access_error(exc: sqlite3.Error, path: Path) -> LocalWriteError | None:
         f"cannot write the journal {path}: {why}; it was left untouched. omar-bulk must be able"
         " to write there: fix that and run the same command again"
     )
+
+
+def _no_space(folder: Path) -> bool:
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def readonly_uri(path: Path) -> str:
@@ -326,7 +335,7 @@ class Journal:
         """
         path = folder / JOURNAL_NAME
         notes = warn if warn is not None else []
-        fresh = not path.exists()
+        fresh = not path.exists() or _blank(path)
         try:
             return cls._opened(path, fresh, notes, data_root)
         except sqlite3.DatabaseError as exc:
@@ -401,7 +410,7 @@ class Journal:
         nothing is created. A damaged journal is None too, unless ``strict``: then it is a
         UsageError that says so."""
         path = folder / JOURNAL_NAME
-        if not path.exists():
+        if not path.exists() or _blank(path):
             return None
         try:
             db = sqlite3.connect(readonly_uri(path), uri=True)
@@ -985,7 +994,7 @@ def lost_journal_entries(folder: Path, data_root: Path) -> tuple[dict[str, Entry
     """For a dry run where the journal is missing or unreadable: the entries a real run's
     rebuild would keep, and the warning it would give (None when there is nothing to say)."""
     path = folder / JOURNAL_NAME
-    if path.exists():
+    if path.exists() and not _blank(path):
         found, total = recoverable(_salvage_journal(path), folder, data_root)
         note = (
             f"the journal {path} cannot be read; a run will set it aside and rebuild it:"
@@ -1000,6 +1009,22 @@ def lost_journal_entries(folder: Path, data_root: Path) -> tuple[dict[str, Entry
     else:
         return {}, None
     return {entry.path: entry for entry, _ in found}, note
+
+
+def _blank(path: Path) -> bool:
+    """Is the journal at ``path`` a file with no tables yet: made by a run stopped, or a
+    disk that filled, before its first commit? Nothing was ever recorded in it, so the run
+    and every reader take it for no journal at all (the run makes its tables in place)."""
+    try:
+        db = sqlite3.connect(readonly_uri(path), uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        return int(db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]) == 0
+    except sqlite3.Error:
+        return False  # unreadable: damage, said as such by whoever opens it
+    finally:
+        db.close()
 
 
 def _salvage_journal(path: Path) -> list[tuple[object, ...]]:

@@ -19,7 +19,7 @@ from omar_bulk.journal import JOURNAL_NAME, Journal, _salvage_journal, format_ve
 from omar_bulk.standin.certs import DEMO_PASSWORD, TestPKI
 from omar_bulk.standin.server import Faults, ServerThread
 
-from .conftest import Cli, standin_args
+from .conftest import Cli, assert_verified, standin_args
 from .fixtures.make_out_0_1_0 import MANIFEST
 
 FIXTURE = Path(__file__).parent / "fixtures" / "out-0.1.0"
@@ -223,3 +223,44 @@ def test_a_read_only_journal_is_exit_4_and_stays(
     assert "read-only file system" in done.stderr and "Traceback" not in done.stderr
     assert journal.read_bytes() == before
     assert not list(state_of(cli.out).glob("*damaged*"))
+
+
+@pytest.mark.parametrize("data", [False, True], ids=["first-run", "beside-data"])
+def test_a_journal_without_tables_is_taken_for_no_journal_by_every_reader_and_the_run(
+    cli: Cli, data: bool
+) -> None:
+    """A journal file with no tables (a run killed, or a disk that filled, right after
+    creating it) is read as no journal by status, verify, the dry run and the run alike."""
+    if data:
+        assert cli("fetch", *ONE).exit_code == 0
+    state_of(cli.out).mkdir(parents=True, exist_ok=True, mode=0o700)
+    journal = state_of(cli.out) / JOURNAL_NAME
+    for side in ("", "-wal", "-shm"):
+        Path(f"{journal}{side}").unlink(missing_ok=True)
+    journal.touch(mode=0o600)
+    for reader in ("status", "verify"):
+        seen = cli(reader, str(cli.out), auth=False)
+        assert seen.exit_code == 2, seen.stdout + seen.stderr
+        assert "has no omar-bulk journal" in seen.stderr and "cannot read" not in seen.stderr
+    dry = cli("fetch", *ONE, "--dry-run")
+    assert dry.exit_code == 0 and "set it aside" not in dry.stderr, dry.stderr
+    assert dry.stdout.count("https://") == (0 if data else 2)
+    assert cli.server is not None
+    before = len(cli.server.state.downloads())
+    run = cli("fetch", *ONE)
+    assert run.exit_code == 0, run.stderr
+    assert len(cli.server.state.downloads()) == before + (0 if data else 2)
+    assert not list(state_of(cli.out).glob("*damaged*"))
+    assert_verified(cli.out)
+
+
+def test_a_disk_io_error_on_a_full_disk_is_said_to_be_a_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's "disk I/O error" where the disk has no free block is "the disk is full"."""
+    error = sqlite3.OperationalError("disk I/O error")
+    error.sqlite_errorcode = 4874  # type: ignore[attr-defined]  # SQLITE_IOERR_SHMSIZE
+    full = os.statvfs_result((4096, 4096, 256, 0, 0, 64, 0, 0, 0, 255))
+    monkeypatch.setattr(os, "statvfs", lambda _path: full)
+    said = journal_module._access_error(error, tmp_path / JOURNAL_NAME)
+    assert said is not None and str(said).startswith("the disk is full"), said
