@@ -336,10 +336,13 @@ class Engine:
                 )
                 return failed, None
             except RetryableError as exc:
+                # The second copy of a body without framing is its check, not a retry: only
+                # a copy that disagrees with the first counts against --retries.
+                check = isinstance(exc, Unconfirmed) and confirm is None
                 if isinstance(exc, Unconfirmed):
                     confirm = exc.digest
                 ordinary = isinstance(exc, SessionExpired) and self.session.ordinary_expiry()
-                if not budget.spend(ordinary_expiry=ordinary):
+                if not check and not budget.spend(ordinary_expiry=ordinary):
                     error = str(exc)
                     if isinstance(exc, SessionExpired):
                         error += " (the session could not be kept open)"

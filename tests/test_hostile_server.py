@@ -154,3 +154,15 @@ def test_the_journal_never_records_an_unverified_body(cli: Cli, faults: Faults) 
     cli("fetch", *M1_FEB, "--retries", "1")
     rows = journal_rows(cli.out)
     assert rows[FEB_FILE][0] == "failed"
+
+
+def test_the_second_copy_of_an_unframed_body_is_its_check_not_a_retry(
+    cli: Cli, faults: Faults, tmp_path: Path
+) -> None:
+    """Under ``--retries 0`` a body without framing is still fetched twice and kept."""
+    faults.script = {"M1": ["unframed*"]}
+    report = tmp_path / "r.json"
+    outcome = cli("fetch", *M1_FEB, "--retries", "0", "--report", str(report))
+    assert outcome.exit_code == 0, outcome.stderr
+    assert _item(report)["attempts"] == 2
+    assert (cli.out / FEB_FILE).read_bytes() == expected_body("meter", "M1", *FEB)
