@@ -194,9 +194,9 @@ async def receive(
             # Each way into place ends with its rename: an error means it never happened.
             # The intent is taken back unless a history file was made for it (the next run
             # removes that with the intent).
-            if announced and withdraw is not None:
-                if archive is None or not await disk.call(os.path.lexists, archive):
-                    withdraw(work)
+            kept = archive is not None and await disk.call(os.path.lexists, archive)
+            if announced and withdraw is not None and not kept:
+                withdraw(work)
             raise
     except BaseException:
         if sink is not None:

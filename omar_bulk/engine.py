@@ -38,7 +38,15 @@ from .errors import (
 from .journal import Entry, Journal
 from .offload import Offload
 from .plan import Item
-from .policy import EMPTY_OVER_DATA, EMPTY_OVER_LOST, KEPT, decide, needs_disk_check, on_disk, replacing
+from .policy import (
+    EMPTY_OVER_DATA,
+    EMPTY_OVER_LOST,
+    KEPT,
+    decide,
+    needs_disk_check,
+    on_disk,
+    replacing,
+)
 from .politeness import AdaptiveLimit, Backoff, RateLimiter, RetryBudget
 from .protocol import relative_key, request_url
 from .report import ReportWriter

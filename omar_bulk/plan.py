@@ -376,7 +376,6 @@ class Plan:
                     done.add(digest)
                 yield item
 
-
     def also_plans(self, item: Item) -> bool:
         """Does the plan name ``item`` beside another item of its series that starts on the
         same day (the caller's, which the plan names)? One pull cuts an id's range into

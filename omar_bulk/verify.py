@@ -212,16 +212,16 @@ def _stopped_moves(unsettled: list[Unsettled], problems: list[Problem]) -> list[
     named = {path for i in moved for path in (i.path, i.archived_as) if path}
     copies = {i.archived_as: i for i in unsettled if not i.moved and i.archived_as}
     kept = []
-    for problem in problems:
-        if problem.path in named:
-            continue
-        intent = copies.get(problem.path)
+    for found in problems:
+        intent = copies.get(found.path)
         if intent is not None:
-            problem = Problem(
-                problem.path, f"made for a move of {intent.path} that a stopped run never did",
-                "run the same fetch again: it removes this copy; remove nothing meanwhile",
+            kept.append(
+                Problem(found.path, f"made for a move of {intent.path} that a stopped run never"
+                        " did", "run the same fetch again: it removes this copy; remove nothing"
+                        " meanwhile")
             )  # fmt: skip
-        kept.append(problem)
+        elif found.path not in named:
+            kept.append(found)
     for intent in moved:
         what = (
             f"a run was stopped while moving this file to history for {intent.replaced_by}"

@@ -4,6 +4,7 @@ missing."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -350,3 +351,271 @@ def test_a_0_1_0_journal_is_migrated_to_format_4(cli: Cli, tmp_path: Path) -> No
     version, names = _tables(cli.out / ".omar-bulk" / "journal.sqlite3")
     assert version == 4 and {"items", "versions", "folders", "runs", "landing"} <= names
     assert _tables(cli.out / ".omar-bulk" / "journal.sqlite3.v0-backup")[0] == 0
+
+
+# -- an empty answer where the journal knew data, whatever became of the file -------------------
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_an_empty_answer_for_a_month_whose_file_was_lost_is_not_recorded_empty(
+    cli: Cli, faults: Faults, damage: str
+) -> None:
+    """A file deleted or cut short, then answered empty: failed until data comes again."""
+    assert cli("fetch", *M1_FEB).exit_code == 0
+    path = cli.out / FEB_FILE
+    size = path.stat().st_size
+    if damage == "deleted":
+        path.unlink()
+    else:
+        path.write_bytes(path.read_bytes()[:-10])
+    faults.script = {"M1": ["empty"]}
+    empty = cli("fetch", *M1_FEB)
+    assert empty.exit_code == 1, empty.stderr
+    assert f"held {size} bytes when it was fetched" in empty.stderr
+    rows = _journal_rows(cli.out)
+    assert rows[FEB_FILE][0] == "downloaded" and "answered empty" in str(rows[FEB_FILE][1])
+    view = cli("status", str(cli.out), "--json", auth=False)
+    assert view.exit_code == 1, view.stdout  # not a clean, complete month
+
+    faults.script = {}
+    assert cli.server is not None
+    before = len(cli.server.state.downloads())
+    again = cli("fetch", *M1_FEB)  # an ordinary rerun asks again, and the data settles it
+    assert again.exit_code == 0, again.stderr
+    assert len(cli.server.state.downloads()) == before + 1
+    assert_verified(cli.out)
+
+
+# -- a kill at moments of the run that tests/kill_driver.py does not name ----------------------
+
+# A fetch in its own process that SIGKILLs itself where ``patch`` says.
+_DRIVER = """
+import os, signal, sys
+sys.argv = ["omar-bulk", *sys.argv[1:]]
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+{patch}
+from omar_bulk._entry import main
+main()
+"""
+
+# Between renaming a first download into place and committing its outcome.
+_BEFORE_RECORDING_A_DOWNLOAD = """
+from omar_bulk.journal import Journal
+record = Journal.record
+def patched(self, key, result, *args, **kwargs):
+    if result.sha256:
+        die()
+    return record(self, key, result, *args, **kwargs)
+Journal.record = patched
+"""
+
+# While a migration copies the journal into its backup (as a kill -9 during the copy of a
+# large journal would leave it: a file of that name holding nothing usable).
+_WHILE_COPYING_THE_BACKUP = """
+import sqlite3, types
+import omar_bulk.journal as journal
+shim = types.ModuleType("sqlite3")
+shim.__dict__.update(sqlite3.__dict__)
+def connect(path, *args, **kwargs):
+    if "-backup" in str(path):
+        die()
+    return sqlite3.connect(path, *args, **kwargs)
+shim.connect = connect
+journal.sqlite3 = shim
+"""
+
+# Where hard links are not possible (SMB/CIFS, exFAT, sshfs: Storage.keep copies), at one of
+# kill_driver's points.
+_NO_LINKS_THEN = """
+import errno
+sys.path.insert(0, {tests!r})
+def no_links(*args, **kwargs):
+    raise OSError(errno.EPERM, "Operation not permitted")
+os.link = no_links
+import kill_driver
+kill_driver.install({point!r})
+"""
+
+
+def _killed(cli: Cli, patch: str, *args: str) -> None:
+    assert cli.server is not None
+    command = [sys.executable, "-c", _DRIVER.format(patch=patch), "fetch", *args]
+    command += ["--out", str(cli.out), *standin_args(cli.server, cli.pki)]
+    command += ["--no-progress", "--retry-wait", "0.01"]
+    env = {**os.environ, "OMAR_CERT_PASSWORD": DEMO_PASSWORD, "PYTHONPATH": str(HERE.parent)}
+    done = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL, f"the kill point was never reached: {done.stderr}"
+
+
+def _make_format_3(out: Path) -> Path:
+    journal = out / ".omar-bulk" / "journal.sqlite3"
+    db = sqlite3.connect(journal)
+    try:
+        db.execute("DROP TABLE landing")
+        db.execute("PRAGMA user_version = 3")
+        db.commit()
+    finally:
+        db.close()
+    return journal
+
+
+def _assert_backup_of_format_3(journal: Path) -> None:
+    backup = journal.with_name("journal.sqlite3.v3-backup")
+    copy = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
+    try:
+        assert copy.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert copy.execute("SELECT path FROM items").fetchall() == [(FEB_FILE,)]
+    finally:
+        copy.close()
+
+
+def test_a_migration_killed_while_copying_its_backup_leaves_a_whole_backup_after_the_rerun(
+    cli: Cli,
+) -> None:
+    """A backup copy cut short by a kill is never taken for the backup by the next run."""
+    assert cli("fetch", *M1_FEB).exit_code == 0
+    journal = _make_format_3(cli.out)
+    _killed(cli, _WHILE_COPYING_THE_BACKUP, *M1_FEB)
+    backup = journal.with_name("journal.sqlite3.v3-backup")
+    # what the kill left: an empty file, under the backup's name or a temporary one
+    assert [p for p in journal.parent.iterdir() if p.name.startswith(backup.name)]
+    assert cli("fetch", *M1_FEB).exit_code == 0
+    assert [p.name for p in journal.parent.iterdir() if p.name.startswith(backup.name)] == [
+        backup.name
+    ]  # nothing else left beside it
+    _assert_backup_of_format_3(journal)
+
+
+def test_an_empty_backup_left_by_an_earlier_release_is_made_again(cli: Cli) -> None:
+    """An empty backup file (an earlier release killed while copying) is replaced by a copy."""
+    assert cli("fetch", *M1_FEB).exit_code == 0
+    journal = _make_format_3(cli.out)
+    journal.with_name("journal.sqlite3.v3-backup").touch(mode=0o600)
+    assert cli("fetch", *M1_FEB).exit_code == 0
+    _assert_backup_of_format_3(journal)
+
+
+def test_a_killed_download_after_a_failure_is_recovered_as_a_download_not_a_revision(
+    cli: Cli, faults: Faults
+) -> None:
+    """A first download killed before its commit, after a 404, is recorded as a download."""
+    faults.script = {"M1": ["404"]}
+    assert cli("fetch", *M1_FEB).exit_code == 1
+    faults.script = {}
+    _killed(cli, _BEFORE_RECORDING_A_DOWNLOAD, *M1_FEB)
+    rerun = cli("fetch", *M1_FEB)
+    assert rerun.exit_code == 0, rerun.stderr
+    assert "a download landed" in rerun.stderr and "revision" not in rerun.stderr
+    db = sqlite3.connect(cli.out / ".omar-bulk" / "journal.sqlite3")
+    try:
+        status, revisions = db.execute(
+            "SELECT status, revisions FROM items WHERE path=?", (FEB_FILE,)
+        ).fetchone()
+        versions = db.execute("SELECT * FROM versions").fetchall()
+    finally:
+        db.close()
+    assert (status, revisions, versions) == ("downloaded", 0, [])
+    view = json.loads(cli("status", str(cli.out), "--json", auth=False).stdout)
+    assert view["totals"]["revised"] == 0 and view["totals"]["revisions"] == 0
+    assert_verified(cli.out)
+
+
+# -- history copies where hard links are not possible, and a disk that fills -------------------
+
+
+def _no_links(*args: object, **kwargs: object) -> None:
+    raise OSError(errno.EPERM, "Operation not permitted")
+
+
+def _full_for(monkeypatch: pytest.MonkeyPatch, marker: str) -> list[str]:
+    """Make every write to a file whose path holds ``marker`` keep half and fail with ENOSPC."""
+    real_write = os.write
+    torn: list[str] = []
+
+    def write(fd: int, data: bytes) -> int:
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            target = ""
+        if marker in target:
+            real_write(fd, bytes(data[: len(data) // 2]))
+            torn.append(target)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    return torn
+
+
+@pytest.mark.parametrize("point", ["after-keep", "retire-linked"])
+def test_a_move_killed_after_copying_into_history_leaves_no_unlisted_history_file(
+    cli: Cli, faults: Faults, tmp_path: Path, point: str
+) -> None:
+    """Without hard links, a history copy made for a move a kill stopped is settled, not left."""
+    manifest = tmp_path / "daily.toml"
+    manifest.write_text('[[pull]]\nmeters = ["M1"]\nstart = 2024-03-01\nend = "yesterday"\n')
+    if point == "after-keep":  # a revision of February
+        first, rerun = M1_FEB, M1_FEB
+        then = [*M1_FEB, "--overwrite"]
+    else:  # March grows from 01-14 to 01-15: the shorter file goes to history
+        first = [str(manifest), "--today", "2024-03-15"]
+        then = rerun = [str(manifest), "--today", "2024-03-16"]
+    assert cli("fetch", *first).exit_code == 0
+    faults.revision = 1
+    _killed(cli, _NO_LINKS_THEN.format(tests=str(HERE), point=point), *then)
+    history = cli.out / ".omar-bulk" / "history"
+    assert [p for p in history.rglob("*") if p.is_file()]  # the copy the kill left
+    assert cli("fetch", *rerun).exit_code == 0
+    _assert_journal_agrees_with_disk(cli.out)
+    assert_verified(cli.out)
+
+
+def test_a_history_copy_cut_by_a_full_disk_is_not_left_behind(
+    cli: Cli, faults: Faults, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy into history cut short by a full disk is removed; the rerun leaves verify clean."""
+    assert cli("fetch", *M1_FEB).exit_code == 0
+    faults.revision = 1
+    monkeypatch.setattr(os, "link", _no_links)
+    torn = _full_for(monkeypatch, "/history/")
+    outcome = cli("fetch", *M1_FEB, "--overwrite")
+    assert outcome.exit_code == 4 and torn, outcome.stderr
+    monkeypatch.undo()
+    history = cli.out / ".omar-bulk" / "history"
+    assert not [p for p in history.rglob("*") if p.is_file()]
+    assert cli("fetch", *M1_FEB).exit_code == 0
+    assert_verified(cli.out)
+
+
+# -- verify names only the moves that happened -------------------------------------------------
+
+
+def test_verify_after_a_full_disk_names_no_file_that_was_never_moved(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk before the first file lands leaves nothing for verify to name."""
+    torn = _full_for(monkeypatch, ".part")
+    outcome = cli("fetch", *M1_FEB)
+    assert outcome.exit_code == 4 and torn, outcome.stderr
+    monkeypatch.undo()
+    assert not (cli.out / FEB_FILE).exists()
+    assert_verified(cli.out)
+
+
+def test_verify_names_a_changed_file_whose_move_a_stopped_run_never_made(
+    cli: Cli, faults: Faults
+) -> None:
+    """A stopped run's intent never hides what else is wrong with its file (a changed hash)."""
+    assert cli("fetch", *M1_FEB).exit_code == 0
+    faults.revision = 1
+    _killed_at("before-keep", cli, *M1_FEB, "--overwrite")
+    path = cli.out / FEB_FILE
+    body = bytearray(path.read_bytes())
+    body[0] ^= 1
+    path.write_bytes(bytes(body))
+    checked = CliRunner().invoke(app, ["verify", str(cli.out), "--json"])
+    assert checked.exit_code == 1, checked.stdout
+    problems = json.loads(checked.stdout)["problems"]
+    assert [p["path"] for p in problems] == [FEB_FILE]
+    assert "SHA-256" in problems[0]["problem"], problems

@@ -610,3 +610,31 @@ def test_an_interrupted_run_reports_the_items_it_had_sent(pki: TestPKI, tmp_path
     assert items["M1"]["attempts"] == 1 and items["M2"]["attempts"] == 1
     assert not list((tmp_path / "out").rglob("*.part"))
     assert_verified(tmp_path / "out")
+
+
+def test_a_fixed_end_pull_beside_a_yesterday_pull_keeps_both_files_and_asks_nothing_again(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """A shorter file the plan names too is not retired by another pull's longer one."""
+    manifest = tmp_path / "two.toml"
+    manifest.write_text(
+        '[[pull]]\nmeters = ["M1"]\nstart = 2024-03-01\nend = 2024-03-10\n\n'
+        '[[pull]]\nmeters = ["M1"]\nstart = 2024-03-01\nend = "yesterday"\n'
+    )
+    assert cli("fetch", str(manifest), "--today", "2024-03-16").exit_code == 0
+    assert cli.server is not None
+    first = len(cli.server.state.downloads())
+    for _ in range(3):
+        assert cli("fetch", str(manifest), "--today", "2024-03-16").exit_code == 0
+    assert len(cli.server.state.downloads()) == first
+    assert {p.name for p in data_files(cli.out)} == {
+        "M1_20240301_20240310_PST.mdef",
+        "M1_20240301_20240315_PST.mdef",
+    }
+    history = cli.out / ".omar-bulk" / "history"
+    assert not history.exists() or not [p for p in history.rglob("*") if p.is_file()]
+    status = cli(
+        "status", str(cli.out), "--manifest", str(manifest), "--today", "2024-03-16", auth=False
+    )
+    assert status.exit_code == 0, status.stdout
+    assert_verified(cli.out)

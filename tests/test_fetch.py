@@ -491,3 +491,18 @@ def test_the_stand_in_refuses_plain_slashes_unless_told_otherwise(cli: Cli, faul
     assert status() == "400"
     faults.accept_slashes = True
     assert status() == "200"
+
+
+def test_retries_0_is_one_attempt_a_file_when_the_only_data_ever_sent_was_cut_short(
+    cli: Cli, faults: Faults, tmp_path: Path
+) -> None:
+    """A body cut short is no download served: later login pages count against --retries."""
+    faults.script = {"M1": ["cut", "login*"]}
+    report = tmp_path / "r.json"
+    two_months = ["--meter", "M1", "--start", "2023-01-01", "--end", "2023-02-28"]
+    outcome = cli(
+        "fetch", *two_months, "--retries", "0", "--concurrency", "1", "--report", str(report)
+    )
+    assert outcome.exit_code == 1, outcome.stderr
+    items = json.loads(report.read_text())["items"]
+    assert [i["attempts"] for i in items] == [1, 1], items
