@@ -684,7 +684,8 @@ class Journal:
     # (``intend``), then the files are renamed, then the outcome is committed. A run killed
     # (or a journal that filled the disk) between the last two leaves an intent the outcome
     # does not match, and the next run settles it from what is on disk (``settle_landings``);
-    # a journal that cannot take the intent stops the file before it lands. The outcome's
+    # a journal that cannot take the intent stops the file before it lands, and a file that
+    # cannot be put in place takes its intent back (``drop_intent``). The outcome's
     # commit leaves its intent behind (deleting it would cost every file a second page in
     # the write-ahead log); the end of the run drops the intents its rows match, in one
     # statement (``drop_settled_intents``), and the next run any that are left.
@@ -746,7 +747,8 @@ class Journal:
         return found
 
     def drop_intent(self, key: str) -> None:
-        """The rename announced for ``key`` did not happen (the file was refused)."""
+        """The rename announced for ``key`` did not happen (the file was refused, or could
+        not be put in place)."""
         self._execute("DELETE FROM landing WHERE path=?", (key,))
 
     def landed_entries(self, data_root: Path) -> dict[str, Entry]:
