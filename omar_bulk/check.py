@@ -5,8 +5,14 @@ a person can act on, and details for scripts. The steps run in the order a conne
 and the first failure decides the exit code, as ``fetch`` would have ended:
 
     certificate file ─▶ validity ─▶ key ─▶ permissions          (2: bad local input)
-    TCP ─▶ TLS ─▶ server certificate                            (1: unreachable, 3: untrusted)
+    TCP ─▶ [proxy] ─▶ TLS ─▶ server certificate                 (1: unreachable, 3: untrusted)
     our certificate accepted ─▶ session ─▶ clock                (3: refused)
+
+Through a forward proxy (``proxy.proxy_for``), the TCP step connects to the proxy and says so,
+and the proxy step asks it for a tunnel to the server (CONNECT, with our credentials): reached,
+allowed, authenticated, each as ``fetch`` would judge it. TLS then runs inside the tunnel. An
+``https://`` proxy is checked up to the tunnel: the standard library cannot run TLS inside TLS
+on a plain socket, so the server steps are left to ``fetch`` (which can, through aiohttp).
 
 Steps after a failure that they depend on are reported as skipped. The server steps use the
 standard library's ``socket``, ``ssl`` and ``http.client`` directly, one step at a time, so each
@@ -32,6 +38,7 @@ from urllib.parse import urlsplit
 from .answers import MAX_LOGIN_REDIRECTS, Head, judge_login, login_redirect, redirect_loop
 from .errors import AuthError, CertificateError, OmarBulkError, UsageError
 from .protocol import normalise_base_url
+from .proxy import Proxy, auth_refused, tunnel_refused, unreachable
 from .text import printable
 from .tls import EXPIRY_WARNING, ClientIdentity, PasswordSource, create_ssl_context, load_identity
 
@@ -122,6 +129,7 @@ def run_check(
     password: PasswordSource | None = None,
     timeout: float = 10.0,
     now: datetime | None = None,
+    proxy: Proxy | None = None,
 ) -> CheckReport:
     """Check the client identity, then the server with it. Raises only ``UsageError`` for
     options that are wrong in themselves (a bad URL, a missing ``--cert``)."""
@@ -139,14 +147,18 @@ def run_check(
         except (CertificateError, UsageError) as exc:
             checks.append(Check("TLS setup", FAIL, str(exc), exit_code=_BAD_INPUT))
     if context is None:
-        for name in _SERVER_STEPS:
+        for name in _server_steps(proxy):
             checks.append(Check(name, SKIP, "not tried: fix the problem above first"))
     else:
-        _check_server(checks, url, context, timeout)
+        _check_server(checks, url, context, timeout, proxy)
     return CheckReport(url, tuple(checks))
 
 
 _SERVER_STEPS = ("TCP", "TLS", "server certificate", "our certificate", "session", "clock")
+
+
+def _server_steps(proxy: Proxy | None) -> tuple[str, ...]:
+    return _SERVER_STEPS if proxy is None else ("TCP", "proxy", *_SERVER_STEPS[1:])
 
 
 def _valid_base_url(base_url: str) -> str:
@@ -270,12 +282,18 @@ def _permissions(path: Path) -> Check:
 # -- the server ----------------------------------------------------------------------------
 
 
-def _check_server(checks: list[Check], url: str, context: ssl.SSLContext, timeout: float) -> None:
+def _check_server(
+    checks: list[Check],
+    url: str,
+    context: ssl.SSLContext,
+    timeout: float,
+    proxy: Proxy | None = None,
+) -> None:
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or 443
     where = f"{host}:{port}"
-    remaining = list(_SERVER_STEPS)
+    remaining = list(_server_steps(proxy))
 
     def add(check: Check) -> None:
         remaining.remove(check.name)
@@ -286,13 +304,36 @@ def _check_server(checks: list[Check], url: str, context: ssl.SSLContext, timeou
             add(Check(name, SKIP, why))
 
     started = time.monotonic()
-    try:
-        raw = socket.create_connection((host, port), timeout=timeout)
-    except OSError as exc:
-        add(Check("TCP", FAIL, f"cannot connect to {where}: {_os_reason(exc)}", {}, _UNREACHABLE))
-        skip_rest()
-        return
-    add(Check("TCP", OK, f"connected to {where} in {_ms(started)}", {"address": where}))
+    if proxy is not None:
+        tunnel = _tunnel(add, proxy, context, where, timeout)
+        if tunnel is None:
+            skip_rest()
+            return
+        if isinstance(tunnel, ssl.SSLSocket):  # an https:// proxy: TLS inside TLS
+            tunnel.close()
+            add(
+                Check(
+                    "TLS",
+                    WARN,
+                    "not checked through an https:// proxy: check stops at the tunnel, fetch"
+                    " goes on inside it (or give the proxy as http:// if it also listens so)",
+                )
+            )
+            skip_rest("not tried: see the TLS step")
+            return
+        raw = tunnel
+    else:
+        try:
+            raw = socket.create_connection((host, port), timeout=timeout)
+        except OSError as exc:
+            add(
+                Check(
+                    "TCP", FAIL, f"cannot connect to {where}: {_os_reason(exc)}", {}, _UNREACHABLE
+                )
+            )
+            skip_rest()
+            return
+        add(Check("TCP", OK, f"connected to {where} in {_ms(started)}", {"address": where}))
     try:
         try:
             tls = context.wrap_socket(raw, server_hostname=host)
@@ -351,9 +392,98 @@ def _check_server(checks: list[Check], url: str, context: ssl.SSLContext, timeou
                 )
             )
             add(_server_certificate(tls, host))
-            _check_login(add, skip_rest, tls, url, context, timeout)
+            _check_login(add, skip_rest, tls, url, context, timeout, proxy)
     finally:
         raw.close()
+
+
+#: The most of a proxy's answer to CONNECT that is read (its status line and headers).
+_PROXY_HEAD_LIMIT = 64 * 1024
+
+
+def _tunnel(
+    add: Callable[[Check], None],
+    proxy: Proxy,
+    context: ssl.SSLContext,
+    where: str,
+    timeout: float,
+) -> socket.socket | None:
+    """The TCP and proxy steps: connect to the proxy (TLS first for an https:// one), ask it
+    for a tunnel to ``where``; the socket to run the server's TLS in, or None after a failure."""
+    started = time.monotonic()
+    address = f"{proxy.host}:{proxy.port}"
+    try:
+        raw = socket.create_connection((proxy.host, proxy.port), timeout=timeout)
+    except OSError as exc:
+        add(Check("TCP", FAIL, unreachable(proxy, _os_reason(exc)), {}, _UNREACHABLE))
+        return None
+    add(
+        Check(
+            "TCP",
+            OK,
+            f"connected to the proxy {proxy.shown} in {_ms(started)}; the server {where} is"
+            " reached through it",
+            {"address": address, "proxy": proxy.shown, "proxy_source": proxy.source},
+        )
+    )
+    sock: socket.socket = raw
+    try:
+        if proxy.scheme == "https":
+            try:
+                sock = context.wrap_socket(raw, server_hostname=proxy.host)
+            except ssl.SSLCertVerificationError as exc:
+                add(
+                    Check(
+                        "proxy",
+                        FAIL,
+                        f"the certificate of the proxy {proxy} does not verify"
+                        f" ({exc.verify_message}); if it comes from a private CA, give that"
+                        " CA's certificate with --ca-bundle",
+                        {},
+                        _REFUSED,
+                    )
+                )
+                raw.close()
+                return None
+        lines = [f"CONNECT {where} HTTP/1.1", f"Host: {where}"]
+        authorization = proxy.authorization()
+        if authorization is not None:
+            lines.append(f"Proxy-Authorization: {authorization}")
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        head = b""
+        while b"\r\n\r\n" not in head and len(head) < _PROXY_HEAD_LIMIT:
+            # One byte at a time past the blank line would be slow; the proxy sends nothing
+            # after its head until the server's TLS starts, so a larger read takes no more.
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+    except OSError as exc:
+        add(Check("proxy", FAIL, unreachable(proxy, _os_reason(exc)), {}, _UNREACHABLE))
+        sock.close()
+        return None
+    status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    fields = status_line.split(" ", 2)
+    status = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else 0
+    said = " ".join(fields[1:]).strip() or "no answer"
+    details: dict[str, Any] = {"status": status, "proxy": proxy.shown}
+    if status == 200:
+        who = (
+            f"authenticated as {proxy.username} (credentials from {proxy.credentials_from})"
+            if proxy.username is not None
+            else "no authentication asked"
+        )
+        add(Check("proxy", OK, f"CONNECT {where} allowed ({said}); {who}", details))
+        return sock
+    sock.close()
+    if status == 407:
+        add(Check("proxy", FAIL, auth_refused(proxy, said), details, _REFUSED))
+    elif status == 0:
+        reason = unreachable(proxy, f"not an HTTP answer: {said!r}")
+        add(Check("proxy", FAIL, reason, details, _UNREACHABLE))
+    else:
+        add(Check("proxy", FAIL, tunnel_refused(proxy, where, said), details, _UNREACHABLE))
+    return None
 
 
 def _server_certificate(tls: ssl.SSLSocket, host: str) -> Check:
@@ -382,6 +512,7 @@ def _check_login(
     url: str,
     context: ssl.SSLContext,
     timeout: float,
+    proxy: Proxy | None = None,
 ) -> None:
     """The login request a run starts with; its answer says whether our certificate is welcome."""
     from . import __version__
@@ -462,9 +593,7 @@ def _check_login(
                     return
                 if response.will_close:
                     connection.close()
-                    connection = http.client.HTTPSConnection(
-                        parts.hostname or "", parts.port or 443, context=context, timeout=timeout
-                    )
+                    connection = _connection(parts, context, timeout, proxy)
                 continue
             break
     finally:
@@ -489,6 +618,22 @@ def _check_login(
             )
         )
     add(_clock(server_date))
+
+
+def _connection(
+    parts: Any, context: ssl.SSLContext, timeout: float, proxy: Proxy | None
+) -> http.client.HTTPSConnection:
+    """A new connection to the server, through the proxy's tunnel when there is one."""
+    host, port = parts.hostname or "", parts.port or 443
+    if proxy is None:
+        return http.client.HTTPSConnection(host, port, context=context, timeout=timeout)
+    connection = http.client.HTTPSConnection(
+        proxy.host, proxy.port, context=context, timeout=timeout
+    )
+    authorization = proxy.authorization()
+    headers = {"Proxy-Authorization": authorization} if authorization else None
+    connection.set_tunnel(host, port, headers=headers)
+    return connection
 
 
 def _login_failed(error: OmarBulkError, detail: dict[str, Any]) -> Check:

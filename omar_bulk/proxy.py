@@ -35,12 +35,16 @@ from .text import printable
 
 __all__ = [
     "ENVIRONMENT",
+    "NO_PROXY_VARIABLES",
     "Proxy",
+    "auth_refused",
     "bypassed",
     "choose",
     "netrc_credentials",
     "parse_proxy_url",
     "proxy_for",
+    "tunnel_refused",
+    "unreachable",
 ]
 
 #: The variables that name a proxy for an https:// server, in curl's order (lower case first).
@@ -95,6 +99,37 @@ class Proxy:
         return f"{self.shown} (from {self.source})"
 
 
+def auth_refused(proxy: Proxy, said: str) -> str:
+    """Why a 407 stops everything, and what to do (for ``fetch`` and ``check`` alike)."""
+    how = (
+        f"the credentials for {proxy.username!r} (from {proxy.credentials_from}) were refused"
+        if proxy.username is not None
+        else "no credentials were given"
+    )
+    return (
+        f"the proxy {proxy} asks for authentication ({said}): {how}; give them in the proxy"
+        " URL of HTTPS_PROXY or OMAR_PROXY (http://USER:PASSWORD@HOST:PORT, percent-encoded)"
+        " or in ~/.netrc. NTLM or Kerberos proxies need a local bridge such as cntlm or px"
+    )
+
+
+def tunnel_refused(proxy: Proxy, target: str, said: str) -> str:
+    """Why a proxy's refusal of CONNECT ends the run, and whom to ask."""
+    return (
+        f"the proxy {proxy} refused the tunnel to {target}: {said}; many proxies allow CONNECT"
+        f" to port 443 only: ask its administrators to allow {target}, or go direct with"
+        " --no-proxy if this network allows it"
+    )
+
+
+def unreachable(proxy: Proxy, reason: str) -> str:
+    """Why a proxy that cannot be reached ends the run."""
+    return (
+        f"cannot reach the proxy {proxy}: {reason}; check its address and port, or go direct"
+        " with --no-proxy if this network allows it"
+    )
+
+
 def choose(
     environ: Mapping[str, str], *, option: str | None = None, direct: bool = False
 ) -> tuple[str, str] | None:
@@ -146,6 +181,8 @@ def bypassed(host: str, port: int, no_proxy: str) -> bool:
                 return True
             continue
         name = name.removeprefix("*").lstrip(".").rstrip(".")
+        if address is not None:
+            continue  # an address is matched by addresses only, never by a name's suffix
         if name and (target == name or target.endswith("." + name)):
             return True
     return False

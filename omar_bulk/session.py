@@ -44,7 +44,7 @@ from .errors import (
     UnreachableError,
 )
 from .politeness import Backoff
-from .proxy import Proxy
+from .proxy import Proxy, auth_refused, tunnel_refused, unreachable
 from .results import Observer
 from .settings import Settings
 from .text import printable
@@ -201,9 +201,7 @@ class Session:
         where = printable(self.settings.base_url)
         if all_dropped:
             proxy = self.settings.proxy
-            tunnel = (
-                f" (or how the proxy {proxy} ends tunnels it does not allow)" if proxy else ""
-            )
+            tunnel = f" (or how the proxy {proxy} ends tunnels it does not allow)" if proxy else ""
             raise AuthError(
                 f"could not open a session at {where}: every attempt was closed without an"
                 " answer right after the TLS handshake, which is how some servers refuse a"
@@ -268,10 +266,19 @@ def classify_client_error(
     go wrong on the wire is worth retrying. Through a ``proxy``, its own refusals are fatal
     too (``proxy_error``); a tunnel it cuts is a dropped connection like any other.
     """
-    if proxy is not None:
-        refused = proxy_error(exc, proxy)
-        if refused is not None:
-            return refused
+    if proxy is None:
+        return _classify(exc, timeout)
+    refused = proxy_error(exc, proxy)
+    if refused is not None:
+        return refused
+    verdict = _classify(exc, timeout)
+    if isinstance(verdict, ConnectionDropped):
+        # The proxy may have cut the tunnel as well as the server: say which way it went.
+        return ConnectionDropped(f"{verdict}, through the proxy {proxy.shown}")
+    return verdict
+
+
+def _classify(exc: BaseException, timeout: float) -> OmarBulkError:
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return AuthError(_verify_message(exc.certificate_error))
     tls = _find_ssl_error(exc)
@@ -326,25 +333,10 @@ def proxy_error(exc: BaseException, proxy: Proxy) -> OmarBulkError | None:
         said = f"{exc.status} {printable(exc.message or '')}".strip()
         target = _target(exc)
         if exc.status == 407:
-            how = (
-                f"the credentials for {proxy.username!r} (from {proxy.credentials_from}) were"
-                " refused"
-                if proxy.username is not None
-                else "no credentials were given"
-            )
-            return ProxyAuthError(
-                f"the proxy {proxy} asks for authentication ({said}): {how}; give them in the"
-                " proxy URL of HTTPS_PROXY or OMAR_PROXY (http://USER:PASSWORD@HOST:PORT,"
-                " percent-encoded) or in ~/.netrc. NTLM or Kerberos proxies need a local"
-                " bridge such as cntlm or px"
-            )
+            return ProxyAuthError(auth_refused(proxy, said))
         if 500 <= exc.status < 600:
             return RetryableError(f"the proxy {proxy.shown} could not reach {target}: {said}")
-        return ProxyError(
-            f"the proxy {proxy} refused the tunnel to {target}: {said}; many proxies allow"
-            f" CONNECT to port 443 only: ask its administrators to allow {target}, or go"
-            " direct with --no-proxy if this network allows it"
-        )
+        return ProxyError(tunnel_refused(proxy, target, said))
     ours = isinstance(exc, aiohttp.ClientConnectorError) and (exc.host, exc.port) == (
         proxy.host,
         proxy.port,
@@ -359,10 +351,7 @@ def proxy_error(exc: BaseException, proxy: Proxy) -> OmarBulkError | None:
         # aiohttp reports a proxy whose name does not resolve as a plain connector error.
         assert isinstance(exc, aiohttp.ClientConnectorError)
         reason = printable(str(exc.strerror or exc.os_error or exc))
-        return ProxyError(
-            f"cannot reach the proxy {proxy}: {reason}; check its address and port, or go"
-            " direct with --no-proxy if this network allows it"
-        )
+        return ProxyError(unreachable(proxy, reason))
     return None
 
 
