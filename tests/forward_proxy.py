@@ -63,6 +63,21 @@ class ProxyPy:
                 return count
             time.sleep(0.05)
 
+    def settled_tunnels(self, port: int, *, quiet: float = 0.3, deadline: float = 10.0) -> int:
+        """The count of CONNECTs to ``port`` once no new one was logged for ``quiet`` seconds
+        (tunnels are logged as they close, a moment after the client closed them)."""
+        until = time.monotonic() + deadline
+        count = -1
+        changed = time.monotonic()
+        while time.monotonic() < until:
+            now = sum(c == f"127.0.0.1:{port}" for c in self.connects())
+            if now != count:
+                count, changed = now, time.monotonic()
+            elif time.monotonic() - changed >= quiet:
+                break
+            time.sleep(0.05)
+        return count
+
 
 @contextlib.contextmanager
 def proxy_py(

@@ -117,19 +117,23 @@ def test_all_proxy_is_used_when_no_https_proxy_is_set(
 def test_no_proxy_sends_the_server_direct(
     cli: Cli, server: ServerThread, auth_proxy: ProxyPy
 ) -> None:
-    """NO_PROXY naming the server's address (with its port): no tunnel, the run works."""
+    """NO_PROXY naming another host leaves the proxy in use; naming the server's address
+    (with its port) sends the next run direct: no new tunnel, and the run works."""
+    proxied = {"HTTPS_PROXY": auth_proxy.url(user=USER, password=PASSWORD)}
+    first = cli("fetch", *MONTHS, env={**proxied, "NO_PROXY": "example.com"})
+    assert first.exit_code == 0, first.stderr
+    tunnels = auth_proxy.settled_tunnels(server.port)
+    assert tunnels >= 1
     done = cli(
         "fetch",
         *MONTHS,
-        env={
-            "HTTPS_PROXY": auth_proxy.url(user=USER, password=PASSWORD),
-            "NO_PROXY": f"example.com, 127.0.0.1:{server.port}",
-        },
+        "--overwrite",
+        env={**proxied, "NO_PROXY": f"example.com, 127.0.0.1:{server.port}"},
     )
     assert done.exit_code == 0, done.stderr
     assert "through the proxy" not in done.stderr
-    assert len(data_files(cli.out)) == 3
-    assert auth_proxy.tunnels_to(server.port, deadline=0.5) == 0
+    assert len(server.state.downloads()) == 6
+    assert auth_proxy.settled_tunnels(server.port) == tunnels
 
 
 def test_no_proxy_for_another_port_still_goes_through_the_proxy(
