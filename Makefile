@@ -23,11 +23,15 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# A $(VENV) made by another Python would quietly run that one instead of $(PYTHON).
+# A $(VENV) made by another Python would quietly run that one instead of $(PYTHON); a PYTHON
+# that does not run at all is said plainly, before anything is created.
 venv-python:
-	@if [ -x $(BIN)/python ]; then \
+	@want=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null); \
+	if [ -z "$$want" ]; then \
+	  echo "PYTHON=$(PYTHON) does not run: no such Python interpreter on PATH" >&2; exit 2; \
+	fi; \
+	if [ -x $(BIN)/python ]; then \
 	  have=$$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
-	  want=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
 	  if [ "$$have" != "$$want" ]; then \
 	    echo "$(VENV) holds Python $$have, not $$want ($(PYTHON)): run 'make clean' first," \
 	      "or give another VENV=" >&2; \

@@ -4,7 +4,7 @@ Each step is one ``Check``: a name, a verdict (``ok``, ``warn``, ``fail`` or ``s
 a person can act on, and details for scripts. The steps run in the order a connection is made,
 and the first failure decides the exit code, as ``fetch`` would have ended:
 
-    certificate file ─▶ validity ─▶ key ─▶ permissions          (2: bad local input)
+    certificate file ─▶ chain ─▶ validity ─▶ key ─▶ permissions (2: bad local input)
     TCP ─▶ [proxy] ─▶ TLS ─▶ server certificate                 (1: unreachable, 3: untrusted)
     our certificate accepted ─▶ session ─▶ clock                (3: refused)
 
@@ -40,7 +40,14 @@ from .errors import AuthError, CertificateError, OmarBulkError, UsageError
 from .protocol import normalise_base_url
 from .proxy import Proxy, auth_refused, tunnel_refused, unreachable
 from .text import printable
-from .tls import EXPIRY_WARNING, ClientIdentity, PasswordSource, create_ssl_context, load_identity
+from .tls import (
+    CHAIN_FIX,
+    EXPIRY_WARNING,
+    ClientIdentity,
+    PasswordSource,
+    create_ssl_context,
+    load_identity,
+)
 
 OK = "ok"
 WARN = "warn"
@@ -210,6 +217,7 @@ def _check_identity(
             details,
         )
     )
+    checks.append(_chain(identity))
     checks.append(_validity(identity, now))
     checks.append(
         Check(
@@ -231,6 +239,19 @@ def _attribute(name: Any, short: str) -> str | None:
     oid = {"CN": NameOID.COMMON_NAME, "O": NameOID.ORGANIZATION_NAME}[short]
     values = name.get_attributes_for_oid(oid)
     return str(values[0].value) if values else None
+
+
+def _chain(identity: ClientIdentity) -> Check:
+    """The chain a run will send, leaf first; a warning when the leaf's issuer is missing."""
+    lines = identity.chain_lines()
+    details: dict[str, Any] = {"sent": [c.subject.rfc4514_string() for c in identity.chain]}
+    shown = " <- ".join(
+        _attribute(c.subject, "CN") or c.subject.rfc4514_string() for c in identity.chain
+    )
+    if identity.missing_issuer is not None:
+        details["missing_issuer"] = identity.missing_issuer
+        return Check("chain", WARN, f"{shown} <- {lines[-1]}: {CHAIN_FIX}", details)
+    return Check("chain", OK, shown, details)
 
 
 def _validity(identity: ClientIdentity, now: datetime) -> Check:

@@ -141,11 +141,20 @@ def fetch(
     ] = None,
     start: Annotated[
         str | None,
-        typer.Option(metavar="DATE", help="First trade date, YYYY-MM-DD (with --meter/--group)."),
+        typer.Option(
+            metavar="DATE",
+            help="First trade date (with --meter/--group): YYYY-MM-DD, YYYY-MM (its first day),"
+            " today, yesterday or -<N>d (N days ago); a relative start is rounded down to its"
+            " chunk's first day.",
+        ),
     ] = None,
     end: Annotated[
         str | None,
-        typer.Option(metavar="DATE", help="Last trade date, inclusive (with --meter/--group)."),
+        typer.Option(
+            metavar="DATE",
+            help="Last trade date, inclusive (with --meter/--group): the same forms as --start"
+            " (YYYY-MM: its last day).",
+        ),
     ] = None,
     file_format: Annotated[
         str,
@@ -170,7 +179,7 @@ def fetch(
         float | None, typer.Option(metavar="R", help="At most this many request starts per second.")
     ] = None,
     retries: Annotated[
-        int, typer.Option(metavar="N", help="Further attempts after the first.")
+        int, typer.Option(metavar="N", help="Further attempts after the first (0 to 100).")
     ] = 5,
     timeout: Annotated[
         float,
@@ -205,7 +214,10 @@ def fetch(
     ] = False,
     report: Annotated[
         Path | None,
-        typer.Option(metavar="FILE", help="Write the JSON report here (default OUT/.omar-bulk/)."),
+        typer.Option(
+            metavar="FILE",
+            help="Write the JSON report here (default: last-run.json in the state folder).",
+        ),
     ] = None,
     progress: Annotated[
         bool | None,
@@ -397,7 +409,8 @@ def status(
         bool,
         typer.Option(
             "--prometheus-per-id",
-            help="With --prometheus, also a series per id (many ids make many series).",
+            help="--prometheus with a series per id as well (implies --prometheus; many ids"
+            " make many series).",
         ),
     ] = False,
     state_dir: StateDirOption = None,

@@ -154,8 +154,23 @@ def read_coverage(
     seen: set[str] = set()
     last_fetch: float | None = None
     revisions_total = 0
-    for key, kind, ident, start, end, fmt, time_type, status, error, revisions, fetched in rows:
+    chunks: dict[str, str | None] = {}
+    for (
+        key,
+        kind,
+        ident,
+        start,
+        end,
+        fmt,
+        time_type,
+        status,
+        error,
+        revisions,
+        fetched,
+        chunk,
+    ) in rows:
         seen.add(key)
+        chunks[key] = chunk
         state = _state(status, error, revisions)
         entry = series.get((kind, ident, fmt, time_type))
         if entry is None:  # not setdefault: that would build a Series for every row
@@ -181,7 +196,12 @@ def read_coverage(
     planned_failed: int | None = None
     if plan is not None:
         failed = {failure.path for failure in failures}
-        count, ids, planned_failed = _plan_missing(plan, seen, failed, series, totals)
+        count, ids, planned_failed, grown = _plan_missing(plan, chunks, failed, series, totals)
+        if grown:
+            notes.append(
+                f"{grown} planned files have grown since they were fetched (the same start, a"
+                " later end, as a chunk that ends today does): the next fetch brings them"
+            )
         if count:
             notes.append(_other_names_hint(count, ids, series))
         if len(failed) > planned_failed:
@@ -207,7 +227,7 @@ def read_coverage(
     )
 
 
-_Row = tuple[str, str, str, str, str, str, str, str, str | None, int, float]
+_Row = tuple[str, str, str, str, str, str, str, str, str | None, int, float, str | None]
 
 
 def _journal_rows(out: Path, *, planned: bool, state_dir: Path | None = None) -> list[_Row]:
@@ -220,7 +240,7 @@ def _journal_rows(out: Path, *, planned: bool, state_dir: Path | None = None) ->
     try:
         return [
             (r.path, r.kind, r.id, r.start, r.end, r.format, r.time_type, r.status, r.error,
-             r.revisions, r.fetched_at)
+             r.revisions, r.fetched_at, r.chunk)
             for r in journal.records()
         ]  # fmt: skip
     finally:
@@ -229,16 +249,20 @@ def _journal_rows(out: Path, *, planned: bool, state_dir: Path | None = None) ->
 
 def _plan_missing(
     plan: Plan,
-    seen: set[str],
+    seen: dict[str, str | None],
     failed: set[str],
     series: dict[tuple[str, str, str, str], Series],
     totals: dict[str, int],
-) -> tuple[int, set[tuple[str, str]], int]:
+) -> tuple[int, set[tuple[str, str]], int, int]:
     """Count what ``plan`` plans that the journal lacks. Return how many of those missing
-    files belong to ids the journal does hold under other names, which ids, and how many
-    of the ``failed`` keys the plan plans."""
+    files belong to ids the journal does hold under other names, which ids, how many of the
+    ``failed`` keys the plan plans, and how many missing files are a journal file grown
+    longer (same series, start and chunking, a later end: not another naming, only a later
+    day). ``seen`` maps each journal key to its chunking (None where the journal predates it:
+    such a file is never taken for a grown one)."""
     journal_ids = {(kind, ident) for kind, ident, _, _ in series}
-    elsewhere = planned_failed = 0
+    starts: set[tuple[tuple[str, str], str]] | None = None  # built once something is missing
+    elsewhere = planned_failed = grown = 0
     ids: set[tuple[str, str]] = set()
     for item in plan:
         key = relative_key(item)
@@ -246,7 +270,11 @@ def _plan_missing(
             if failed and key in failed:
                 planned_failed += 1
             continue
-        if (item.kind, item.id) in journal_ids:
+        if starts is None:
+            starts = {(_start_of(k), chunk) for k, chunk in seen.items() if chunk}
+        if item.chunk and (_start_of(key), item.chunk) in starts:
+            grown += 1
+        elif (item.kind, item.id) in journal_ids:
             elsewhere += 1
             ids.add((item.kind, item.id))
         entry = series.setdefault(
@@ -260,7 +288,14 @@ def _plan_missing(
                 entry.months[month] = Cell(MISSING)
             else:
                 cell.merge(MISSING, 0)
-    return elsewhere, ids, planned_failed
+    return elsewhere, ids, planned_failed, grown
+
+
+def _start_of(key: str) -> tuple[str, str]:
+    """A key without its end date: ``kind/id/id_START`` and ``TT.ext`` (ids may hold ``_``,
+    the end date and what follows never do)."""
+    head, _end, tail = key.rsplit("_", 2)
+    return head, tail
 
 
 def _other_names_hint(

@@ -17,7 +17,8 @@ DEMO_GROUP = "GRP_NORTH"
 
 
 def run_demo(*, out: Path | None, progress: bool | None) -> int:
-    """Backfill three meters and a group over two years from a faulty stand-in, then rerun."""
+    """Backfill three meters and a group over two years, and one month of a retired fourth
+    meter, from a faulty stand-in, then rerun."""
     from .console import run_with_display
     from .progress import stderr_console
     from .settings import Settings
@@ -76,7 +77,8 @@ def run_demo(*, out: Path | None, progress: bool | None) -> int:
         )
         console.print(
             f"backfilling {len(DEMO_METERS)} meters (MDEF) and group {DEMO_GROUP} (CSV), "
-            "2023-01 to 2024-12, monthly, into " + str(out)
+            "2023-01 to 2024-12, monthly, and one month of a retired meter that the server "
+            "no longer knows (404), into " + str(out)
         )
         console.print("the server injects 503s, 500s, cut bodies and expired sessions on purpose\n")
         settings = Settings(

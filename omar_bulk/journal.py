@@ -210,6 +210,8 @@ class Record:
     error: str | None
     revisions: int
     fetched_at: float
+    #: The chunking the file was cut by; None in rows older than journal format 3.
+    chunk: str | None = None
 
 
 def _write_error(exc: sqlite3.Error, path: Path) -> LocalWriteError:
@@ -525,7 +527,7 @@ class Journal:
         try:
             for row in self._db.execute(
                 "SELECT path, kind, id, start, end, format, time_type, status, error,"
-                " revisions, fetched_at FROM items WHERE status != 'superseded'"
+                " revisions, fetched_at, chunk FROM items WHERE status != 'superseded'"
             ):
                 yield Record(*row)
         except sqlite3.DatabaseError as exc:

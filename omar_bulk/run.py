@@ -180,7 +180,7 @@ def open_tls(settings: Settings) -> tuple[ssl.SSLContext, list[str]]:
     if settings.cert is None:
         raise UsageError("a client certificate is required: give --cert (or OMAR_CERT)")
     identity = load_identity(settings.cert, settings.key, password=settings.password)
-    warnings = identity.validity_warnings()
+    warnings = identity.validity_warnings() + identity.chain_warnings()
     return create_ssl_context(identity, ca_bundle=settings.ca_bundle), warnings
 
 

@@ -48,6 +48,7 @@ from .proxy import Proxy, auth_refused, tunnel_refused, unreachable
 from .results import Observer
 from .settings import Settings
 from .text import printable
+from .tls import CHAIN_FIX
 
 #: Login pages are read whole up to this size; a body beyond it is not a login page.
 LOGIN_BODY_LIMIT = 1 << 20
@@ -289,12 +290,26 @@ def _classify(exc: BaseException, timeout: float) -> OmarBulkError:
         if isinstance(tls, ssl.SSLEOFError) or "EOF" in reason.upper():
             # "EOF occurred in violation of protocol": the peer hung up mid-TLS, not a refusal
             return ConnectionDropped(f"the server closed the connection during TLS ({reason})")
-        if "ALERT" in reason.upper() or "CERTIFICATE" in reason.upper():
+        upper = reason.upper()
+        if any(w in upper for w in _NO_COMMON_VERSION):
+            # an alert too, but about the protocol: nothing to do with our certificate
+            return AuthError(
+                f"the server offers no TLS version omar-bulk accepts (1.2 or newer): {reason}"
+            )
+        if "UNKNOWN_CA" in upper:
+            # the server cannot chain our certificate to a root it trusts: the wrong
+            # certificate, or the right one sent without its issuing CA
+            return AuthError(
+                f"the server does not know the issuer of our client certificate (TLS alert:"
+                f" {reason}); check that --cert is the certificate registered for OMAR-Online"
+                f" and that the file carries its full chain: {CHAIN_FIX}"
+            )
+        if "ALERT" in upper or "CERTIFICATE" in upper:
             return AuthError(
                 f"the server refused our client certificate (TLS alert: {reason}); check that"
                 " --cert is the certificate registered for OMAR-Online and is still valid"
             )
-        if any(w in reason.upper() for w in ("VERSION", "PROTOCOL", "HANDSHAKE", "CIPHER")):
+        if any(w in upper for w in ("VERSION", "PROTOCOL", "HANDSHAKE", "CIPHER")):
             return AuthError(f"TLS handshake failed: {reason}")
         return RetryableError(f"TLS error: {reason}")
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
@@ -376,6 +391,11 @@ def _proxy_arguments(proxy: Proxy | None) -> dict[str, Any]:
     if authorization is not None:
         via["proxy_headers"] = {"Proxy-Authorization": authorization}
     return via
+
+
+#: OpenSSL's reasons when client and server share no protocol version (a server stuck on
+#: TLS 1.1 answers our 1.2-or-newer hello with the alert "protocol version").
+_NO_COMMON_VERSION = ("PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL", "NO_PROTOCOLS_AVAILABLE")
 
 
 def _said(exc: BaseException) -> str:

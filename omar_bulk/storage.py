@@ -975,12 +975,20 @@ def _write_mark(path: Path, value: str) -> None:
 
 
 def _unsafe(where: str, folder: int, name: str) -> UnsafePathError:
-    """The error for a stranger at ``name``: says what it is, and that it was left alone."""
+    """The error for a stranger at ``name``: says what it is, and what becomes of it. A
+    ``.part`` name is omar-bulk's own, so the end of the run removes whatever stands there (the
+    link, never its target); anything else is left for the user to look at."""
     try:
         mode = os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode
     except OSError:
         mode = 0
     what = "a symbolic link" if stat.S_ISLNK(mode) else "not what omar-bulk put there"
+    if name.endswith(PART_SUFFIX):
+        return UnsafePathError(
+            f"{where} is {what}; omar-bulk never writes through links inside the output folder:"
+            " nothing was written, the run removes it at its end (not what it points to), and"
+            " the next run fetches the file"
+        )
     return UnsafePathError(
         f"{where} is {what}; omar-bulk never follows links inside the output folder and left"
         " it alone: remove it and run again"

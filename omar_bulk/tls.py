@@ -42,6 +42,13 @@ PasswordSource = Callable[[str], str | None]
 #: weeks, so ``fetch`` and ``check`` both start saying so a month ahead.
 EXPIRY_WARNING = timedelta(days=30)
 
+#: Said wherever an incomplete chain is the likely cause of a refusal (``missing_issuer``).
+INCOMPLETE_CHAIN = "the client certificate's chain is incomplete"
+CHAIN_FIX = (
+    "export the full chain: as PKCS#12 with 'include all certificates in the certification"
+    " path', or append the issuing CA's PEM certificate to the file given as --cert"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class ClientIdentity:
@@ -74,6 +81,39 @@ class ClientIdentity:
                 f"on {self.not_after:%Y-%m-%d}"
             ]
         return []
+
+    @property
+    def missing_issuer(self) -> str | None:
+        """The issuer of the certificate at the end of the chain when the file does not carry
+        it, or None when the chain reaches a self-issued certificate.
+
+        OMAR-Online's certificates come from an issuing CA below the root, and the server knows
+        only the root: a chain that stops at the user's certificate is refused with the TLS
+        alert "unknown CA", which on its own points the user at the wrong file. A chain may
+        stop one step below the root (the server has the root), so only the leaf's own issuer
+        is required.
+        """
+        leaf = self.chain[0]
+        if leaf.issuer == leaf.subject:
+            return None
+        if any(c.subject == leaf.issuer for c in self.chain[1:]):
+            return None
+        return leaf.issuer.rfc4514_string()
+
+    def chain_lines(self) -> list[str]:
+        """The chain this identity sends, leaf first: each subject, then a gap if any."""
+        lines = [c.subject.rfc4514_string() for c in self.chain]
+        missing = self.missing_issuer
+        if missing is not None:
+            lines.append(f"issuer not included: {missing}")
+        return lines
+
+    def chain_warnings(self) -> list[str]:
+        """A warning when the chain is incomplete (see ``missing_issuer``)."""
+        missing = self.missing_issuer
+        if missing is None:
+            return []
+        return [f"{INCOMPLETE_CHAIN}: {self.source} holds no certificate of {missing}; {CHAIN_FIX}"]
 
     def install(self, context: ssl.SSLContext) -> None:
         """Load this identity into ``context`` without ever writing the key unencrypted."""

@@ -52,12 +52,13 @@ def stranger(tmp_path: Path) -> TestPKI:
 def test_a_good_certificate_and_server_pass_every_step(
     cli: Cli, pki: TestPKI, server: ServerThread
 ) -> None:
-    """Ten steps, all ticked; the session cookie is named and its value never shown."""
+    """Eleven steps, all ticked; the session cookie is named and its value never shown."""
     outcome = check(cli, server.base_url, pki.client_p12)
     assert outcome.exit_code == 0, outcome.stdout + outcome.stderr
     assert set(verdicts(outcome).values()) == {"✓"}
     assert list(verdicts(outcome)) == [
         "certificate",
+        "chain",
         "validity",
         "private key",
         "permissions",
@@ -68,7 +69,7 @@ def test_a_good_certificate_and_server_pass_every_step(
         "session",
         "clock",
     ]
-    assert "omar-bulk demo client" in outcome.stdout
+    assert "omar-bulk demo client <- omar-bulk stand-in issuing CA" in outcome.stdout
     assert "cookie JSESSIONID" in outcome.stdout
     assert "TLSv1.3" in outcome.stdout
     assert outcome.stdout.rstrip().endswith("ready")
@@ -86,7 +87,8 @@ def test_json_output_carries_the_same_verdicts_for_scripts(
     assert data["ok"] is True and data["exit_code"] == 0
     by_name = {c["name"]: c for c in data["checks"]}
     assert by_name["certificate"]["details"]["common_name"] == "omar-bulk demo client"
-    assert by_name["certificate"]["details"]["issuer"].startswith("CN=omar-bulk stand-in CA")
+    issuer = by_name["certificate"]["details"]["issuer"]
+    assert issuer.startswith("CN=omar-bulk stand-in issuing CA")
     assert by_name["validity"]["details"]["days_left"] in (363, 364)
     assert by_name["session"]["details"]["cookies"] == ["JSESSIONID"]
     assert by_name["TLS"]["details"]["version"] == "TLSv1.3"
@@ -102,6 +104,26 @@ def test_a_certificate_expiring_within_30_days_warns_and_exits_0(
     assert verdicts(outcome)["validity"] == "!"
     assert "expires in 19 day(s)" in outcome.stdout or "expires in 20 day(s)" in outcome.stdout
     assert "ready, with 1 warning(s)" in outcome.stdout
+
+
+def test_a_certificate_without_its_issuer_shows_the_gap_in_the_chain(
+    cli: Cli, pki: TestPKI, server: ServerThread
+) -> None:
+    """check shows the chain a run sends; a missing issuer is named with the way to export
+    it (the stand-in accepts the leaf anyway, as a server holding the issuing CA would)."""
+    cert = pki.client("check-alone", with_issuer=False)
+    outcome = check(cli, server.base_url, cert, "--json")
+    steps = {c["name"]: c for c in json.loads(outcome.stdout)["checks"]}
+    assert steps["chain"]["verdict"] == WARN
+    assert steps["chain"]["details"]["missing_issuer"].startswith(
+        "CN=omar-bulk stand-in issuing CA"
+    )
+    assert "issuer not included: CN=omar-bulk stand-in issuing CA" in steps["chain"]["reason"]
+    assert "include all certificates" in steps["chain"]["reason"]
+    whole = check(cli, server.base_url, pki.client("check-whole"), "--json")
+    chain = {c["name"]: c for c in json.loads(whole.stdout)["checks"]}["chain"]
+    assert chain["verdict"] == OK and "missing_issuer" not in chain["details"]
+    assert len(chain["details"]["sent"]) == 2
 
 
 def test_fetch_warns_on_the_same_30_day_rule(cli: Cli, pki: TestPKI) -> None:
@@ -229,7 +251,7 @@ def test_the_library_returns_frozen_results(pki: TestPKI) -> None:
         password=lambda _what: DEMO_PASSWORD,
     )
     assert report.exit_code == 1
-    assert [c.verdict for c in report.checks][:5] == [OK, OK, OK, OK, FAIL]
+    assert [c.verdict for c in report.checks][:6] == [OK, OK, OK, OK, OK, FAIL]
     with pytest.raises(dataclasses.FrozenInstanceError):
         report.checks[0].verdict = FAIL  # type: ignore[misc]
 

@@ -89,6 +89,27 @@ def test_status_after_a_run_that_reached_no_server_is_not_complete(
     assert any("nothing has been fetched" in note for note in view["notes"])
 
 
+def test_a_month_that_grew_since_the_fetch_is_named_so_not_blamed_on_the_options(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """A daily manifest ending `today`: the next morning the current month's file is planned a
+    day longer. status says it grew and the next fetch brings it, and sends nobody looking
+    for another --chunk; a file of another chunking with the same start is not "grown"."""
+    manifest = tmp_path / "daily.toml"
+    manifest.write_text('[[pull]]\nmeters = ["M1"]\nstart = "2024-02-01"\nend = "today"\n')
+    assert cli("fetch", str(manifest), "--today", "2024-03-05").exit_code == 0
+    later = cli("status", str(cli.out), "--manifest", str(manifest), "--today", "2024-03-06")
+    assert later.exit_code == 1
+    note = " ".join(later.stdout.split())
+    assert "1 planned files have grown since they were fetched" in note
+    assert "the next fetch brings them" in note
+    assert "give status the same options" not in note
+    weekly = cli("status", str(cli.out), "--manifest", str(manifest), "--today", "2024-03-06",
+                 "--chunk", "week")  # fmt: skip
+    words = " ".join(weekly.stdout.split())
+    assert "grown" not in words and "give status the same options" in words
+
+
 def test_status_plans_the_manifest_as_the_fetch_did(cli: Cli, tmp_path: Path) -> None:
     """A fetch with --format csv --chunk week, then status: with the same options it is
     complete; without them it says why everything looks missing."""

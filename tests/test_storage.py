@@ -155,6 +155,12 @@ def test_a_planted_part_link_fails_one_item_and_the_run_goes_on(cli: Cli, tmp_pa
     assert "symbolic link" in outcome.stderr and "Traceback" not in outcome.stderr
     assert "3 downloaded" in outcome.stderr and "1 failed" in outcome.stderr
     assert untouched(target)
+    # the words match what happens: the link is gone after the run, and the rerun fetches
+    assert "the run removes it at its end" in outcome.stderr and "left" not in outcome.stderr
+    assert not (folder / (Path(M1_JAN).name + ".part")).is_symlink()
+    again = cli("fetch", *TWO_METERS)
+    assert again.exit_code == 0 and "1 downloaded" in again.stderr, again.stderr
+    assert untouched(target)
 
 
 def test_a_linked_id_folder_gets_no_data_files(cli: Cli, tmp_path: Path) -> None:

@@ -254,8 +254,74 @@ def test_a_tls_alert_refusing_our_certificate_aborts_at_once_with_exit_3(
         "50",
     )
     assert outcome.exit_code == 3
-    assert "refused our client certificate (TLS alert" in outcome.stderr
+    assert "does not know the issuer of our client certificate (TLS alert" in outcome.stderr
     assert "retrying" not in outcome.stderr  # fatal at the first alert, never retried
+
+
+@pytest.mark.parametrize("openssl_server", [[]], indirect=True)
+def test_a_certificate_exported_without_its_issuer_is_named_an_incomplete_chain(
+    offline_cli: Cli, pki: TestPKI, openssl_server: str
+) -> None:
+    """The server trusts only the root: a leaf sent alone gets "unknown CA", and the user is
+    told the chain is incomplete, which issuer is missing and how to export it whole."""
+    alone = pki.client("alone", with_issuer=False)
+    outcome = offline_cli("fetch", *ONE, "--base-url", openssl_server, "--cert", str(alone))
+    assert outcome.exit_code == 3
+    assert "chain is incomplete" in outcome.stderr
+    assert "holds no certificate of CN=omar-bulk stand-in issuing CA" in outcome.stderr
+    assert "include all certificates in the certification path" in outcome.stderr
+    assert "does not know the issuer of our client certificate" in outcome.stderr
+
+
+@pytest.mark.parametrize("openssl_server", [[]], indirect=True)
+def test_the_same_certificate_with_its_issuer_passes_the_tls_handshake(
+    offline_cli: Cli, pki: TestPKI, openssl_server: str
+) -> None:
+    """The other direction: the full chain is accepted, and nothing speaks of a chain."""
+    whole = pki.client("whole")
+    outcome = offline_cli("fetch", *ONE, "--base-url", openssl_server, "--cert", str(whole))
+    assert "TLS alert" not in outcome.stderr, outcome.stderr
+    assert "chain is incomplete" not in outcome.stderr
+
+
+@pytest.mark.parametrize(
+    "openssl_server", [["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]], indirect=True
+)
+def test_a_server_offering_only_tls_1_1_is_named_as_such_not_as_a_refused_certificate(
+    offline_cli: Cli, pki: TestPKI, openssl_server: str
+) -> None:
+    outcome = offline_cli("fetch", *ONE, "--base-url", openssl_server)
+    assert outcome.exit_code == 3
+    assert "offers no TLS version omar-bulk accepts (1.2 or newer)" in outcome.stderr
+    assert "client certificate" not in outcome.stderr.split("run aborted:")[1].split("\n")[0]
+
+
+def test_the_chain_gap_is_the_leafs_issuer_only() -> None:
+    """A chain may stop below the root (the server holds the root); only the leaf's own
+    issuer is required, and a self-issued certificate needs none."""
+    from omar_bulk.standin.certs import Authority
+
+    root = Authority.create("root")
+    issuing = root.subordinate("issuing")
+    leaf, key = issuing.issue("leaf")
+
+    def identity(*chain: Any) -> Any:
+        from omar_bulk.tls import ClientIdentity
+
+        return ClientIdentity(
+            "s", leaf.not_valid_before_utc, leaf.not_valid_after_utc, "f", chain=chain, key=key
+        )
+
+    assert identity(leaf).missing_issuer == issuing.cert.subject.rfc4514_string()
+    assert identity(leaf, root.cert).missing_issuer is not None  # the root is not the issuer
+    assert identity(leaf, issuing.cert).missing_issuer is None
+    assert identity(leaf, issuing.cert, root.cert).missing_issuer is None
+    assert identity(root.cert).missing_issuer is None
+    assert identity(leaf).chain_lines()[-1].startswith("issuer not included: ")
+    assert identity(leaf, issuing.cert).chain_lines() == [
+        leaf.subject.rfc4514_string(),
+        issuing.cert.subject.rfc4514_string(),
+    ]
 
 
 def test_an_unverifiable_server_aborts_with_exit_3_and_a_hint(cli: Cli, tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """Throwaway certificates for the stand-in server and its clients, made in seconds.
 
-``TestPKI.create(folder)`` writes a private CA, a server certificate for the loopback names and
-a client identity in every form omar-bulk accepts. Nothing here is fit for production use.
+``TestPKI.create(folder)`` writes a private root CA with an issuing CA below it (the shape of the
+ISO's own certificates), a server certificate for the loopback names and a client identity in
+every form omar-bulk accepts. Nothing here is fit for production use.
 
 Every certificate carries the extensions RFC 5280 requires (key identifiers, basic constraints,
 key usage), because omar-bulk verifies strictly: Python 3.13's default context turns on
@@ -69,24 +70,36 @@ class Authority:
 
     @classmethod
     def create(cls, common_name: str = "omar-bulk stand-in CA") -> Authority:
+        """A root: self-signed, allowed one issuing CA below it."""
+        return cls._make(common_name, signer=None, path_length=1)
+
+    def subordinate(self, common_name: str) -> Authority:
+        """An issuing CA signed by this one, as the ISO's client certificates come from."""
+        return Authority._make(common_name, signer=self, path_length=0)
+
+    @classmethod
+    def _make(cls, common_name: str, *, signer: Authority | None, path_length: int) -> Authority:
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.now(UTC)
         public = key.public_key()
+        issuer_name = signer.cert.subject if signer else _name(common_name)
+        issuer_key = signer.key if signer else key
         cert = (
             x509.CertificateBuilder()
             .subject_name(_name(common_name))
-            .issuer_name(_name(common_name))
+            .issuer_name(issuer_name)
             .public_key(public)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - timedelta(days=1))
             .not_valid_after(now + timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
             .add_extension(_key_usage(ca=True), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+                critical=False,
             )
-            .sign(key, hashes.SHA256())
+            .sign(issuer_key, hashes.SHA256())
         )
         return cls(cert, key)
 
@@ -153,20 +166,26 @@ def write_client(
     stem: str,
     cert: x509.Certificate,
     key: ec.EllipticCurvePrivateKey,
-    ca: x509.Certificate,
+    ca: x509.Certificate | None,
     password: str = DEMO_PASSWORD,
 ) -> None:
-    """Write one client identity in every accepted form under ``folder/stem*``."""
-    _write(folder / f"{stem}.pem", pem(cert) + key_pem(key))
-    _write(folder / f"{stem}-cert.pem", pem(cert))
+    """Write one client identity in every accepted form under ``folder/stem*``.
+
+    ``ca`` is the issuer each file carries after the certificate, as a full-chain export
+    does; None writes the certificate alone, as a careless export does.
+    """
+    issuers = [ca] if ca is not None else []
+    chain = pem(cert) + b"".join(pem(c) for c in issuers)
+    _write(folder / f"{stem}.pem", chain + key_pem(key))
+    _write(folder / f"{stem}-cert.pem", chain)
     _write(folder / f"{stem}-key.pem", key_pem(key))
     _write(folder / f"{stem}-key-encrypted.pem", key_pem(key, password))
     p12 = pkcs12.serialize_key_and_certificates(
-        stem.encode(), key, cert, [ca], serialization.BestAvailableEncryption(password.encode())
+        stem.encode(), key, cert, issuers, serialization.BestAvailableEncryption(password.encode())
     )
     _write(folder / f"{stem}.p12", p12)
     nopass = pkcs12.serialize_key_and_certificates(
-        stem.encode(), key, cert, [ca], serialization.NoEncryption()
+        stem.encode(), key, cert, issuers, serialization.NoEncryption()
     )
     _write(folder / f"{stem}-nopass.p12", nopass)
 
@@ -179,10 +198,13 @@ class TestPKI:
 
     folder: Path
     authority: Authority
+    #: The issuing CA below ``authority`` that signs the clients: the server trusts only the
+    #: root, so a client file must carry this certificate too (as at the ISO).
+    issuing: Authority
 
     @property
     def ca(self) -> Path:
-        """The CA that signs the server and the clients; give it to ``--ca-bundle``."""
+        """The root that signs the server and the issuing CA; give it to ``--ca-bundle``."""
         return self.folder / "ca.pem"
 
     @property
@@ -200,20 +222,28 @@ class TestPKI:
 
     @classmethod
     def create(cls, folder: Path) -> TestPKI:
-        """Make a CA, a loopback server certificate and a client identity in ``folder``."""
+        """Make a root and an issuing CA, a loopback server certificate and a client identity
+        (carrying its issuer) in ``folder``."""
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         authority = Authority.create()
+        issuing = authority.subordinate("omar-bulk stand-in issuing CA")
         _write(folder / "ca.pem", pem(authority.cert))
         server_cert, server_key = authority.issue("localhost", server=True)
         _write(folder / "server.pem", pem(server_cert) + pem(authority.cert) + key_pem(server_key))
-        client_cert, client_key = authority.issue("omar-bulk demo client")
-        write_client(folder, "client", client_cert, client_key, authority.cert)
-        return cls(folder, authority)
+        client_cert, client_key = issuing.issue("omar-bulk demo client")
+        write_client(folder, "client", client_cert, client_key, issuing.cert)
+        return cls(folder, authority, issuing)
 
     def client(
-        self, stem: str, *, not_before: datetime | None = None, not_after: datetime | None = None
+        self,
+        stem: str,
+        *,
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
+        with_issuer: bool = True,
     ) -> Path:
-        """Issue another client identity (say, an expired one); return its PEM path."""
-        cert, key = self.authority.issue(stem, not_before=not_before, not_after=not_after)
-        write_client(self.folder, stem, cert, key, self.authority.cert)
+        """Issue another client identity (say, an expired one, or one exported without its
+        issuer); return its PEM path."""
+        cert, key = self.issuing.issue(stem, not_before=not_before, not_after=not_after)
+        write_client(self.folder, stem, cert, key, self.issuing.cert if with_issuer else None)
         return self.folder / f"{stem}.pem"
