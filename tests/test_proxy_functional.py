@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import time
 from collections.abc import Iterator
 from datetime import date
@@ -38,6 +39,19 @@ def auth_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyPy]:
         yield running
 
 
+def only_the_proxy_resolves(monkeypatch: pytest.MonkeyPatch, port: int) -> None:
+    """From now on this process cannot look up any address on ``port``: a direct connection
+    to the server fails, one through the proxy (which resolves the name itself) does not."""
+    guarded = socket.getaddrinfo
+
+    def refuse(host, service, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(service) == str(port):
+            raise socket.gaierror(socket.EAI_NONAME, f"only the proxy may reach port {port}")
+        return guarded(host, service, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
 def secret_free(*texts: str, folder: Path | None = None) -> None:
     """Neither the password nor its Basic form is in ``texts`` or any file under ``folder``."""
     for text in texts:
@@ -52,16 +66,23 @@ def secret_free(*texts: str, folder: Path | None = None) -> None:
 
 
 def test_a_run_through_an_authenticating_proxy_is_byte_exact(
-    cli: Cli, server: ServerThread, auth_proxy: ProxyPy, tmp_path: Path
+    cli: Cli,
+    server: ServerThread,
+    auth_proxy: ProxyPy,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """HTTPS_PROXY with percent-encoded credentials: every request tunnels through the proxy
     (its log counts the CONNECTs), the files are the server's bytes, and the password appears
-    nowhere, not in the output, report, journal or metrics."""
-    before = len(auth_proxy.connects())
+    nowhere, not in the output, report, journal or metrics. This process cannot even resolve
+    the server's name: only the proxy can reach it."""
+    only_the_proxy_resolves(monkeypatch, server.port)
     metrics = tmp_path / "run.prom"
     done = cli(
         "fetch",
         *MONTHS,
+        "--base-url",
+        f"https://localhost:{server.port}/",
         "--metrics",
         str(metrics),
         env={"HTTPS_PROXY": auth_proxy.url(user=USER, password=PASSWORD)},
@@ -81,10 +102,22 @@ def test_a_run_through_an_authenticating_proxy_is_byte_exact(
     ):
         assert path.read_bytes() == expected_body("meter", "M1", start, end)
     assert len(server.state.downloads()) == 3
-    assert auth_proxy.tunnels_to(server.port, at_least=before + 1) > before
+    assert f"localhost:{server.port}" in auth_proxy.connects()
     assert all(status == "downloaded" for status, _, _ in journal_rows(cli.out).values())
     secret_free(done.stdout, done.stderr, folder=cli.out)
     secret_free(metrics.read_text())
+    # and the same run without the proxy cannot reach the server from here
+    direct = cli(
+        "fetch",
+        *MONTHS,
+        "--base-url",
+        f"https://localhost:{server.port}/",
+        "--no-proxy",
+        "--overwrite",
+        "--retries",
+        "0",
+    )
+    assert direct.exit_code == 1 and "only the proxy may reach" in direct.stderr
 
 
 def test_the_lower_case_variable_is_honoured_and_wins(
