@@ -498,7 +498,12 @@ def _tunnel(
         return sock
     sock.close()
     if status == 407:
-        add(Check("proxy", FAIL, auth_refused(proxy, said), details, _REFUSED))
+        challenges = [
+            line.split(":", 1)[1]
+            for line in head.decode("latin-1").split("\r\n")[1:]
+            if line.lower().startswith("proxy-authenticate:")
+        ]
+        add(Check("proxy", FAIL, auth_refused(proxy, said, challenges), details, _REFUSED))
     elif status == 0:
         reason = unreachable(proxy, f"not an HTTP answer: {said!r}")
         add(Check("proxy", FAIL, reason, details, _UNREACHABLE))

@@ -99,8 +99,26 @@ class Proxy:
         return f"{self.shown} (from {self.source})"
 
 
-def auth_refused(proxy: Proxy, said: str) -> str:
-    """Why a 407 stops everything, and what to do (for ``fetch`` and ``check`` alike)."""
+def auth_refused(proxy: Proxy, said: str, challenges: list[str] | tuple[str, ...] = ()) -> str:
+    """Why a 407 stops everything, and what to do (for ``fetch`` and ``check`` alike).
+
+    ``challenges`` are the proxy's ``Proxy-Authenticate`` headers: a proxy that offers only
+    NTLM, Negotiate (Kerberos) or Digest cannot be answered with Basic credentials at all.
+    """
+    schemes = [c.strip().split(" ", 1)[0] for c in challenges if c.strip()]
+    if schemes and not any(scheme.lower() == "basic" for scheme in schemes):
+        offered = ", ".join(dict.fromkeys(printable(scheme, limit=20) for scheme in schemes))
+        windows = any(scheme.lower() in ("ntlm", "negotiate", "kerberos") for scheme in schemes)
+        remedy = (
+            "run a local bridge such as cntlm or px on 127.0.0.1 and set"
+            " HTTPS_PROXY=http://127.0.0.1:PORT (README: Behind a proxy)"
+            if windows
+            else "ask the proxy's administrators for Basic access"
+        )
+        return (
+            f"the proxy {proxy} asks for authentication ({said}) by {offered} only, which"
+            f" omar-bulk cannot answer (it speaks Basic): {remedy}"
+        )
     how = (
         f"the credentials for {proxy.username!r} (from {proxy.credentials_from}) were refused"
         if proxy.username is not None

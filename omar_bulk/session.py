@@ -348,7 +348,8 @@ def proxy_error(exc: BaseException, proxy: Proxy) -> OmarBulkError | None:
         said = f"{exc.status} {printable(exc.message or '')}".strip()
         target = _target(exc)
         if exc.status == 407:
-            return ProxyAuthError(auth_refused(proxy, said))
+            challenges = exc.headers.getall("Proxy-Authenticate", []) if exc.headers else []
+            return ProxyAuthError(auth_refused(proxy, said, challenges))
         if 500 <= exc.status < 600:
             return RetryableError(f"the proxy {proxy.shown} could not reach {target}: {said}")
         return ProxyError(tunnel_refused(proxy, target, said))

@@ -168,6 +168,8 @@ class TinyProxy:
 
     status: int = 200
     reason: str = "Connection established"
+    #: Extra header lines of a refusal, e.g. ``Proxy-Authenticate: NTLM``.
+    headers: tuple[str, ...] = ()
     cut: int = 0
     port: int = 0
     requests: list[str] = field(default_factory=list)
@@ -209,8 +211,9 @@ class TinyProxy:
             line = head.split(b"\r\n", 1)[0].decode("latin-1")
             self.requests.append(line)
             if self.status != 200:
+                extra = "".join(f"{line}\r\n" for line in self.headers)
                 writer.write(
-                    f"HTTP/1.1 {self.status} {self.reason}\r\nContent-Length: 0\r\n"
+                    f"HTTP/1.1 {self.status} {self.reason}\r\n{extra}Content-Length: 0\r\n"
                     "Connection: close\r\n\r\n".encode()
                 )
                 await writer.drain()

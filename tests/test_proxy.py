@@ -20,7 +20,7 @@ from omar_bulk.errors import (
     UsageError,
 )
 from omar_bulk.plan import Plan
-from omar_bulk.proxy import Proxy, bypassed, choose, parse_proxy_url, proxy_for
+from omar_bulk.proxy import Proxy, auth_refused, bypassed, choose, parse_proxy_url, proxy_for
 from omar_bulk.session import classify_client_error
 from omar_bulk.settings import Settings
 
@@ -308,6 +308,29 @@ def test_the_proxys_answers_are_classified(
     assert "Sekr1t" not in str(verdict) and "am86U2VrcjF0" not in str(verdict)
     assert "http://jo@proxy.corp:3128" in str(verdict) or kind is ConnectionDropped
     assert "Sekr1t" not in repr(pickle.loads(pickle.dumps(verdict)))
+
+
+@pytest.mark.parametrize(
+    ("challenges", "refused", "bridge"),
+    [
+        ((), True, False),
+        (('Basic realm="corp"',), True, False),
+        (("NTLM", 'Basic realm="corp"'), True, False),
+        (("NTLM",), False, True),
+        (("Negotiate", "NTLM"), False, True),
+        (('Digest realm="corp", nonce="x"',), False, False),
+    ],
+)
+def test_a_407_says_what_would_work(
+    challenges: tuple[str, ...], refused: bool, bridge: bool
+) -> None:
+    """Basic offered: our credentials were refused. NTLM or Negotiate only: a local bridge.
+    Anything else only (Digest): omar-bulk cannot answer it at all."""
+    message = auth_refused(PROXY, "407 Proxy Authentication Required", challenges)
+    assert ("were refused" in message) is refused
+    assert ("cntlm or px on 127.0.0.1" in message) is bridge
+    assert ("Basic access" in message) is (not refused and not bridge)
+    assert "Sekr1t" not in message
 
 
 def test_without_a_proxy_nothing_is_blamed_on_one() -> None:

@@ -268,6 +268,22 @@ def test_no_credentials_for_an_authenticating_proxy_says_how_to_give_them(
     assert "no credentials were given" in done.stderr and "netrc" in done.stderr
 
 
+def test_a_proxy_that_wants_ntlm_or_kerberos_is_named_with_the_bridge_to_use(
+    cli: Cli, server: ServerThread
+) -> None:
+    """A 407 offering only NTLM and Negotiate: no credentials could help; fetch and check
+    both say so and point to a local bridge (exit 3)."""
+    challenges = ("Proxy-Authenticate: NTLM", "Proxy-Authenticate: Negotiate")
+    with TinyProxy(status=407, reason="Proxy Authentication Required", headers=challenges) as ntlm:
+        done = cli("fetch", *MONTHS, env={"HTTPS_PROXY": f"http://jo:pw@127.0.0.1:{ntlm.port}"})
+        code, report = check_json(
+            cli, server, env={"HTTPS_PROXY": f"http://jo:pw@127.0.0.1:{ntlm.port}"}
+        )
+    assert done.exit_code == 3 and code == 3
+    for said in (done.stderr, steps(report)["proxy"][1]):
+        assert "by NTLM, Negotiate only" in said and "cntlm or px" in said
+
+
 def test_a_proxy_that_is_down_ends_the_run_at_once_with_exit_1(
     cli: Cli, server: ServerThread
 ) -> None:
