@@ -10,9 +10,8 @@ and the first failure decides the exit code, as ``fetch`` would have ended:
 
 Through a forward proxy (``proxy.proxy_for``), the TCP step connects to the proxy and says so,
 and the proxy step asks it for a tunnel to the server (CONNECT, with our credentials): reached,
-allowed, authenticated, each as ``fetch`` would judge it. TLS then runs inside the tunnel. An
-``https://`` proxy is checked up to the tunnel: the standard library cannot run TLS inside TLS
-on a plain socket, so the server steps are left to ``fetch`` (which can, through aiohttp).
+allowed, authenticated, each as ``fetch`` would judge it. TLS then runs inside the tunnel; for
+an ``https://`` proxy inside the proxy's own TLS (``NestedTLS``).
 
 Steps after a failure that they depend on are reported as skipped. The server steps use the
 standard library's ``socket``, ``ssl`` and ``http.client`` directly, one step at a time, so each
@@ -24,6 +23,7 @@ from __future__ import annotations
 
 import email.utils
 import http.client
+import io
 import socket
 import ssl
 import stat
@@ -330,18 +330,6 @@ def _check_server(
         if tunnel is None:
             skip_rest()
             return
-        if isinstance(tunnel, ssl.SSLSocket):  # an https:// proxy: TLS inside TLS
-            tunnel.close()
-            add(
-                Check(
-                    "TLS",
-                    WARN,
-                    "not checked through an https:// proxy: check stops at the tunnel, fetch"
-                    " goes on inside it (or give the proxy as http:// if it also listens so)",
-                )
-            )
-            skip_rest("not tried: see the TLS step")
-            return
         raw = tunnel
     else:
         try:
@@ -357,7 +345,10 @@ def _check_server(
         add(Check("TCP", OK, f"connected to {where} in {_ms(started)}", {"address": where}))
     try:
         try:
-            tls = context.wrap_socket(raw, server_hostname=host)
+            if isinstance(raw, ssl.SSLSocket):  # an https:// proxy: TLS inside its TLS
+                tls: Any = NestedTLS(raw, context, host)
+            else:
+                tls = context.wrap_socket(raw, server_hostname=host)
         except ssl.SSLCertVerificationError as exc:
             add(Check("TLS", OK, "the server answered the TLS handshake"))
             add(
@@ -418,8 +409,142 @@ def _check_server(
         raw.close()
 
 
+class NestedTLS:
+    """The server's TLS inside the TLS of an ``https://`` proxy's tunnel.
+
+    An ``SSLSocket`` cannot be wrapped in another one (OpenSSL would write to the file
+    descriptor, under the outer TLS), so the inner session is an ``SSLObject`` over memory
+    buffers, pumped through the outer socket. It offers what the steps and ``http.client`` use
+    of a socket: ``sendall``, ``recv``, ``makefile``, ``close`` and the TLS facts.
+    """
+
+    def __init__(self, outer: ssl.SSLSocket, context: ssl.SSLContext, server_hostname: str):
+        self._outer = outer
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(
+            self._incoming, self._outgoing, server_hostname=server_hostname
+        )
+        self._pump(self._tls.do_handshake)
+
+    def _pump(self, step: Callable[..., Any], *args: Any) -> Any:
+        """Run one SSLObject call, feeding it from the outer socket until it is satisfied."""
+        while True:
+            try:
+                result = step(*args)
+            except ssl.SSLWantReadError:
+                self._flush()
+                data = self._outer.recv(1 << 16)
+                if data:
+                    self._incoming.write(data)
+                else:
+                    self._incoming.write_eof()
+                continue
+            self._flush()
+            return result
+
+    def _flush(self) -> None:
+        pending = self._outgoing.read()
+        if pending:
+            self._outer.sendall(pending)
+
+    def sendall(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[self._pump(self._tls.write, view) :]
+
+    def recv(self, size: int) -> bytes:
+        try:
+            return bytes(self._pump(self._tls.read, size))
+        except ssl.SSLZeroReturnError:  # the server closed the TLS session cleanly
+            return b""
+
+    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
+        return io.BufferedReader(_Reader(self))
+
+    def cipher(self) -> tuple[str, str, int] | None:
+        return self._tls.cipher()
+
+    def version(self) -> str | None:
+        return self._tls.version()
+
+    def getpeercert(self) -> Any:
+        return self._tls.getpeercert()
+
+    def close(self) -> None:
+        self._outer.close()
+
+    def __enter__(self) -> NestedTLS:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Reader(io.RawIOBase):
+    """``NestedTLS`` as a raw stream, for ``http.client``'s buffered reads."""
+
+    def __init__(self, tls: NestedTLS) -> None:
+        self._tls = tls
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._tls.recv(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
 #: The most of a proxy's answer to CONNECT that is read (its status line and headers).
 _PROXY_HEAD_LIMIT = 64 * 1024
+
+
+def _ask_for_tunnel(sock: socket.socket, proxy: Proxy, where: str) -> bytes:
+    """Send CONNECT for ``where`` (with our credentials); the proxy's answer, head only."""
+    lines = [f"CONNECT {where} HTTP/1.1", f"Host: {where}"]
+    authorization = proxy.authorization()
+    if authorization is not None:
+        lines.append(f"Proxy-Authorization: {authorization}")
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    head = b""
+    while b"\r\n\r\n" not in head and len(head) < _PROXY_HEAD_LIMIT:
+        # The proxy sends nothing after its head until the server's TLS starts, so reading
+        # more than one byte at a time cannot take any of the server's bytes.
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+def _proxy_status(head: bytes) -> tuple[int, str]:
+    """The status of a proxy's answer (0 when it is not HTTP) and its text for messages."""
+    fields = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
+    status = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else 0
+    return status, " ".join(fields[1:]).strip() or "no answer"
+
+
+class _NestedConnection(http.client.HTTPSConnection):
+    """A new connection to the server through an ``https://`` proxy (``http.client``'s own
+    tunnels speak to the proxy in clear)."""
+
+    def __init__(
+        self, host: str, port: int, proxy: Proxy, context: ssl.SSLContext, timeout: float
+    ) -> None:
+        super().__init__(host, port, context=context, timeout=timeout)
+        self._proxy = proxy
+        self._tls_context = context
+
+    def connect(self) -> None:
+        proxy, where = self._proxy, f"{self.host}:{self.port}"
+        raw = socket.create_connection((proxy.host, proxy.port), timeout=self.timeout)
+        outer = self._tls_context.wrap_socket(raw, server_hostname=proxy.host)
+        status, said = _proxy_status(_ask_for_tunnel(outer, proxy, where))
+        if status != 200:
+            outer.close()
+            raise OSError(f"the proxy answered {said}")
+        self.sock = NestedTLS(outer, self._tls_context, self.host)
 
 
 def _tunnel(
@@ -466,27 +591,12 @@ def _tunnel(
                 )
                 raw.close()
                 return None
-        lines = [f"CONNECT {where} HTTP/1.1", f"Host: {where}"]
-        authorization = proxy.authorization()
-        if authorization is not None:
-            lines.append(f"Proxy-Authorization: {authorization}")
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        head = b""
-        while b"\r\n\r\n" not in head and len(head) < _PROXY_HEAD_LIMIT:
-            # One byte at a time past the blank line would be slow; the proxy sends nothing
-            # after its head until the server's TLS starts, so a larger read takes no more.
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            head += chunk
+        head = _ask_for_tunnel(sock, proxy, where)
     except OSError as exc:
         add(Check("proxy", FAIL, unreachable(proxy, _os_reason(exc)), {}, _UNREACHABLE))
         sock.close()
         return None
-    status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-    fields = status_line.split(" ", 2)
-    status = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else 0
-    said = " ".join(fields[1:]).strip() or "no answer"
+    status, said = _proxy_status(head)
     details: dict[str, Any] = {"status": status, "proxy": proxy.shown}
     if status == 200:
         who = (
@@ -653,6 +763,8 @@ def _connection(
     host, port = parts.hostname or "", parts.port or 443
     if proxy is None:
         return http.client.HTTPSConnection(host, port, context=context, timeout=timeout)
+    if proxy.scheme == "https":
+        return _NestedConnection(host, port, proxy, context, timeout)
     connection = http.client.HTTPSConnection(
         proxy.host, proxy.port, context=context, timeout=timeout
     )

@@ -489,17 +489,50 @@ def test_check_with_no_proxy_goes_direct(
     assert steps(report)["TCP"][1].startswith("connected to 127.0.0.1")
 
 
-def test_check_through_an_https_proxy_stops_at_the_tunnel_and_says_why(
+def test_check_through_an_https_proxy_runs_tls_inside_its_tls(
     cli: Cli, server: ServerThread, pki: TestPKI, tmp_path: Path
 ) -> None:
-    """TLS to the proxy and CONNECT are checked; the server's TLS inside that TLS is left to
-    fetch (the standard library cannot nest it on a socket), and the report says so."""
+    """TLS to the proxy, CONNECT, then the server's TLS inside the proxy's: every step passes,
+    as fetch's would."""
     tls = (pki.server, pki.server)
     with proxy_py(tmp_path / "tls-proxy", user=USER, password=PASSWORD, tls=tls) as secure:
         address = secure.url(user=USER, password=PASSWORD).replace("http://", "https://")
         code, report = check_json(cli, server, env={"HTTPS_PROXY": address})
-    assert code == 0
+        assert secure.tunnels_to(server.port) >= 1
+    assert code == 0, report
     found = steps(report)
     assert found["proxy"][0] == "ok" and f"authenticated as {USER}" in found["proxy"][1]
-    assert found["TLS"][0] == "warn" and "https:// proxy" in found["TLS"][1]
-    assert found["our certificate"][0] == "skip"
+    assert found["TCP"][1].startswith(f"connected to the proxy https://{USER}@127.0.0.1")
+    for name in ("TLS", "server certificate", "our certificate", "session"):
+        assert found[name][0] == "ok", (name, found[name])
+    assert server.state.logins == 1
+
+
+def test_checks_second_connection_through_an_https_proxy_is_tunnelled_too(
+    server: ServerThread, pki: TestPKI, tmp_path: Path
+) -> None:
+    """When the server closes a connection during the login's redirects, check opens another:
+    through an https:// proxy that one also runs TLS to the proxy, CONNECT, then TLS inside."""
+    from urllib.parse import urlsplit
+
+    from omar_bulk.check import _connection
+    from omar_bulk.proxy import parse_proxy_url
+    from omar_bulk.standin.certs import DEMO_PASSWORD
+    from omar_bulk.tls import create_ssl_context, load_identity
+
+    identity = load_identity(pki.client_p12, password=lambda what: DEMO_PASSWORD)
+    context = create_ssl_context(identity, ca_bundle=pki.ca)
+    tls = (pki.server, pki.server)
+    with proxy_py(tmp_path / "tls-proxy", user=USER, password=PASSWORD, tls=tls) as secure:
+        address = secure.url(user=USER, password=PASSWORD).replace("http://", "https://")
+        proxy = parse_proxy_url(address, "HTTPS_PROXY")
+        connection = _connection(urlsplit(server.base_url), context, 10, proxy)
+        try:
+            connection.request("GET", "/")
+            answer = connection.getresponse()
+            body = answer.read()
+        finally:
+            connection.close()
+        assert secure.tunnels_to(server.port) >= 1
+    assert answer.status == 200 and body
+    assert server.state.logins == 1
