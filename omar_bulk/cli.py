@@ -454,6 +454,52 @@ def status(
 
 
 @app.command()
+def verify(
+    out: Annotated[
+        Path, typer.Argument(metavar="OUT", help="Output folder of earlier fetches.")
+    ] = Path("omar-data"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Hash every file and check it against the journal; change nothing.
+
+    Exit 0 when every promise holds, 1 naming each problem and its fix, 2 on bad input.
+    """
+    from .verify import verify as check_archive
+
+    try:
+        if sys.stderr.isatty():
+            from .progress import byte_progress, stderr_console
+
+            with byte_progress(stderr_console(), "hashing") as progress:
+                verdict = check_archive(out, state_dir=state_dir, progress=progress)
+        else:
+            verdict = check_archive(out, state_dir=state_dir)
+    except OmarBulkError as exc:
+        _fail(exc)
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(verdict.as_json(), indent=2))
+    else:
+        from .text import printable
+
+        for note in verdict.notes:
+            typer.echo(f"note: {printable(note, limit=2000)}", err=True)
+        for problem in verdict.problems:
+            typer.echo(str(problem))
+        checked = (
+            f"{verdict.files} data files and {verdict.history} history files,"
+            f" {verdict.bytes:,} bytes hashed"
+        )
+        if verdict.problems:
+            typer.echo(f"verify: {len(verdict.problems)} problems in {checked}")
+        else:
+            typer.echo(f"verify: {checked}: all hold")
+    raise typer.Exit(verdict.exit_code)
+
+
+@app.command()
 def serve(
     port: Annotated[
         int, typer.Option(metavar="N", help="Port to listen on (0: any free port).")

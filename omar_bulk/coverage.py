@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+from .archive import Archive
 from .errors import UsageError
-from .journal import Journal
 from .plan import Plan
 from .protocol import relative_key
-from .storage import journal_folder
 
 FAILED_STATE = "failed"
 MISSING = "missing"
@@ -146,7 +145,7 @@ def read_coverage(
     out: Path, *, plan: Plan | None = None, state_dir: Path | None = None
 ) -> Coverage:
     """Build the view from ``out``'s journal (read-only; in ``state_dir`` if given, see
-    ``storage.state_folder``), and from ``plan`` if given."""
+    ``archive.state_folder``), and from ``plan`` if given."""
     rows = _journal_rows(out, planned=plan is not None, state_dir=state_dir)
     series: dict[tuple[str, str, str, str], Series] = {}
     totals = dict.fromkeys(SEVERITY, 0)
@@ -232,19 +231,16 @@ _Row = tuple[str, str, str, str, str, str, str, str, str | None, int, float, str
 
 def _journal_rows(out: Path, *, planned: bool, state_dir: Path | None = None) -> list[_Row]:
     """Every item the journal of ``out`` lists (none without a journal, if ``planned``)."""
-    journal = Journal.open_readonly(journal_folder(out, state_dir)[0], strict=True)
-    if journal is None:
-        if not planned:
-            raise UsageError(f"{out} has no omar-bulk journal: nothing was fetched there yet")
-        return []
-    try:
+    with Archive.locate(out, state_dir).reading(strict=True) as journal:
+        if journal is None:
+            if not planned:
+                raise UsageError(f"{out} has no omar-bulk journal: nothing was fetched there yet")
+            return []
         return [
             (r.path, r.kind, r.id, r.start, r.end, r.format, r.time_type, r.status, r.error,
              r.revisions, r.fetched_at, r.chunk)
             for r in journal.records()
         ]  # fmt: skip
-    finally:
-        journal.close()
 
 
 def _plan_missing(

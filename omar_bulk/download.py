@@ -24,13 +24,14 @@ import aiohttp
 from .answers import Head, looks_like_html, page_error
 from .errors import RetryableError
 from .journal import Entry
+from .offload import Offload
 from .plan import Item
 from .policy import compare
 from .results import Observer, Status
-from .storage import Offload, Storage, translate_os_error
+from .storage import Storage, translate_os_error
 
 #: Bodies up to this size are gathered in memory and written in one go, by one ``Offload``
-#: call (inline on a fast disk, on a thread on a slow one: see ``storage.Offload``).
+#: call (inline on a fast disk, on a thread on a slow one: see ``offload.Offload``).
 WHOLE_BODY_LIMIT = 1 << 20
 #: Larger bodies go to disk in blocks of at least this size, one ``Offload`` call each: small
 #: enough that a block's write on a quick disk stays well under ``storage.SLOW_CALL``.

@@ -35,6 +35,7 @@ from .errors import (
     UnsafePathError,
 )
 from .journal import Entry, Journal, hash_matches, vouches
+from .offload import Offload
 from .plan import Item
 from .policy import KEPT, decide, held_by_empty, needs_disk_check, superseded
 from .politeness import AdaptiveLimit, Backoff, RateLimiter, RetryBudget
@@ -43,7 +44,7 @@ from .report import ReportWriter
 from .results import ItemResult, Observer, Status, Tally
 from .session import Session, head_of
 from .settings import Settings
-from .storage import Offload, Storage
+from .storage import Storage
 
 
 class Engine:

@@ -631,6 +631,23 @@ class Journal:
             )
         )
 
+    def inventory(
+        self,
+    ) -> tuple[list[tuple[str, str, int, str | None]], list[tuple[str, int, str | None, str]]]:
+        """For ``verify``: every item's (path, status, bytes, sha256), and every kept version's
+        (path, bytes, sha256, archived_as)."""
+        try:
+            items = list(self._db.execute("SELECT path, status, bytes, sha256 FROM items"))
+            kept = list(
+                self._db.execute(
+                    "SELECT path, bytes, sha256, archived_as FROM versions"
+                    " WHERE archived_as IS NOT NULL"
+                )
+            )
+        except sqlite3.DatabaseError as exc:
+            raise UsageError(f"cannot read the journal {self.path}: {exc}") from None
+        return items, kept
+
     def _execute(self, sql: str, args: tuple[object, ...]) -> sqlite3.Cursor:
         try:
             return self._db.execute(sql, args)
@@ -773,38 +790,6 @@ def _migrated_in_memory(db: sqlite3.Connection, version: int) -> sqlite3.Connect
     finally:
         db.close()
     return copy
-
-
-def copy_journal(source: Path, target: Path) -> None:
-    """Copy the journal ``source`` to ``target`` (a new file, 0600) with SQLite's backup API,
-    which reads a consistent state even of a journal in WAL mode with its ``-wal`` beside it.
-    The copy is made under a temporary name and renamed into place, so a copy cut short is
-    never taken for the journal. ``source`` is only read; it keeps its format (the first
-    ``Journal.open`` of ``target`` migrates that, after its own backup)."""
-    temporary = target.with_name(f"{target.name}.copying")
-    try:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)  # left by a copy that was cut short
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        os.close(fd)
-        reader = sqlite3.connect(readonly_uri(source), uri=True)
-        try:
-            writer = sqlite3.connect(temporary)
-            try:
-                reader.backup(writer)
-            finally:
-                writer.close()
-        finally:
-            reader.close()
-        os.replace(temporary, target)
-    except (OSError, sqlite3.Error) as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        if isinstance(exc, OSError):
-            raise translate_os_error(exc, target) from exc
-        raise LocalWriteError(
-            f"cannot copy the journal {source} to {target}: {exc}; {source} was left untouched"
-        ) from exc
 
 
 def _migrate(db: sqlite3.Connection, path: Path, version: int) -> None:

@@ -12,9 +12,10 @@ terminal: lines never longer than its width, at most as many file rows as its he
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -263,6 +264,30 @@ def _row(flight: _Flight, width: int, now: float) -> Text:
     room = max(10, width - 2 - 2 - _AMOUNT_WIDTH - 1)
     name = flight.label if len(flight.label) <= room else flight.label[: room - 3] + "..."
     return Text.assemble(f"  {name:<{room}}  ", (f"{amount:>{_AMOUNT_WIDTH}}", style))
+
+
+@contextlib.contextmanager
+def byte_progress(console: Console, label: str) -> Iterator[Callable[[int, int], None]]:
+    """A transient bar of bytes done out of a total, for long reads (``verify``); yields the
+    ``progress(done, total)`` callback the core calls."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = (TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
 
 
 def render_summary(result: RunResult, console: Console) -> None:

@@ -1,6 +1,7 @@
 """A whole run, start to finish: the library's entry point behind ``omar-bulk fetch``.
 
-    identity check ─▶ lock OUT ─▶ journal (clean up after a killed run) ─▶ engine ─▶ report
+    identity check ─▶ the archive opened for a run (``archive.Archive.run``: checks, lock,
+    journal, sweep of what a killed run left) ─▶ engine ─▶ report
 
 ``fetch`` blocks and returns a ``RunResult``; ``fetch_async`` is the same for callers that
 already run an event loop. ``planned_urls`` is the dry run: what a real run would request.
@@ -18,33 +19,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
 
+from .archive import Archive
 from .errors import LocalWriteError, OmarBulkError, UsageError
-from .journal import (
-    Entry,
-    Journal,
-    copy_journal,
-    hash_matches,
-    lost_journal_entries,
-    vouches,
-)
+from .journal import Entry, Journal, hash_matches, lost_journal_entries, vouches
 from .policy import decide, needs_disk_check
 from .protocol import relative_key, request_url
 from .report import REPORT_NAME, ReportWriter
 from .results import NullObserver, Observer, RunResult, Summary, Tally
 from .settings import Settings
-from .storage import (
-    JOURNAL_NAME,
-    STATE_DIR,
-    StatePlace,
-    Storage,
-    journal_folder,
-    locate_state,
-    make_private_dirs,
-    settle_state,
-    translate_os_error,
-)
+from .storage import Storage
 
 INTERRUPTED = 130
 
@@ -206,25 +190,15 @@ async def fetch_async(
     tally = Tally(planned=settings.plan.survey())
     warnings += settings.plan.notes
     observer.planned(tally.planned)
-    place = locate_state(settings.out_dir, settings.state_dir)
-    warnings += place.notes
-    state = place.folder
+    archive = Archive.locate(settings.out_dir, settings.state_dir)
+    warnings += archive.notes
     storage = Storage(settings.out_dir)
-    storage.prepare()
-    if place.separate:
-        make_private_dirs(state)
-    with _lock(state / "lock", settings.out_dir):
-        moved = _take_over_journal(place)
-        if moved:
-            warnings.append(moved)
-        settle_state(place)
-        journal = Journal.open(state, warn=warnings, data_root=storage.root)
+    with archive.run(storage, warnings) as journal:
         try:
-            _remove_leftovers(journal, storage)
             journal.begin_run()
             for message in warnings:
                 observer.notice(message)
-            report = ReportWriter(settings.report or state / REPORT_NAME)
+            report = ReportWriter(settings.report or archive.report)
             engine = Engine(
                 settings,
                 ssl_context=ssl_context,
@@ -247,7 +221,7 @@ async def fetch_async(
             # Finishing must survive the very failure that may have ended the run (a full
             # disk): each step is tried, and what fails is reported, not raised.
             late: list[OmarBulkError] = []
-            _attempt(late, lambda: _remove_leftovers(journal, storage))
+            _attempt(late, lambda: archive.sweep(journal, storage))
             summary = Summary.of(
                 tally,
                 time.monotonic() - started,
@@ -267,7 +241,6 @@ async def fetch_async(
                 aborted = next((p for p in late if isinstance(p, LocalWriteError)), None)
         finally:
             stop.unbind()
-            journal.close()
     if aborted is not None:
         code = aborted.exit_code
     elif interrupted:
@@ -294,11 +267,21 @@ def planned_urls(
     (``policy.decide``); needs no certificate and writes nothing of its own (SQLite may leave
     its shared-memory index, ``-shm``, beside a journal in WAL mode).
     """
-    state, notes = journal_folder(settings.out_dir, settings.state_dir)
+    archive = Archive.locate(settings.out_dir, settings.state_dir)
+    state, notes = archive.read_folder()
     if notice:
         for note in [*notes, *settings.plan.notes]:
             notice(note)
-    journal = Journal.open_readonly(state)
+    with archive.reading() as journal:
+        yield from _due(settings, journal, state, notice)
+
+
+def _due(
+    settings: Settings,
+    journal: Journal | None,
+    state: Path,
+    notice: Callable[[str], None] | None,
+) -> Iterator[str]:
     lookup: Callable[[str], Entry | None]
     if journal is not None:
         lookup = journal.get
@@ -309,64 +292,21 @@ def planned_urls(
             notice(lost)
     storage = Storage(settings.out_dir)
     cutoff = settings.revisit_from()
-    try:
-        for item in settings.plan:
-            entry = lookup(relative_key(item))
-            on_disk = False
-            if needs_disk_check(entry):
-                assert entry is not None
-                final = storage.final(entry.path)
-                good, reason = vouches(entry, final)
-                if good is None:
-                    good, reason = hash_matches(entry, final)
-                on_disk = bool(good)
-                if notice and reason:
-                    notice(reason)
-            due = decide(item, entry, on_disk, overwrite=settings.overwrite, revisit_from=cutoff)
-            if due.fetch:
-                yield request_url(settings.base_url, item)
-    finally:
-        if journal is not None:
-            journal.close()
-
-
-def _take_over_journal(place: StatePlace) -> str | None:
-    """Copy the journal (and the last report) in ``OUT/.omar-bulk`` into a separate state
-    folder that has none yet, and say so; None when there is nothing to take over.
-
-    An archive of an earlier release on a share, or a first ``--state-dir``: without this the
-    new folder would start empty and the whole archive would be fetched again. The copy is
-    made with SQLite's backup API (consistent even with a ``-wal`` beside the journal); the
-    first open then migrates it, after its own backup. The original is left as it was.
-    """
-    if not place.separate:
-        return None
-    inside = place.out / STATE_DIR
-    source, target = inside / JOURNAL_NAME, place.folder / JOURNAL_NAME
-    if target.exists() or not source.is_file():
-        return None
-    # The report first: the journal's presence is what says the takeover is done.
-    report, copied = inside / REPORT_NAME, place.folder / REPORT_NAME
-    if report.is_file() and not copied.exists():
-        try:
-            data = report.read_bytes()
-            fd = os.open(copied, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-        except OSError as exc:
-            raise translate_os_error(exc, copied) from exc
-    copy_journal(source, target)
-    return (
-        f"the journal of {place.out} now lives in {target}: it was copied there from {source},"
-        " which is no longer used (keep it as a backup or remove it)"
-    )
-
-
-def _remove_leftovers(journal: Journal, storage: Storage) -> None:
-    """Remove the ``.part`` files that unfinished runs (a killed one, this one) left behind."""
-    for folder in journal.unfinished_folders():
-        storage.sweep_parts(folder)
-    journal.forget_folders()
+    for item in settings.plan:
+        entry = lookup(relative_key(item))
+        on_disk = False
+        if needs_disk_check(entry):
+            assert entry is not None
+            final = storage.final(entry.path)
+            good, reason = vouches(entry, final)
+            if good is None:
+                good, reason = hash_matches(entry, final)
+            on_disk = bool(good)
+            if notice and reason:
+                notice(reason)
+        due = decide(item, entry, on_disk, overwrite=settings.overwrite, revisit_from=cutoff)
+        if due.fetch:
+            yield request_url(settings.base_url, item)
 
 
 def _attempt(problems: list[OmarBulkError], step: Callable[[], object]) -> None:
@@ -374,31 +314,6 @@ def _attempt(problems: list[OmarBulkError], step: Callable[[], object]) -> None:
         step()
     except OmarBulkError as exc:
         problems.append(exc)
-
-
-@contextlib.contextmanager
-def _lock(path: Path, out: Path) -> Iterator[None]:
-    """One run per output folder at a time: two would fetch the same files twice."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows has no fcntl; runs are not guarded there
-        yield
-        return
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise translate_os_error(exc, path) from exc
-    handle: IO[bytes] = os.fdopen(fd, "r+b")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UsageError(
-                f"another omar-bulk run is using {out}; wait for it to finish"
-            ) from None
-        yield
-    finally:
-        handle.close()
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

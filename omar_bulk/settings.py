@@ -44,7 +44,7 @@ class Settings:
     revisit_days: int | None = None
     today: date | None = None
     report: Path | None = None
-    #: Where the journal, lock and report live (``--state-dir``); None: ``storage.state_folder``.
+    #: Where the journal, lock and report live (``--state-dir``); None: ``archive.state_folder``.
     state_dir: Path | None = None
     #: The forward proxy every connection goes through (``proxy.proxy_for``); None: direct.
     proxy: Proxy | None = None
@@ -59,8 +59,8 @@ class Settings:
         return today - timedelta(days=self.revisit_days)
 
     def state_folder(self) -> Path:
-        """Where the journal, lock and default report live (``storage.state_folder``)."""
-        from .storage import state_folder
+        """Where the journal, lock and default report live (``archive.state_folder``)."""
+        from .archive import state_folder
 
         return state_folder(self.out_dir, self.state_dir)[0]
 

@@ -232,3 +232,15 @@ def journal_rows(out: Path) -> dict[str, tuple[str, int, str | None]]:
 
 def data_files(out: Path) -> list[Path]:
     return sorted(p for p in out.rglob("*") if p.is_file() and ".omar-bulk" not in p.parts)
+
+
+def assert_verified(out: Path, *, state_dir: Path | None = None) -> None:
+    """``omar-bulk verify OUT`` (with ``--state-dir`` if given) finds every promise of the
+    archive holding: exit 0, no problem listed."""
+    argv = ["verify", str(out), "--json"]
+    if state_dir is not None:
+        argv += ["--state-dir", str(state_dir)]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    found = json.loads(result.stdout)
+    assert found["ok"] is True and found["problems"] == [], found

@@ -141,15 +141,15 @@ def test_an_archive_on_a_network_share_upgraded_from_0_1_0_is_not_fetched_again(
     (7 of 7 here; 20,000 for a real archive), with only a warning. CHANGELOG promises that
     "a journal written by an older release is migrated in place on the first run". The
     upgrade should use (or move) the journal it finds in OUT, or stop and say how."""
-    from omar_bulk import storage
+    from omar_bulk import archive
 
     from .fixtures.make_out_0_1_0 import MANIFEST
 
     shutil.copytree(FIXTURE_0_1_0, cli.out)
     share = str(cli.out)
-    real = storage.network_filesystem
+    real = archive.network_filesystem
     monkeypatch.setattr(
-        storage,
+        archive,
         "network_filesystem",
         lambda path: "NFS" if str(Path(path).absolute()).startswith(share) else real(path),
     )
@@ -244,11 +244,11 @@ def test_a_disk_slow_only_sometimes_does_not_hold_the_loop_at_every_stall(
     back". Once a disk has shown it stalls, a quick probe should not forget it at once."""
     from types import SimpleNamespace
 
-    from omar_bulk import storage as storage_module
-    from omar_bulk.storage import Offload
+    from omar_bulk import offload as offload_module
+    from omar_bulk.offload import Offload
 
     now = [100.0]
-    monkeypatch.setattr(storage_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    monkeypatch.setattr(offload_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
     count = [0]
 
     def sometimes_slow() -> None:

@@ -1,5 +1,5 @@
 """A large body's way to disk (download._BlockSink) and the slow-call test that decides
-whether file system calls leave the event loop (storage.Offload)."""
+whether file system calls leave the event loop (offload.Offload)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from types import SimpleNamespace
 import pytest
 
 from omar_bulk import download
-from omar_bulk import storage as storage_module
+from omar_bulk import offload as offload_module
 from omar_bulk.download import _BlockSink
 from omar_bulk.errors import LocalWriteError
-from omar_bulk.storage import SLOW_CALL, Offload
+from omar_bulk.offload import SLOW_CALL, Offload
 
 #: Uneven pieces, as TLS records and a decoder hand them over; more pieces than one
 #: ``writev`` takes, so the batching is exercised too.
@@ -143,9 +143,9 @@ def _flips(monkeypatch: pytest.MonkeyPatch, usage: list[tuple[int, int, float]])
     """Hops after one inline call that took 2 x SLOW_CALL, with ``usage`` as the thread's
     (voluntary switches, involuntary switches, processor time) before and after it."""
     now = [100.0]
-    monkeypatch.setattr(storage_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    monkeypatch.setattr(offload_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
     readings = iter(usage)
-    monkeypatch.setattr(storage_module, "_thread_usage", lambda: next(readings))
+    monkeypatch.setattr(offload_module, "_thread_usage", lambda: next(readings))
 
     def call() -> None:
         now[0] += SLOW_CALL * 2
@@ -153,7 +153,7 @@ def _flips(monkeypatch: pytest.MonkeyPatch, usage: list[tuple[int, int, float]])
     async def main() -> int:
         disk = Offload(2, mode="auto")
         await disk.call(call)
-        monkeypatch.setattr(storage_module, "_thread_usage", lambda: None)
+        monkeypatch.setattr(offload_module, "_thread_usage", lambda: None)
         await disk.call(lambda: None)
         disk.close()
         return disk.hops
@@ -183,11 +183,11 @@ def test_a_call_that_waited_or_worked_is_slow(
 
 
 def test_thread_usage_reads_this_threads_switches() -> None:
-    before = storage_module._thread_usage()
+    before = offload_module._thread_usage()
     if before is None:
         pytest.skip("getrusage(RUSAGE_THREAD) is Linux only")
     time.sleep(0.01)  # sleeping is a voluntary switch
-    after = storage_module._thread_usage()
+    after = offload_module._thread_usage()
     assert after is not None
     assert after[0] > before[0]
-    assert storage_module._preempted(before) is False
+    assert offload_module._preempted(before) is False

@@ -27,7 +27,7 @@ from omar_bulk.settings import Settings
 from omar_bulk.standin.certs import DEMO_PASSWORD, TestPKI
 from omar_bulk.standin.server import Faults, ServerThread, serve_in_thread
 
-from .conftest import Cli, Outcome, data_files, expected_body
+from .conftest import Cli, Outcome, assert_verified, data_files, expected_body
 
 MARCH = Item("meter", "M1", date(2024, 3, 1), date(2024, 3, 16), "mdef", "PST", "month")
 MARCH_KEY = "meter/M1/M1_20240301_20240316_PST.mdef"
@@ -354,6 +354,7 @@ def test_the_daily_recipe_converges_on_one_clean_archive(
         assert sum(series["files"].values()) == 4
     report = json.loads((cli.out / ".omar-bulk" / "last-run.json").read_text())
     assert report["summary"]["superseded"] == 0 and report["summary"]["skipped"] == 8
+    assert_verified(cli.out)
 
 
 def test_a_piled_up_archive_is_cleaned_up_by_the_next_run(
@@ -405,6 +406,7 @@ def test_a_piled_up_archive_is_cleaned_up_by_the_next_run(
     assert report["summary"]["superseded"] == 2
     view = daily.view("2024-03-17")
     assert view["totals"]["downloaded"] == 3 and view["complete"] is True  # type: ignore[index]
+    assert_verified(cli.out)
 
 
 def test_the_daily_recipe_with_a_rolling_start_converges_too(
@@ -440,6 +442,7 @@ def test_the_daily_recipe_with_a_rolling_start_converges_too(
     ]
     fetched, status, asked, logins = daily.run("2024-03-17", revisit=False)
     assert (fetched, status, asked, logins) == (0, 0, [], 0)
+    assert_verified(cli.out)
 
 
 @pytest.mark.parametrize(
@@ -514,6 +517,7 @@ def test_a_grown_chunk_replaces_only_files_of_its_own_chunking(cli: Cli) -> None
     before = len(cli.server.state.downloads())
     assert cli("fetch", *one, "--end", "2024-03-31").exit_code == 0
     assert len(cli.server.state.downloads()) == before
+    assert_verified(cli.out)
 
 
 def test_a_format_2_journal_gains_the_chunk_column(cli: Cli) -> None:
@@ -534,6 +538,7 @@ def test_a_format_2_journal_gains_the_chunk_column(cli: Cli) -> None:
     assert set(_chunks(cli.out).values()) == {("downloaded", None)}
     assert cli("fetch", *one, "--overwrite").exit_code == 0  # rewritten: now they know
     assert set(_chunks(cli.out).values()) == {("downloaded", "month")}
+    assert_verified(cli.out)
     db = sqlite3.connect(path)
     try:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 3
@@ -602,3 +607,4 @@ def test_an_interrupted_run_reports_the_items_it_had_sent(pki: TestPKI, tmp_path
     assert {i["status"] for i in items.values()} == {"interrupted"}
     assert items["M1"]["attempts"] == 1 and items["M2"]["attempts"] == 1
     assert not list((tmp_path / "out").rglob("*.part"))
+    assert_verified(tmp_path / "out")

@@ -13,8 +13,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from omar_bulk import storage as storage_module
-from omar_bulk.storage import PROBE_AFTER, QUICK_PROBES, SLOW_CALL, Offload, Storage
+from omar_bulk import offload as offload_module
+from omar_bulk.offload import PROBE_AFTER, QUICK_PROBES, SLOW_CALL, Offload
+from omar_bulk.storage import Storage
 
 from .conftest import Cli, data_files, journal_rows
 
@@ -94,7 +95,7 @@ def test_quick_calls_stay_inline_and_probes_bring_them_back(
     ``PROBE_AFTER`` has passed; then one call at a time is tried inline (a probe), at growing
     intervals, and after ``QUICK_PROBES`` quick probes every call runs inline again."""
     now = [100.0]
-    monkeypatch.setattr(storage_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    monkeypatch.setattr(offload_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
 
     def quick() -> int:
         return 1

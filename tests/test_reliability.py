@@ -24,7 +24,14 @@ import pytest
 from omar_bulk.standin.certs import DEMO_PASSWORD, TestPKI
 from omar_bulk.standin.server import Faults, ServerThread, body_for, serve_in_thread
 
-from .conftest import Cli, data_files, expected_body, need_mount_namespace, standin_args
+from .conftest import (
+    Cli,
+    assert_verified,
+    data_files,
+    expected_body,
+    need_mount_namespace,
+    standin_args,
+)
 
 HERE = Path(__file__).parent
 
@@ -61,6 +68,7 @@ def assert_complete_and_consistent(out: Path, planned: int, faults: Faults | Non
     for path, status, size, sha in rows:
         body = (out / path).read_bytes()
         assert (status, size, sha) == ("downloaded", len(body), hashlib.sha256(body).hexdigest())
+    assert_verified(out)
 
 
 # --- crashes --------------------------------------------------------------------------------

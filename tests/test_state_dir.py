@@ -9,17 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from omar_bulk import storage as storage_module
-from omar_bulk.storage import network_filesystem, state_folder
+from omar_bulk import archive as archive_module
+from omar_bulk.archive import network_filesystem, state_folder
 
-from .conftest import Cli, data_files
+from .conftest import Cli, assert_verified, data_files
 
 TWO_MONTHS = ["--meter", "M1", "--start", "2024-01-01", "--end", "2024-02-29"]
 JOURNAL = "journal.sqlite3"
 
 
 def pretend_filesystem(monkeypatch: pytest.MonkeyPatch, magic: int) -> None:
-    monkeypatch.setattr(storage_module, "_statfs_type", lambda path: magic)
+    monkeypatch.setattr(archive_module, "_statfs_type", lambda path: magic)
 
 
 @pytest.mark.parametrize(
@@ -45,7 +45,7 @@ def test_network_filesystems_are_told_by_their_statfs_type(
 
 def test_the_real_statfs_answers_for_a_local_folder(tmp_path: Path) -> None:
     """The ctypes call works on this machine (the test folder is local)."""
-    kind = storage_module._statfs_type(str(tmp_path))
+    kind = archive_module._statfs_type(str(tmp_path))
     assert kind is None or isinstance(kind, int)
     assert network_filesystem(tmp_path) is None
 
@@ -94,6 +94,7 @@ def test_state_dir_holds_the_journal_and_every_command_finds_it(cli: Cli, tmp_pa
     assert json.loads(status.stdout)["totals"]["downloaded"] == 2
     missing = cli("status", str(cli.out), "--json")
     assert missing.exit_code == 2
+    assert_verified(cli.out, state_dir=state)
 
 
 def test_an_out_on_a_share_warns_and_keeps_its_journal_off_the_share(
@@ -113,3 +114,4 @@ def test_an_out_on_a_share_warns_and_keeps_its_journal_off_the_share(
     status = cli("status", str(cli.out), "--json")
     assert status.exit_code == 0, status.stderr
     assert json.loads(status.stdout)["totals"]["downloaded"] == 2
+    assert_verified(cli.out)

@@ -15,14 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from omar_bulk import Settings, storage
+from omar_bulk import Settings, archive
+from omar_bulk.archive import POINTER_NAME, SERVES_NAME, copy_journal, state_folder
 from omar_bulk.errors import UsageError
-from omar_bulk.journal import copy_journal, format_version
+from omar_bulk.journal import format_version
 from omar_bulk.manifest import Defaults, adhoc_plan
 from omar_bulk.metrics import check_target
-from omar_bulk.storage import POINTER_NAME, SERVES_NAME, claimed, state_folder
+from omar_bulk.storage import claimed
 
-from .conftest import Cli
+from .conftest import Cli, assert_verified
 
 FIXTURE_0_1_0 = Path(__file__).parent / "fixtures" / "out-0.1.0"
 JANUARY = ["--meter", "M1", "--start", "2024-01-01", "--end", "2024-01-31"]
@@ -41,13 +42,13 @@ def _downloads(cli: Cli) -> int:
 
 def _pretend_share(monkeypatch: pytest.MonkeyPatch, share: Path) -> None:
     """Everything under ``share`` is on NFS; everything else as it really is."""
-    real = storage.network_filesystem
+    real = archive.network_filesystem
     prefix = str(share)
 
     def fake(path: Path | str) -> str | None:
         return "NFS" if os.path.abspath(path).startswith(prefix) else real(path)
 
-    monkeypatch.setattr(storage, "network_filesystem", fake)
+    monkeypatch.setattr(archive, "network_filesystem", fake)
 
 
 def _user_version(path: Path) -> int:
@@ -88,6 +89,7 @@ def test_a_first_state_dir_takes_over_the_journal_in_out(cli: Cli, tmp_path: Pat
     again = cli("fetch", *JANUARY, "--state-dir", str(state))
     assert again.exit_code == 0 and _downloads(cli) == asked
     assert "no longer used" not in again.stderr  # taken over once
+    assert_verified(cli.out, state_dir=state)
 
 
 def test_the_copy_includes_what_is_still_in_the_wal(tmp_path: Path) -> None:
@@ -144,6 +146,7 @@ def test_a_0_1_0_archive_on_a_share_is_taken_over_and_migrated_in_the_state_fold
     assert view.exit_code == 0, view.stderr
     totals = json.loads(view.stdout)["totals"]
     assert totals["downloaded"] + totals["revised"] == 7
+    assert_verified(cli.out)
 
 
 def test_an_out_reached_through_a_link_has_the_same_state_folder(
@@ -152,7 +155,7 @@ def test_an_out_reached_through_a_link_has_the_same_state_folder(
     """The default state folder of an OUT on a share is named by OUT's real path: a link to
     it (or a relative path) finds the same journal."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(storage, "_statfs_type", lambda path: 0x6969)
+    monkeypatch.setattr(archive, "_statfs_type", lambda path: 0x6969)
     out = tmp_path / "share" / "out"
     out.mkdir(parents=True)
     link = tmp_path / "link"
@@ -185,6 +188,7 @@ def test_a_state_folder_of_another_out_is_refused_by_every_command(
         assert str(first) in said and str(second) in said, said
     assert _downloads(cli) == asked
     assert not (second / "meter").exists()
+    assert_verified(first, state_dir=state)
 
 
 # -- the pointer in OUT/.omar-bulk ---------------------------------------------------------------
@@ -211,6 +215,7 @@ def test_a_fetch_without_the_state_dir_refuses_instead_of_starting_afresh(
         assert "OMAR_STATE_DIR" in said
     assert _downloads(cli) == asked
     assert not (elsewhere / JOURNAL).exists()
+    assert_verified(cli.out, state_dir=state)
 
 
 def test_a_pointer_to_a_folder_that_is_gone_is_said_and_the_run_goes_on(
@@ -233,6 +238,7 @@ def test_a_pointer_to_a_folder_that_is_gone_is_said_and_the_run_goes_on(
     again = cli("fetch", *JANUARY)
     assert again.exit_code == 0 and "no longer exists" not in again.stderr
     assert cli("status", str(cli.out), auth=False).exit_code == 0
+    assert_verified(cli.out)
 
 
 # -- report and metrics off the state folder -----------------------------------------------------
@@ -288,3 +294,4 @@ def test_status_and_dry_run_over_a_0_1_0_journal_leave_it_as_it_was(cli: Cli) ->
     assert journal.read_bytes() == before
     assert _user_version(journal) == 0
     assert list(journal.parent.glob(f"{JOURNAL}.v*-backup")) == []
+    assert_verified(cli.out)

@@ -431,7 +431,9 @@ def test_a_state_dir_elsewhere_is_read(tmp_path: Path) -> None:
         elsewhere.close()
     out = tmp_path / "out"
     out.mkdir()
-    coverage = read_coverage(out, state_dir=elsewhere.state)
+    # A folder of its own: another OUT's own ``.omar-bulk`` would be refused (it serves that OUT)
+    state = elsewhere.state.rename(tmp_path / "state")
+    coverage = read_coverage(out, state_dir=state)
     assert coverage.totals["downloaded"] == 1 and coverage.out == out
 
 

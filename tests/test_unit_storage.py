@@ -255,3 +255,16 @@ def test_the_sweep_does_not_enter_a_linked_folder(storage: Storage, tmp_path: Pa
     (storage.root / "meter" / "M1").symlink_to(elsewhere)
     storage.sweep_parts("meter/M1")
     assert remaining(elsewhere) == ["precious.part"]
+
+
+@pytest.mark.parametrize("folder", ["../victim", "meter/../../victim", "./../victim"])
+def test_the_sweep_never_climbs_out_of_the_root(storage: Storage, folder: str) -> None:
+    """``..`` is no link, so ``O_NOFOLLOW`` alone would let it lead out of the root: a folder
+    spelled with it is refused, and the sweep removes nothing outside."""
+    victim = storage.root.parent / "victim"
+    victim.mkdir()
+    (victim / "important.part").write_bytes(b"precious")
+    storage.sweep_parts(folder)
+    assert (victim / "important.part").read_bytes() == b"precious"
+    with pytest.raises(UnsafePathError, match="outside the output folder"):
+        storage.make_dirs(f"{storage.root}/meter/../../victim")
