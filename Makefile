@@ -88,7 +88,6 @@ bench: $(STAMP)
 # rebuilt), so the score is the one a fresh clone gets. docs/TESTING.md says more.
 MUTATION_SCOPE := 'omar_bulk.answers.*' 'omar_bulk.politeness.*' 'omar_bulk.plan.*' \
   'omar_bulk.dates.*' 'omar_bulk.protocol.*' 'omar_bulk.policy.*' 'omar_bulk.coverage.*' \
-  'omar_bulk.journal.x_vouches__*' 'omar_bulk.journal.x_hash_matches__*' \
   'omar_bulk.journal.x?Journal?record__*' \
   $(foreach f,_relative _split path_of final part history_path sweep_parts,'omar_bulk.storage.x?Storage?$(f)__*')
 

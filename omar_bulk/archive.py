@@ -46,6 +46,7 @@ from .storage import (
     translate_os_error,
 )
 from .text import printable
+from .userfiles import replace_by_name, write_output
 
 __all__ = [
     "DATA_FOLDERS",
@@ -171,35 +172,16 @@ def read_mark(path: Path) -> str | None:
 
 
 def write_private(path: Path, fill: Callable[[Path], object]) -> None:
-    """Write the private file ``path`` whole: ``fill`` writes a new temporary file beside it
-    (created 0600, never through a link), which is then renamed over ``path``. A write cut
-    short leaves only the temporary file, never a partial ``path``; it is removed on error.
-    The one way the archive writes its own files (marks, the copied report and journal)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(temporary)  # left by a write that was cut short
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    os.close(os.open(temporary, flags, 0o600))
-    try:
-        fill(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-
-
-def _write_bytes(data: bytes) -> Callable[[Path], None]:
-    def fill(temporary: Path) -> None:
-        fd = os.open(temporary, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-
-    return fill
+    """Write the archive's own file ``path`` whole (0600): ``fill`` writes a new temporary
+    file beside it, renamed over ``path`` when done; a write cut short never leaves a partial
+    ``path``. The one way the archive writes its files (marks, the copied report and journal),
+    through the one helper every whole-file write of omar-bulk goes through."""
+    replace_by_name(path, fill, mode=0o600)
 
 
 def _write_mark(path: Path, value: str) -> None:
-    write_private(path, _write_bytes(os.fsencode(value) + b"\n"))
+    with write_output(path, mode=0o600, own=True) as handle:
+        handle.write(os.fsencode(value) + b"\n")
 
 
 def copy_journal(source: Path, target: Path) -> None:

@@ -26,7 +26,6 @@ import http.client
 import io
 import socket
 import ssl
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from .tls import (
     PasswordSource,
     create_ssl_context,
     load_identity,
+    readers,
 )
 
 OK = "ok"
@@ -134,19 +134,23 @@ def run_check(
     key: Path | None = None,
     ca_bundle: Path | None = None,
     password: PasswordSource | None = None,
+    password_file: Path | None = None,
     timeout: float = 10.0,
     now: datetime | None = None,
     proxy: Proxy | None = None,
 ) -> CheckReport:
     """Check the client identity, then the server with it. Raises only ``UsageError`` for
-    options that are wrong in themselves (a bad URL, a missing ``--cert``)."""
+    options that are wrong in themselves (a bad URL, a missing ``--cert``).
+
+    ``password_file``: where ``password`` reads from (``OMAR_CERT_PASSWORD_FILE``), so that
+    its permissions are checked as the certificate's are."""
     url = _valid_base_url(base_url)
     if cert is None:
         if key is not None:
             raise UsageError("--key needs --cert")
         raise UsageError("a client certificate is required: give --cert (or OMAR_CERT)")
     checks: list[Check] = []
-    identity = _check_identity(checks, cert, key, password, now or datetime.now(UTC))
+    identity = _check_identity(checks, cert, key, password, now or datetime.now(UTC), password_file)
     context: ssl.SSLContext | None = None
     if identity is not None:
         try:
@@ -191,6 +195,7 @@ def _check_identity(
     key: Path | None,
     password: PasswordSource | None,
     now: datetime,
+    password_file: Path | None = None,
 ) -> ClientIdentity | None:
     try:
         identity = load_identity(cert, key, password=password)
@@ -227,7 +232,7 @@ def _check_identity(
             {"file": str(key or cert)},
         )
     )
-    for path in dict.fromkeys(p for p in (cert, key) if p is not None):
+    for path in dict.fromkeys(p for p in (cert, key, password_file) if p is not None):
         checks.append(_permissions(path))
     failed = any(c.verdict == FAIL for c in checks)
     return None if failed else identity
@@ -283,18 +288,15 @@ def _validity(identity: ClientIdentity, now: datetime) -> Check:
 
 def _permissions(path: Path) -> Check:
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
+        mode, others = readers(path)
     except OSError as exc:
         return Check("permissions", WARN, f"{path}: cannot stat ({exc.strerror})")
     details = {"file": str(path), "mode": f"{mode:04o}"}
-    if mode & 0o044:
-        readers = " and ".join(
-            who for who, bit in (("its group", 0o040), ("every user", 0o004)) if mode & bit
-        )
+    if others is not None:
         return Check(
             "permissions",
             WARN,
-            f"{path} is {mode:04o}: {readers} can read it; chmod 600 {path}",
+            f"{path} is {mode:04o}: {others} can read it; chmod 600 {path}",
             details,
         )
     return Check("permissions", OK, f"{path} is {mode:04o}: only you can read it", details)

@@ -22,6 +22,7 @@ from .errors import OmarBulkError
 
 if TYPE_CHECKING:
     from .settings import Settings
+    from .tls import PasswordSource
 
 app = typer.Typer(
     add_completion=True,
@@ -53,8 +54,19 @@ def _fail(exc: OmarBulkError) -> NoReturn:
     raise typer.Exit(exc.exit_code)
 
 
+def _user_path(raw: str) -> Path:
+    """A file named on the command line. ``-`` alone is standard input or output; any other
+    spelling of it (``./-``) is the file of that name, so it is made absolute: ``Path``
+    would turn ``./-`` back into ``-``."""
+    path = Path(raw)
+    if raw != "-" and str(path) == "-":
+        return path.absolute()
+    return path
+
+
 def _password(what: str) -> str | None:
-    """The certificate password: OMAR_CERT_PASSWORD, else a hidden prompt on a terminal."""
+    """The certificate password: OMAR_CERT_PASSWORD, else a hidden prompt on a terminal.
+    (``_password_source`` puts OMAR_CERT_PASSWORD_FILE before both.)"""
     secret = os.environ.get("OMAR_CERT_PASSWORD")
     if secret is not None:
         return secret
@@ -63,6 +75,22 @@ def _password(what: str) -> str | None:
 
         return getpass.getpass(f"{what}: ")
     return None
+
+
+def _password_source(*, warn: bool) -> tuple[PasswordSource, Path | None]:
+    """Where the password comes from, checked now (both variables set, a missing file: exit 2)
+    but read only when a file needs it; and the password file, if that is where. With
+    ``warn``, a password file others can read is warned about on stderr."""
+    from .tls import password_file, password_file_warning, read_password_file
+
+    path = password_file(os.environ)
+    if path is None:
+        return _password, None
+    if warn:
+        message = password_file_warning(path)
+        if message:
+            typer.echo(f"omar-bulk: warning: {message}", err=True)
+    return (lambda _what: read_password_file(path)), path
 
 
 # The connection options, declared once for every command that talks to the server.
@@ -129,8 +157,11 @@ StateDirOption = Annotated[
 @app.command()
 def fetch(
     manifest: Annotated[
-        Path | None,
-        typer.Argument(metavar="MANIFEST", help="TOML or CSV manifest of meters/groups and dates."),
+        str | None,
+        typer.Argument(
+            metavar="MANIFEST",
+            help="TOML or CSV manifest of meters/groups and dates; - reads standard input.",
+        ),
     ] = None,
     meter: Annotated[
         list[str] | None,
@@ -213,10 +244,11 @@ def fetch(
         bool, typer.Option("--dry-run", help="Print every URL a run would request; send nothing.")
     ] = False,
     report: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             metavar="FILE",
-            help="Write the JSON report here (default: last-run.json in the state folder).",
+            help="Write the JSON report here (default: last-run.json in the state folder); - for"
+            " standard output.",
         ),
     ] = None,
     progress: Annotated[
@@ -224,7 +256,7 @@ def fetch(
         typer.Option("--progress/--no-progress", help="Progress display (default: on a terminal)."),
     ] = None,
     metrics: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             metavar="FILE",
             help="At the end, write the run's metrics here for Prometheus (a .prom file in"
@@ -248,7 +280,7 @@ def fetch(
                 from .errors import UsageError
 
                 raise UsageError("give either a manifest or --meter/--group, not both")
-            plan = load_manifest(manifest, defaults)
+            plan = load_manifest(_user_path(manifest), defaults)
         else:
             plan = adhoc_plan(
                 meters=meter or [], groups=group or [], start=start, end=end, defaults=defaults
@@ -265,7 +297,7 @@ def fetch(
             cert=cert,
             key=key,
             ca_bundle=ca_bundle,
-            password=_password,
+            password=_password_source(warn=not dry_run)[0],
             concurrency=concurrency,
             rate=rate,
             retries=retries,
@@ -274,7 +306,7 @@ def fetch(
             overwrite=overwrite,
             revisit_days=revisit_days,
             today=anchor,
-            report=report,
+            report=_user_path(report) if report is not None else None,
             state_dir=state_dir,
             proxy=_proxy(server, proxy, no_proxy),
         )
@@ -283,7 +315,9 @@ def fetch(
             return
         from .console import run_with_display
 
-        code = run_with_display(settings, progress, metrics=metrics)
+        code = run_with_display(
+            settings, progress, metrics=_user_path(metrics) if metrics is not None else None
+        )
     except OmarBulkError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -350,12 +384,14 @@ def check(
             raise UsageError("--timeout must be a positive number of seconds")
         forbid_core_dumps()
         server = base_url or ENVIRONMENTS[env]
+        password, password_path = _password_source(warn=False)  # a check of its own below
         report = run_check(
             base_url=server,
             cert=cert,
             key=key,
             ca_bundle=ca_bundle,
-            password=_password,
+            password=password,
+            password_file=password_path,
             timeout=timeout,
             proxy=_proxy(server, proxy, no_proxy),
         )
@@ -378,9 +414,10 @@ def status(
         Path, typer.Argument(metavar="OUT", help="Output folder of earlier fetches.")
     ] = Path("omar-data"),
     manifest: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            metavar="FILE", help="Also count what this manifest plans but was never fetched."
+            metavar="FILE",
+            help="Also count what this manifest plans but was never fetched (- reads stdin).",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the view as JSON.")] = False,
@@ -428,7 +465,7 @@ def status(
         defaults = Defaults(
             format=file_format, time_type=time_type, chunk=chunk, today=_today(today)
         )
-        plan = load_manifest(manifest, defaults) if manifest else None
+        plan = load_manifest(_user_path(manifest), defaults) if manifest else None
         view = read_coverage(out, plan=plan, state_dir=state_dir)
     except OmarBulkError as exc:
         _fail(exc)

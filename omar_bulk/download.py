@@ -95,9 +95,12 @@ async def receive(
     observer: Observer,
     use_folder: Callable[[str], None],
     confirm: str | None = None,
+    landing: Callable[[Work, str | None, int, Path | None], None] | None = None,
 ) -> Saved:
     """Read a 200 answer's body for ``work`` and settle it on disk (every file system call
-    through ``disk``, so that the event loop never waits on it).
+    through ``disk``, so that the event loop never waits on it). ``landing`` is told what
+    is about to be put in place (the digest, size and where the replaced version will be
+    kept) before the first rename: the journal's intent, committed first.
 
     Raises ``SessionExpired`` or ``PermanentError`` for an HTML page, ``RetryableError``
     for a body that is cut, undecodable or (``Unconfirmed``) not yet confirmed.
@@ -156,6 +159,10 @@ async def receive(
             raise Unconfirmed(hasher.hexdigest())
         digest = hasher.hexdigest() if size else None
         status, keep = compare(work.previous, digest)
+        if status == Status.FAILED:  # an empty answer, where the file holds data: it stays
+            previous = work.previous
+            assert previous is not None and not marked
+            return Saved(Status.FAILED, 0, None, previous.mtime_ns)
         if status == Status.UNCHANGED:
             if marked:
                 await disk.call(storage.discard, work.key)
@@ -168,8 +175,13 @@ async def receive(
             whole = True
         else:
             whole = False
+        archive = None
+        if keep and work.previous is not None:
+            archive = await disk.call(storage.history_path, work.key, work.previous.fetched_at)
+        if landing is not None and size:
+            landing(work, digest, size, archive)
         # One call for all the outcome's file system work: one hop when it goes to a thread.
-        return await disk.settle(_settle, storage, work, status, keep, size, digest, body, whole)
+        return await disk.settle(_settle, storage, work, status, archive, size, digest, body, whole)
     except BaseException:
         if sink is not None:
             await sink.abort()
@@ -182,20 +194,14 @@ def _settle(
     storage: Storage,
     work: Work,
     status: Status,
-    keep: bool,
+    archive: Path | None,
     size: int,
     digest: str | None,
     body: bytes,
     whole: bool,
 ) -> Saved:
     """Put a checked body in place: ``body`` written ``whole``, else the ``.part`` streamed
-    already (none for an empty body), keeping the replaced version when asked to."""
-    previous = work.previous
-    archive = (
-        storage.history_path(work.key, previous.fetched_at)
-        if keep and previous is not None
-        else None
-    )
+    already (none for an empty body), keeping the replaced version in ``archive``."""
     if not size:
         if archive is not None:
             storage.retire(work.key, archive)

@@ -17,6 +17,7 @@ many at once in ``politeness``; the engine only carries those decisions out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
@@ -34,10 +35,10 @@ from .errors import (
     UnreachableError,
     UnsafePathError,
 )
-from .journal import Entry, Journal, hash_matches, vouches
+from .journal import Entry, Journal
 from .offload import Offload
 from .plan import Item
-from .policy import KEPT, decide, held_by_empty, needs_disk_check, superseded
+from .policy import EMPTY_OVER_DATA, KEPT, decide, needs_disk_check, on_disk, replacing
 from .politeness import AdaptiveLimit, Backoff, RateLimiter, RetryBudget
 from .protocol import relative_key, request_url
 from .report import ReportWriter
@@ -80,6 +81,8 @@ class Engine:
         self._folders: set[str] = set()
         #: A first run's journal holds nothing a settled item could replace.
         self._fresh = False
+        #: Outcomes the journal could not take when they came (see ``record_unrecorded``).
+        self._unrecorded: list[tuple[Work, ItemResult, Saved | None]] = []
         #: Every file system call of the downloads goes through here (never waits on the loop).
         self.disk = Offload(settings.concurrency)
 
@@ -136,8 +139,8 @@ class Engine:
             url = request_url(base, item)
             rows = lookup(key)
             entry = next((row for row in rows if row.path == key), None)
-            on_disk = needs_disk_check(entry) and await self._still_good(entry, key)
-            due = decide(item, entry, on_disk, overwrite=overwrite, revisit_from=cutoff)
+            present = needs_disk_check(entry) and await self._still_good(entry, key)
+            due = decide(item, entry, present, overwrite=overwrite, revisit_from=cutoff)
             if not due.fetch:
                 assert entry is not None
                 final = self.storage.final(key)
@@ -155,14 +158,14 @@ class Engine:
         and only when the time stamp moved)."""
         assert entry is not None
         final = self.storage.final(key)
-        good, reason = vouches(entry, final)
-        if good is None:
-            good, reason = await asyncio.to_thread(hash_matches, entry, final)
-            if good:
-                self.journal.touch(entry.path, final.stat().st_mtime_ns)
-        if reason:
-            self.observer.notice(reason)
-        return bool(good)
+        check = on_disk(entry, final, may_hash=False)
+        if check.good is None:
+            check = await asyncio.to_thread(on_disk, entry, final, may_hash=True)
+        if check.good and check.rehashed:
+            self.journal.touch(entry.path, final.stat().st_mtime_ns)
+        if check.reason:
+            self.observer.notice(check.reason)
+        return bool(check.good)
 
     async def _work(self, queue: asyncio.Queue[Work | None]) -> None:
         while True:
@@ -173,8 +176,14 @@ class Engine:
             try:
                 result, saved = await self._fetch(work, sent)
             except asyncio.CancelledError:
-                if self.interrupted and sent[0]:
+                # Stopped by a signal, or by another worker's fatal error: either way the
+                # request went out, and the report says so.
+                if sent[0]:
                     self._unsettled(work, sent[0])
+                raise
+            except _FATAL as fatal:
+                if sent[0]:
+                    self._ended_run(work, sent[0], fatal)
                 raise
             self._finish(result, saved, work)
             # A file renamed into place while the run was being stopped is recorded above;
@@ -183,31 +192,51 @@ class Engine:
 
     def _unsettled(self, work: Work, attempts: int) -> None:
         """Report an item the server had already been asked for (in flight, or waiting out a
-        Retry-After) when the run was interrupted: attempted, not settled. The journal keeps
-        what it had, so the next run asks again."""
+        Retry-After) when the run was interrupted or aborted: attempted, not settled. The
+        journal keeps what it had, so the next run asks again."""
         result = ItemResult(
             work.item,
             work.url,
             self.storage.final(work.key),
             Status.INTERRUPTED,
             attempts=attempts,
-            error="interrupted before the item was settled",
+            error="the run stopped before the item was settled",
         )
         self.report.add(result)
         self.tally.add(result)
+
+    def _ended_run(self, work: Work, attempts: int, fatal: OmarBulkError) -> None:
+        """Account for the item whose attempt met the error that ends the run (a 403, a
+        refused login, a full disk): failed, in the report and, if it can still be written,
+        the journal (a refetch's earlier file stays, as for any failed refetch)."""
+        result = ItemResult(
+            work.item,
+            work.url,
+            self.storage.final(work.key),
+            Status.FAILED,
+            attempts=attempts,
+            error=f"{fatal}; the run was aborted",
+        )
+        with contextlib.suppress(OmarBulkError):  # the run's own error says why
+            self.journal.record(work.key, result, None, previous=work.previous)
+        self.report.add(result)
+        self.tally.add(result)
+        if len(self.failures) < 1000:
+            self.failures.append(result)
 
     def _finish(
         self, result: ItemResult, saved: Saved | None = None, work: Work | None = None
     ) -> None:
         if result.status != Status.SKIPPED and work is not None:
-            archived = saved.archived if saved else None
-            self.journal.record(
-                work.key,
-                result,
-                saved.mtime_ns if saved else None,
-                previous=work.previous,
-                archived_as=str(archived.relative_to(self.storage.root)) if archived else None,
-            )
+            try:
+                self._record(work, result, saved)
+            except LocalWriteError:
+                # The journal cannot be written now (a full disk): the outcome is kept for
+                # ``record_unrecorded`` once the run has freed what it can, and reported.
+                self._unrecorded.append((work, result, saved))
+                self.report.add(result)
+                self.tally.add(result)
+                raise
         self.report.add(result)
         self.tally.add(result)
         if result.status == Status.FAILED and len(self.failures) < 1000:
@@ -216,28 +245,57 @@ class Engine:
         if work is not None and not self._fresh and result.status in _LANDED:
             self._supersede(work.item, work.key, self.journal.same_start(work.key))
 
+    def _record(self, work: Work, result: ItemResult, saved: Saved | None) -> None:
+        self.journal.record(
+            work.key,
+            result,
+            saved.mtime_ns if saved else None,
+            previous=work.previous,
+            archived_as=self._relative(saved.archived if saved else None),
+        )
+
+    def record_unrecorded(self) -> None:
+        """Journal the outcomes whose journal write failed during the run (a data file that
+        landed as the disk filled up), now that the run's ``.part`` files are gone: without
+        its row the file would be fetched again. Raises LocalWriteError if it still fails."""
+        while self._unrecorded:
+            work, result, saved = self._unrecorded[0]
+            self._record(work, result, saved)
+            del self._unrecorded[0]
+
     def _supersede(self, item: Item, key: str, rows: list[Entry]) -> None:
         """Move the shorter files of ``item``'s chunk to history and say so in the journal.
 
         Small renames on the loop, as ``download`` does for small files: a grown chunk
         replaces at most one file a day.
         """
-        for kept in held_by_empty(item, key, rows):
+        chunk = replacing(item, key, rows)
+        for kept in chunk.held:
             self.observer.notice(
                 f"{key} was answered empty, but the shorter {kept.path} holds data: both are"
                 " kept (a revisit of the longer one that brings data settles it)"
             )
-        for old in superseded(item, key, rows):
+        for old in chunk.retired:
             archived: str | None = None
             if old.status == Status.DOWNLOADED:
                 archive = self.storage.history_path(old.path, old.fetched_at)
+                self.journal.intend(
+                    old.path,
+                    url="",
+                    chunk=old.chunk,
+                    sha256=old.sha256,
+                    size=old.bytes,
+                    archived_as=self._relative(archive),
+                    replaced_by=key,
+                )
                 try:
                     self.storage.retire(old.path, archive)
                 except UnsafePathError as exc:
+                    self.journal.drop_intent(old.path)
                     self.observer.notice(f"{exc}; it still stands for {key}'s chunk")
                     continue
                 if archive.exists():
-                    archived = str(archive.relative_to(self.storage.root))
+                    archived = self._relative(archive)
             self.journal.supersede(old, key, archived)
             self.tally.superseded += 1
 
@@ -253,8 +311,19 @@ class Engine:
             await self.session.ready()
             try:
                 saved = await self._gated_attempt(work, final, attempts, sent_under, confirm, sent)
+                error = None
+                if saved.status == Status.FAILED:  # policy.compare: the data stays
+                    error = EMPTY_OVER_DATA.format(path=final)
+                    self.observer.notice(error)
                 result = ItemResult(
-                    work.item, work.url, final, saved.status, saved.size, saved.sha256, attempts
+                    work.item,
+                    work.url,
+                    final,
+                    saved.status,
+                    saved.size,
+                    saved.sha256,
+                    attempts,
+                    error,
                 )
                 return result, saved
             except PermanentError as exc:
@@ -265,7 +334,7 @@ class Engine:
             except RetryableError as exc:
                 if isinstance(exc, Unconfirmed):
                     confirm = exc.digest
-                ordinary = isinstance(exc, SessionExpired) and not self.session.troubled()
+                ordinary = isinstance(exc, SessionExpired) and self.session.ordinary_expiry()
                 if not budget.spend(ordinary_expiry=ordinary):
                     error = str(exc)
                     if isinstance(exc, SessionExpired):
@@ -354,7 +423,24 @@ class Engine:
                 observer=self.observer,
                 use_folder=self._use_folder,
                 confirm=confirm,
+                landing=self._landing,
             )
+
+    def _landing(self, work: Work, digest: str | None, size: int, archive: Path | None) -> None:
+        """Commit the journal's intent before a file is renamed into place (its outcome's
+        commit clears it): a run killed in between is settled by the next one. A journal
+        that cannot take it (a full disk) stops the file before it lands."""
+        self.journal.intend(
+            work.key,
+            url=work.url,
+            chunk=work.item.chunk or None,
+            sha256=digest,
+            size=size,
+            archived_as=self._relative(archive),
+        )
+
+    def _relative(self, path: Path | None) -> str | None:
+        return str(path.relative_to(self.storage.root)) if path is not None else None
 
     def _use_folder(self, key: str) -> None:
         """Tell the journal, once per folder and run, before a ``.part`` file goes there."""
@@ -373,13 +459,17 @@ def _nothing(_key: str) -> list[Entry]:
     return []
 
 
+#: The errors that end a run (``_first_fatal`` raises the first one met).
+_FATAL = (AuthError, LocalWriteError, UnreachableError)
+
+
 def _first_fatal(group: BaseExceptionGroup[BaseException]) -> OmarBulkError | None:
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):
             found = _first_fatal(exc)
             if found is not None:
                 return found
-        elif isinstance(exc, AuthError | LocalWriteError | UnreachableError):
+        elif isinstance(exc, _FATAL):
             return exc
     return None
 

@@ -117,3 +117,22 @@ class PermanentError(ItemError):
 class UnsafePathError(PermanentError):
     """Something planted inside the output folder where omar-bulk would write: a symbolic link,
     or a file where a folder belongs. It is never followed; this item fails, the run goes on."""
+
+
+__all__ = [
+    "AuthError",
+    "CertificateError",
+    "ConnectionDropped",
+    "ItemError",
+    "LocalWriteError",
+    "ManifestError",
+    "OmarBulkError",
+    "PermanentError",
+    "ProxyAuthError",
+    "ProxyError",
+    "RetryableError",
+    "SessionExpired",
+    "UnreachableError",
+    "UnsafePathError",
+    "UsageError",
+]

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from stat import S_ISLNK
+from stat import S_ISREG
 from urllib.parse import quote
 
 from .errors import LocalWriteError, UsageError
@@ -69,6 +69,15 @@ CREATE TABLE IF NOT EXISTS folders (
     path TEXT NOT NULL,
     PRIMARY KEY (run_id, path)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS landing (
+    path TEXT PRIMARY KEY NOT NULL,
+    url TEXT NOT NULL,
+    chunk TEXT,
+    sha256 TEXT,
+    bytes INTEGER NOT NULL,
+    archived_as TEXT,
+    replaced_by TEXT
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
     started REAL NOT NULL,
@@ -105,10 +114,20 @@ def _to_v3(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE items ADD COLUMN chunk TEXT")
 
 
+def _to_v4(db: sqlite3.Connection) -> None:
+    """3 to 4: ``landing``, the files about to be renamed (``Journal.intend``), so that a
+    run killed between a rename and its journal commit is settled by the next one."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS landing (path TEXT PRIMARY KEY NOT NULL, url TEXT NOT NULL,"
+        " chunk TEXT, sha256 TEXT, bytes INTEGER NOT NULL, archived_as TEXT, replaced_by TEXT)"
+        " WITHOUT ROWID"
+    )
+
+
 #: Step ``n`` brings a journal of format ``n`` to ``n + 1``, inside the one transaction that
 #: runs every step a journal needs. To change the format: change ``_SCHEMA`` (what a new journal
 #: gets) and append the step that does the same to an existing one.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2, _to_v3]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2, _to_v3, _to_v4]
 
 
 def format_version() -> int:
@@ -517,6 +536,7 @@ class Journal:
                     " WHERE path=?",
                     (Status.SUPERSEDED, new_key, time.time(), self.run_id, old.path),
                 )
+                self._db.execute("DELETE FROM landing WHERE path=?", (old.path,))
         except sqlite3.Error as exc:
             raise _write_error(exc, self.path) from exc
 
@@ -648,6 +668,194 @@ class Journal:
             raise UsageError(f"cannot read the journal {self.path}: {exc}") from None
         return items, kept
 
+    # -- landing: a file renamed into place before its outcome is committed -----------------
+    #
+    # A rename and a journal commit cannot be one step. The intent is committed first
+    # (``intend``), then the files are renamed, then the outcome is committed. A run killed
+    # (or a journal that filled the disk) between the last two leaves an intent the outcome
+    # does not match, and the next run settles it from what is on disk (``settle_landings``);
+    # a journal that cannot take the intent stops the file before it lands. The outcome's
+    # commit leaves its intent behind (deleting it would cost every file a second page in
+    # the write-ahead log); the end of the run drops the intents its rows match, in one
+    # statement (``drop_settled_intents``), and the next run any that are left.
+
+    def intend(
+        self,
+        key: str,
+        *,
+        url: str,
+        chunk: str | None,
+        sha256: str | None,
+        size: int,
+        archived_as: str | None,
+        replaced_by: str | None = None,
+    ) -> None:
+        """Commit that ``key``'s file is about to be put in place with these bytes (keeping
+        the version it replaces as ``archived_as``), or, with ``replaced_by``, that ``key``'s
+        file is about to move to ``archived_as`` because ``replaced_by`` supersedes it."""
+        self._execute(
+            "INSERT OR REPLACE INTO landing (path, url, chunk, sha256, bytes, archived_as,"
+            " replaced_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (key, url, chunk, sha256, size, archived_as, replaced_by),
+        )
+
+    def drop_settled_intents(self) -> None:
+        """At the end of a run, one statement: forget the intents whose outcome was committed
+        (the row holds the announced bytes) or that a superseded row settled."""
+        self._execute(
+            "DELETE FROM landing WHERE path IN (SELECT l.path FROM landing l JOIN items i"
+            " ON i.path = l.path WHERE (l.replaced_by IS NULL AND i.sha256 IS l.sha256"
+            " AND i.bytes = l.bytes) OR (l.replaced_by IS NOT NULL AND i.status = ?))",
+            (Status.SUPERSEDED,),
+        )
+
+    def unsettled_intents(self) -> list[tuple[str, str | None, str | None]]:
+        """For ``verify``: (path, archived_as, replaced_by) of every intent whose outcome was
+        never committed: files a stopped run may have moved, which the next run settles.
+        Read only; empty in a journal older than the intents."""
+        try:
+            return list(
+                self._db.execute(
+                    "SELECT l.path, l.archived_as, l.replaced_by FROM landing l"
+                    " LEFT JOIN items i ON i.path = l.path WHERE i.path IS NULL"
+                    " OR (l.replaced_by IS NULL AND (i.sha256 IS NOT l.sha256"
+                    " OR i.bytes != l.bytes))"
+                    " OR (l.replaced_by IS NOT NULL AND i.status != ?)",
+                    (Status.SUPERSEDED,),
+                )
+            )
+        except sqlite3.OperationalError:
+            return []  # no landing table: a journal of format 3 or older, read as it is
+
+    def drop_intent(self, key: str) -> None:
+        """The rename announced for ``key`` did not happen (the file was refused)."""
+        self._execute("DELETE FROM landing WHERE path=?", (key,))
+
+    def landed_entries(self, data_root: Path) -> dict[str, Entry]:
+        """The entries ``settle_landings`` would record for files a killed run renamed into
+        place, read only: the dry run decides with them as the run will."""
+        found = {}
+        for path, _, chunk, sha256, size, _, replaced_by in self._landings():
+            entry = self.get(path)
+            if replaced_by is not None or (
+                entry is not None and entry.sha256 == sha256 and entry.bytes == size
+            ):
+                continue
+            final = data_root.joinpath(*PurePosixPath(path).parts)
+            if _holds(final, size, sha256):
+                mtime = final.stat().st_mtime_ns
+                found[path] = Entry(path, Status.DOWNLOADED, size, sha256, mtime, chunk=chunk)
+        return found
+
+    def _landings(
+        self,
+    ) -> list[tuple[str, str, str | None, str | None, int, str | None, str | None]]:
+        try:
+            return list(
+                self._db.execute(
+                    "SELECT path, url, chunk, sha256, bytes, archived_as, replaced_by FROM landing"
+                )
+            )
+        except sqlite3.DatabaseError as exc:
+            raise UsageError(f"cannot read the journal {self.path}: {exc}") from None
+
+    def settle_landings(self, data_root: Path) -> list[str]:
+        """Settle the renames a killed run announced but never committed, from what is on
+        disk; returns a note for each one that had happened. A file that landed with the
+        announced bytes is recorded (as a revision, with its earlier version's history file,
+        when it replaced one); a file moved to history for a longer one is recorded as
+        superseded. A rename that never happened is forgotten, with the history link made
+        for it, if any (the file is still in place, so the link is a duplicate)."""
+        rows = self._landings()
+        notes = []
+        settled = []
+        for path, url, chunk, sha256, size, archived_as, replaced_by in rows:
+            entry = self.get(path)
+            if entry is None or entry.status == Status.SUPERSEDED:
+                pass
+            elif replaced_by is None and entry.sha256 == sha256 and entry.bytes == size:
+                settled.append(path)  # its outcome was committed
+                continue
+            final = data_root.joinpath(*PurePosixPath(path).parts)
+            archive = data_root.joinpath(*PurePosixPath(archived_as).parts) if archived_as else None
+            if replaced_by is not None:
+                moved = not os.path.lexists(final) and archive is not None and archive.is_file()
+                if moved and entry is not None and entry.status == Status.DOWNLOADED:
+                    self.supersede(entry, replaced_by, archived_as)
+                    notes.append(
+                        f"{path} had been moved to history for {replaced_by} by a run that"
+                        " was stopped; recorded"
+                    )
+                    continue
+            elif _holds(final, size, sha256):
+                self._adopt(path, url, chunk, sha256, size, archived_as, final, entry)
+                what = "a revision" if entry is not None else "a download"
+                notes.append(f"{final}: {what} landed as a run was stopped; recorded")
+                continue
+            if archive is not None and _same_file(final, archive):
+                with contextlib.suppress(OSError):
+                    os.unlink(archive)
+            settled.append(path)
+        if settled:
+            try:
+                with self._db:
+                    self._db.execute("BEGIN")
+                    self._db.executemany(
+                        "DELETE FROM landing WHERE path=?", [(path,) for path in settled]
+                    )
+            except sqlite3.Error as exc:
+                raise _write_error(exc, self.path) from exc
+        return notes
+
+    def _adopt(
+        self,
+        key: str,
+        url: str,
+        chunk: str | None,
+        sha256: str | None,
+        size: int,
+        archived_as: str | None,
+        final: Path,
+        entry: Entry | None,
+    ) -> None:
+        """Record a file found in place with the bytes its intent announced."""
+        from .protocol import parse_relative_path
+
+        item = parse_relative_path(PurePosixPath(key))
+        if item is None:
+            self.drop_intent(key)
+            return
+        now = time.time()
+        values = _row(
+            key,
+            item,
+            url=url,
+            status=Status.DOWNLOADED,
+            size=size,
+            sha256=sha256,
+            attempts=0,
+            error=None,
+            mtime_ns=final.stat().st_mtime_ns,
+            now=now,
+            run_id=self.run_id,
+            revised=entry is not None,
+        )
+        values = (*values[:-1], chunk)
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                if entry is not None:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO versions (path, fetched_at, sha256, bytes,"
+                        " archived_as) SELECT path, fetched_at, sha256, bytes, ? FROM items"
+                        " WHERE path=?",
+                        (archived_as, key),
+                    )
+                self._db.execute(_UPSERT, values)
+                self._db.execute("DELETE FROM landing WHERE path=?", (key,))
+        except sqlite3.Error as exc:
+            raise _write_error(exc, self.path) from exc
+
     def _execute(self, sql: str, args: tuple[object, ...]) -> sqlite3.Cursor:
         try:
             return self._db.execute(sql, args)
@@ -661,44 +869,25 @@ def _start_end(stem: str) -> int:
     return len(pieces[0]) + 10 if len(pieces) == 4 else len(stem)
 
 
-def vouches(entry: Entry, final: Path) -> tuple[bool | None, str | None]:
-    """Does the journal's entry still describe the file on disk? (verdict, reason if not).
-
-    The verdict is None when the size matches but the time stamp moved: only a hash can tell
-    (``hash_matches``; slow for big files, so the caller decides where to run it).
-    """
-    if entry.status == Status.EMPTY:
-        return True, None
-    if entry.status != Status.DOWNLOADED:
-        return False, None
+def _holds(final: Path, size: int, sha256: str | None) -> bool:
+    """Is ``final`` a regular file (not a link) of ``size`` bytes with this SHA-256? Always
+    hashed: what a rebuild or a killed run's intent adopts, nothing else vouches for (the
+    skip rule's cheaper check is ``policy.on_disk``)."""
     try:
-        stat = final.lstat()
-    except OSError:
-        return False, f"{final} is missing; fetching it again"
-    if S_ISLNK(stat.st_mode):
-        # Never vouched for, never followed: the refetch renames the real file over the link.
-        return False, f"{final} is a symbolic link, not the file fetched; fetching it again"
-    if stat.st_size != entry.bytes:
-        return False, (
-            f"{final} has {stat.st_size} bytes, the journal says {entry.bytes}; fetching it again"
-        )
-    if stat.st_mtime_ns == entry.mtime_ns:
-        return True, None
-    return None, None
-
-
-def hash_matches(entry: Entry, final: Path) -> tuple[bool, str | None]:
-    """Re-hash a file whose time stamp changed: are its bytes still the journal's?"""
-    digest = hashlib.sha256()
-    try:
+        info = final.lstat()
+        if not S_ISREG(info.st_mode) or info.st_size != size or sha256 is None:
+            return False
         with open(final, "rb") as handle:
-            while block := handle.read(1 << 20):
-                digest.update(block)
+            return hashlib.file_digest(handle, "sha256").hexdigest() == sha256
     except OSError:
-        return False, f"{final} cannot be read; fetching it again"
-    if digest.hexdigest() == entry.sha256:
-        return True, None
-    return False, f"{final} changed since it was fetched; fetching it again"
+        return False
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    try:
+        return os.path.samefile(one, other) and not other.is_symlink()
+    except OSError:
+        return False
 
 
 def recoverable(
@@ -727,9 +916,7 @@ def recoverable(
         if item is None or relative_path(item).as_posix() != key:
             continue
         final = data_root.joinpath(*PurePosixPath(key).parts)
-        entry = Entry(key, Status.DOWNLOADED, size, sha, None)
-        good, _ = vouches(entry, final)
-        if good is not False and hash_matches(entry, final)[0]:
+        if _holds(final, size, sha):
             kept.append((Entry(key, Status.DOWNLOADED, size, sha, final.stat().st_mtime_ns), item))
     return kept, len(by_path)
 

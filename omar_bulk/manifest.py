@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import re
+import stat
+import sys
 import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -34,11 +37,12 @@ from datetime import date
 from itertools import starmap
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .dates import california_today, is_relative, parse_date
 from .errors import ManifestError
 from .plan import Census, Chunking, Plan, Pull, PullFields, check_pull, make_pull
+from .userfiles import describe, is_stdio, read_whole
 
 CSV_REQUIRED = ("kind", "id", "start", "end")
 CSV_OPTIONAL = ("format", "time_type", "chunk")
@@ -64,26 +68,67 @@ class Defaults:
 
 
 def load_manifest(path: Path, defaults: Defaults = Defaults()) -> Plan:
-    """Read and check a manifest; return its plan (which re-reads the file on each pass)."""
+    """Read and check a manifest; return its plan.
+
+    ``-`` reads standard input. A regular file is read again on each pass over the plan (a
+    CSV of a million rows is never held whole); what can be read only once (standard input,
+    a FIFO, a process substitution) is read whole first, up to ``MAX_MANIFEST`` bytes. Either
+    is CSV when its first line is a ``kind,...`` header, else TOML (a ``.csv`` or ``.toml``
+    name says so without looking).
+    """
     defaults = _anchored(defaults)
-    if not path.exists():
-        raise ManifestError(str(path), "no such file")
-    if not path.is_file():
-        raise ManifestError(str(path), "not a file")
-    kind = _sniff(path)
+    name = STDIN if is_stdio(path) else str(path)
+    source = _source(path, name)
+    kind = _sniff(path, source)
     notes: list[str] = []
     if kind == "csv":
         plan = Plan(
-            lambda: starmap(Pull, _csv_pulls(path, defaults, notes)),
-            name=str(path),
-            census=lambda: _census(_csv_pulls(path, defaults, notes)),
+            lambda: starmap(Pull, _csv_pulls(source, name, defaults, notes)),
+            name=name,
+            census=lambda: _census(_csv_pulls(source, name, defaults, notes)),
             notes=notes,
         )
     else:
-        pulls = _toml_pulls(path, defaults, notes)
-        plan = Plan(lambda: pulls, name=str(path), notes=notes)
+        pulls = _toml_pulls(source, name, defaults, notes)
+        plan = Plan(lambda: pulls, name=name, notes=notes)
     plan.survey()
     return plan
+
+
+#: How messages name a manifest read from standard input (``fetch -``).
+STDIN = "<stdin>"
+#: The largest manifest read. The documented case of a million CSV rows takes about 45 MB;
+#: a quarter of a gigabyte leaves room for long ids and every optional column, and stops a
+#: device that never ends (or a wrong file) before it fills the memory.
+MAX_MANIFEST = 256 << 20
+
+#: A regular file (read on each pass), or the whole of what can be read only once.
+_Source = Path | bytes
+
+
+def _source(path: Path, name: str) -> _Source:
+    def fail(why: str) -> ManifestError:
+        return ManifestError(name, why)
+
+    if is_stdio(path):
+        if sys.stdin is None or sys.stdin.isatty():  # nothing piped in: do not wait for typing
+            raise fail("standard input is a terminal: pipe or redirect a manifest into it")
+        return read_whole(path, MAX_MANIFEST, fail, text=True)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise fail("no such file") from None
+    except OSError as exc:
+        raise fail(f"cannot read: {exc.strerror or exc}") from None
+    if stat.S_ISREG(info.st_mode):
+        if info.st_size > MAX_MANIFEST:
+            raise fail(f"larger than the {MAX_MANIFEST >> 20} MiB a manifest may take")
+        return path
+    if stat.S_ISDIR(info.st_mode):
+        raise fail("is a folder, not a file")
+    if stat.S_ISFIFO(info.st_mode) or stat.S_ISCHR(info.st_mode):
+        return read_whole(path, MAX_MANIFEST, fail, text=True)
+    raise fail(f"not a file (it is {describe(path)})")
 
 
 def adhoc_plan(
@@ -162,14 +207,19 @@ def _anchored(defaults: Defaults) -> Defaults:
     return replace(defaults, today=california_today())
 
 
-def _sniff(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return "csv"
-    if suffix == ".toml":
-        return "toml"
-    with path.open("rb") as handle:
-        head = handle.read(4096).lstrip(b"\xef\xbb\xbf").lstrip()
+def _sniff(path: Path, source: _Source) -> str:
+    if not is_stdio(path):
+        suffix = path.suffix.lower()
+        if suffix == ".csv":
+            return "csv"
+        if suffix == ".toml":
+            return "toml"
+    if isinstance(source, bytes):
+        head = source[:4096]
+    else:
+        with source.open("rb") as handle:
+            head = handle.read(4096)
+    head = head.lstrip(b"\xef\xbb\xbf").lstrip()
     return "csv" if head.lower().startswith(b"kind,") else "toml"
 
 
@@ -182,22 +232,25 @@ def _date(
         raise ManifestError(where, f"{field}: {exc}") from None
 
 
-def _read_text(path: Path) -> str:
-    data = path.read_bytes()
+def _read_text(source: _Source, name: str) -> str:
+    if isinstance(source, bytes):
+        data = source
+    else:
+        data = read_whole(source, MAX_MANIFEST, lambda why: ManifestError(name, why), text=True)
     if b"\x00" in data:
-        raise ManifestError(str(path), "not a text file (it holds NUL bytes)")
+        raise ManifestError(name, "not a text file (it holds NUL bytes)")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise ManifestError(f"{path}:{line}", "not a text file (not UTF-8)") from None
+        raise ManifestError(f"{name}:{line}", "not a text file (not UTF-8)") from None
 
 
 # --- TOML -------------------------------------------------------------------------------
 
 
-def _toml_pulls(path: Path, defaults: Defaults, notes: list[str]) -> list[Pull]:
-    text = _read_text(path)
+def _toml_pulls(source: _Source, path: str, defaults: Defaults, notes: list[str]) -> list[Pull]:
+    text = _read_text(source, path)
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -296,13 +349,21 @@ def _census(rows: Iterable[PullFields]) -> Iterator[Census]:
         yield kind, ids, fmt, time_type, chunking.count(start, end)
 
 
-def _csv_pulls(path: Path, defaults: Defaults, notes: list[str]) -> Iterator[PullFields]:
-    try:
-        # Undecodable bytes become lone surrogates, caught row by row: the decoder reads ahead
-        # in blocks, so its own error would name a line long before the bad byte.
-        handle = path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
-    except OSError as exc:
-        raise ManifestError(str(path), f"cannot read: {exc.strerror}") from None
+def _csv_pulls(
+    source: _Source, path: str, defaults: Defaults, notes: list[str]
+) -> Iterator[PullFields]:
+    # Undecodable bytes become lone surrogates, caught row by row: the decoder reads ahead
+    # in blocks, so its own error would name a line long before the bad byte.
+    handle: IO[str]
+    if isinstance(source, bytes):
+        handle = io.TextIOWrapper(
+            io.BytesIO(source), encoding="utf-8-sig", errors="surrogateescape", newline=""
+        )
+    else:
+        try:
+            handle = source.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
+        except OSError as exc:
+            raise ManifestError(path, f"cannot read: {exc.strerror}") from None
     with handle:
         reader = csv.reader(handle)
         try:
@@ -311,9 +372,7 @@ def _csv_pulls(path: Path, defaults: Defaults, notes: list[str]) -> Iterator[Pul
             raise ManifestError(f"{path}:{reader.line_num}", f"CSV: {exc}") from None
 
 
-def _csv_rows(
-    path: Path, reader: Any, defaults: Defaults, notes: list[str]
-) -> Iterator[PullFields]:
+def _csv_rows(path: str, reader: Any, defaults: Defaults, notes: list[str]) -> Iterator[PullFields]:
     """Validated pulls from a CSV manifest's rows. This runs once per row on every pass (a
     manifest can hold a million rows): one string per row for the checks that look at every
     cell, and the same dates and chunk sizes parsed once, not once per row."""
@@ -325,7 +384,7 @@ def _csv_rows(
     #: Start cells that count from today (a few distinct strings at most).
     rolling: set[str] = set()
     today = defaults.today
-    name = str(path)
+    name = path
     for row in reader:
         joined = "".join(row)
         if not joined.isascii() and _UNDECODED.search(joined):
@@ -378,7 +437,7 @@ def _csv_rows(
             where=where,
         )
     if header is None:
-        raise ManifestError(str(path), "empty manifest: nothing to fetch")
+        raise ManifestError(name, "empty manifest: nothing to fetch")
 
 
 #: The columns a row is read by, in this order (optional ones may be absent).

@@ -49,6 +49,9 @@ RUN_STATUSES = (
     "superseded",
 )
 LAST_SUCCESS = "omar_bulk_fetch_last_success_timestamp_seconds"
+#: The previous metrics file is read back (for its last success time) only up to this size:
+#: one run's gauges take a few kilobytes.
+_READ_BACK_MAX = 1 << 20
 
 
 class RetryCounter:
@@ -113,21 +116,31 @@ def check_target(
 ) -> None:
     """Refuse, before a run, a metrics file that could never be written, or that would
     overwrite the journal (in OUT or in the state folder ``state``), a data file or the run's
-    own report."""
+    own report. ``-`` is standard output; a FIFO or a device is written in place."""
     import os
 
     from .storage import claimed
+    from .userfiles import check_output, is_stdio
 
+    if is_stdio(path):
+        if report is not None and is_stdio(report):
+            raise UsageError("--metrics - and --report - both name standard output: choose one")
+        return
     if out is not None and claimed(out, path, state):
         where = f"{out} or in its state folder {state}" if state is not None else str(out)
         raise UsageError(
             f"--metrics {path} is among the files omar-bulk keeps in {where} (its journal or"
             " its data): give a file in node_exporter's textfile folder"
         )
-    if report is not None and os.path.realpath(path) == os.path.realpath(report):
+    if (
+        report is not None
+        and not is_stdio(report)
+        and os.path.realpath(path) == os.path.realpath(report)
+    ):
         raise UsageError(f"--metrics {path} is the report's file too: give each its own")
     if path.is_dir():
         raise UsageError(f"--metrics {path} is a folder: give a file name ending in .prom")
+    check_output(path, "--metrics")
     if not path.parent.is_dir():
         raise UsageError(f"--metrics {path}: the folder {path.parent} does not exist")
 
@@ -235,10 +248,12 @@ def write_run_metrics(
     retries: int = 0,
     finished_at: float | None = None,
 ) -> None:
-    """Write one run's gauges to ``path`` atomically (a temporary file beside it, renamed).
+    """Write one run's gauges to ``path`` (``_replace``: a file atomically, ``-`` to stdout,
+    a FIFO or a device in place).
 
-    The last success time is carried over from the file being replaced when this run did not
-    succeed, so an alert on "no success for 36 hours" survives a string of failed runs.
+    The last success time is carried over from the file being replaced (a regular file only)
+    when this run did not succeed, so an alert on "no success for 36 hours" survives a string
+    of failed runs.
     """
     registry = run_registry(
         out,
@@ -254,6 +269,8 @@ def write_run_metrics(
         raise LocalWriteError(
             f"the metrics were not written to {path}: {exc.strerror or exc}"
         ) from None
+    except LocalWriteError as exc:  # a FIFO without a reader, or one that stopped reading
+        raise LocalWriteError(f"the metrics were not written: {exc}") from None
 
 
 def coverage_registry(view: Coverage, *, per_id: bool = False, planned: bool) -> CollectorRegistry:
@@ -326,23 +343,14 @@ def coverage_registry(view: Coverage, *, per_id: bool = False, planned: bool) ->
 
 
 def _replace(path: Path, data: bytes) -> None:
-    """Write ``data`` to a new file of an unpredictable name beside ``path`` (created with
-    O_EXCL, never through a planted link), then rename it over ``path``: node_exporter never
-    reads half a file. 0644, unlike everything else omar-bulk writes: the collector usually
+    """Write ``data`` to ``path`` through ``userfiles.write_output``: a file is written whole
+    beside it and renamed, so node_exporter never reads half a file; a FIFO or a device is
+    written in place. 0644, unlike everything else omar-bulk writes: the collector usually
     runs as another user, and the file holds counts, never meter data or secrets."""
-    import os
-    import tempfile
+    from .userfiles import write_output
 
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            os.fchmod(handle.fileno(), 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+    with write_output(path, mode=0o644) as handle:
+        handle.write(data)
 
 
 def exposition(registry: CollectorRegistry) -> str:
@@ -364,9 +372,14 @@ def _previous_success(path: Path, out: Path) -> float | None:
     """The last success time recorded for ``out`` in the file about to be replaced."""
     from prometheus_client.parser import text_string_to_metric_families
 
+    from .userfiles import read_back
+
+    data = read_back(path, _READ_BACK_MAX)  # a regular file only: never a FIFO or a device
+    if data is None:
+        return None
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
         return None
     folder = _folder(out)
     try:

@@ -2,9 +2,10 @@
 settled one replaces: pure decisions.
 
 The skip rule is here once, for the real run's producer and for ``--dry-run`` alike, so the
-dry run prints exactly what a run would request. No function touches the disk: the
-caller says whether the file still matches the journal (``journal.vouches`` and
-``journal.hash_matches``), because only the caller knows whether it may hash on this thread.
+dry run prints exactly what a run would request, and so is its one question to the disk:
+does the file still match its journal entry (``on_disk``). That is the only function here
+that touches the disk; the caller says whether it may hash on its thread (the run hashes off
+the event loop, the dry run where it is).
 
 A chunk that ends ``yesterday`` grows by a day every day, and so does its file's name (the
 name holds the dates actually requested, as the request does). ``superseded`` says which
@@ -13,10 +14,12 @@ earlier files of the same chunk the longer one replaces; the engine moves them t
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
+from stat import S_ISLNK
 
 from .dates import month_end
 from .journal import Entry
@@ -35,6 +38,62 @@ class Due:
 
     fetch: bool
     previous: Entry | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OnDisk:
+    """Does the file on disk still match its journal entry: ``good`` (None: only a hash can
+    tell, and the caller did not let ``on_disk`` hash), why not (``reason``, for a notice),
+    and whether it was hashed (a file whose hash still matches gets its new time stamp)."""
+
+    good: bool | None
+    reason: str | None = None
+    rehashed: bool = False
+
+
+def on_disk(entry: Entry, final: Path, *, may_hash: bool) -> OnDisk:
+    """Check ``final`` against ``entry`` (``needs_disk_check`` said to): a recorded empty
+    answer has no file; a downloaded file must be a regular file (never a link) of the
+    recorded size, and is trusted at once if its time stamp did not move. Otherwise its
+    bytes are hashed, if ``may_hash``; else ``good`` is None and the caller hashes elsewhere
+    (``on_disk`` again, with ``may_hash``), since a big file's hash is slow."""
+    good, reason = _stat_check(entry, final)
+    if good is not None or not may_hash:
+        return OnDisk(good, reason)
+    good, reason = _hash_check(entry, final)
+    return OnDisk(good, reason, rehashed=True)
+
+
+def _stat_check(entry: Entry, final: Path) -> tuple[bool | None, str | None]:
+    if entry.status == Status.EMPTY:
+        return True, None
+    if entry.status != Status.DOWNLOADED:
+        return False, None
+    try:
+        stat = final.lstat()
+    except OSError:
+        return False, f"{final} is missing; fetching it again"
+    if S_ISLNK(stat.st_mode):
+        # Never vouched for, never followed: the refetch renames the real file over the link.
+        return False, f"{final} is a symbolic link, not the file fetched; fetching it again"
+    if stat.st_size != entry.bytes:
+        return False, (
+            f"{final} has {stat.st_size} bytes, the journal says {entry.bytes}; fetching it again"
+        )
+    if stat.st_mtime_ns == entry.mtime_ns:
+        return True, None
+    return None, None
+
+
+def _hash_check(entry: Entry, final: Path) -> tuple[bool, str | None]:
+    try:
+        with open(final, "rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
+        return False, f"{final} cannot be read; fetching it again"
+    if digest == entry.sha256:
+        return True, None
+    return False, f"{final} changed since it was fetched; fetching it again"
 
 
 def needs_disk_check(entry: Entry | None) -> bool:
@@ -77,14 +136,49 @@ def decide(
 
 def compare(previous: Entry | None, digest: str | None) -> tuple[Status, bool]:
     """The status of a complete body (``digest`` None: empty) against the version it would
-    replace, and whether that version's file must be kept in history first."""
+    replace, and whether that version's file must be kept in history first.
+
+    An empty answer never replaces a file holding data, whatever asked for it again
+    (``--revisit-days``, ``--overwrite``, a failed revisit): the server's "no data" for a
+    range it served may be a glitch. The refetch is FAILED (``EMPTY_OVER_DATA``): the file
+    stays in place, its journal row keeps the error, so ``status`` counts it as failed and
+    the next run asks again; an answer with data settles it.
+    """
     if previous is None:
         return (Status.DOWNLOADED if digest else Status.EMPTY), False
+    if digest is None and previous.status == Status.DOWNLOADED:
+        return Status.FAILED, False
     if (previous.status == Status.EMPTY and digest is None) or (
         previous.status == Status.DOWNLOADED and previous.sha256 == digest
     ):
         return Status.UNCHANGED, False
     return Status.REVISED, previous.status == Status.DOWNLOADED
+
+
+#: The error of a refetch answered empty where the file on disk holds data (``compare``).
+EMPTY_OVER_DATA = (
+    "answered empty, but {path} holds data: the file is kept, and the next run asks again"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Replacing:
+    """What a settled item does to the shorter files of its chunk (``replacing``)."""
+
+    #: The files it replaces: to history, their rows superseded.
+    retired: list[Entry]
+    #: The files holding data it would have replaced had its answer not been empty: they
+    #: stay, with a warning.
+    held: list[Entry]
+
+
+def replacing(item: Item, key: str, same_start: Iterable[Entry]) -> Replacing:
+    """``superseded`` and ``held_by_empty`` in one scan of the chunk's entries."""
+    entries = list(same_start)
+    empty = _answered_empty(key, entries)
+    shorter = _shorter_of_same_chunk(item, key, entries)
+    held = [entry for entry in shorter if empty and entry.status == Status.DOWNLOADED]
+    return Replacing([entry for entry in shorter if entry not in held], held)
 
 
 def superseded(item: Item, key: str, same_start: Iterable[Entry]) -> list[Entry]:
@@ -103,23 +197,13 @@ def superseded(item: Item, key: str, same_start: Iterable[Entry]) -> list[Entry]
     replaces a file holding data (the server's "no data" for the grown month may be a
     glitch): both stay, and the next revisit of the longer one settles it.
     """
-    entries = list(same_start)
-    empty = _answered_empty(key, entries)
-    return [
-        entry
-        for entry in _shorter_of_same_chunk(item, key, entries)
-        if not (empty and entry.status == Status.DOWNLOADED)
-    ]
+    return replacing(item, key, same_start).retired
 
 
 def held_by_empty(item: Item, key: str, same_start: Iterable[Entry]) -> list[Entry]:
     """The files holding data that ``superseded`` keeps because ``key``'s answer was empty:
     worth a warning, as the longer file says "no data" where a shorter one has some."""
-    entries = list(same_start)
-    if not _answered_empty(key, entries):
-        return []
-    shorter = _shorter_of_same_chunk(item, key, entries)
-    return [entry for entry in shorter if entry.status == Status.DOWNLOADED]
+    return replacing(item, key, same_start).held
 
 
 def _answered_empty(key: str, entries: list[Entry]) -> bool:
@@ -166,4 +250,17 @@ def _grown_before_format_3(chunk: str, shorter_end: date) -> bool:
     return shorter_end != month_end(shorter_end) and shorter_end.weekday() != 6
 
 
-__all__ = ["KEPT", "Due", "compare", "decide", "held_by_empty", "needs_disk_check", "superseded"]
+__all__ = [
+    "EMPTY_OVER_DATA",
+    "KEPT",
+    "Due",
+    "OnDisk",
+    "Replacing",
+    "compare",
+    "decide",
+    "held_by_empty",
+    "needs_disk_check",
+    "on_disk",
+    "replacing",
+    "superseded",
+]

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from .archive import Archive
 from .errors import LocalWriteError, OmarBulkError, UsageError
-from .journal import Entry, Journal, hash_matches, lost_journal_entries, vouches
-from .policy import decide, needs_disk_check
+from .journal import Entry, Journal, lost_journal_entries
+from .policy import decide, needs_disk_check, on_disk
 from .protocol import relative_key, request_url
 from .report import REPORT_NAME, ReportWriter
 from .results import NullObserver, Observer, RunResult, Summary, Tally
@@ -196,6 +196,7 @@ async def fetch_async(
     with archive.run(storage, warnings) as journal:
         try:
             journal.begin_run()
+            warnings += journal.settle_landings(storage.root)
             for message in warnings:
                 observer.notice(message)
             report = ReportWriter(settings.report or archive.report)
@@ -222,6 +223,8 @@ async def fetch_async(
             # disk): each step is tried, and what fails is reported, not raised.
             late: list[OmarBulkError] = []
             _attempt(late, lambda: archive.sweep(journal, storage))
+            _attempt(late, engine.record_unrecorded)
+            _attempt(late, journal.drop_settled_intents)
             summary = Summary.of(
                 tally,
                 time.monotonic() - started,
@@ -284,7 +287,10 @@ def _due(
 ) -> Iterator[str]:
     lookup: Callable[[str], Entry | None]
     if journal is not None:
-        lookup = journal.get
+        # Files a killed run renamed into place without committing: the run records them.
+        landed = journal.landed_entries(settings.out_dir)
+        get = journal.get
+        lookup = (lambda key: landed.get(key) or get(key)) if landed else get
     else:  # missing or unreadable: the entries a real run would rebuild it with
         entries, lost = lost_journal_entries(state, settings.out_dir)
         lookup = entries.get
@@ -294,17 +300,14 @@ def _due(
     cutoff = settings.revisit_from()
     for item in settings.plan:
         entry = lookup(relative_key(item))
-        on_disk = False
+        present = False
         if needs_disk_check(entry):
             assert entry is not None
-            final = storage.final(entry.path)
-            good, reason = vouches(entry, final)
-            if good is None:
-                good, reason = hash_matches(entry, final)
-            on_disk = bool(good)
-            if notice and reason:
-                notice(reason)
-        due = decide(item, entry, on_disk, overwrite=settings.overwrite, revisit_from=cutoff)
+            check = on_disk(entry, storage.final(entry.path), may_hash=True)
+            present = bool(check.good)
+            if notice and check.reason:
+                notice(check.reason)
+        due = decide(item, entry, present, overwrite=settings.overwrite, revisit_from=cutoff)
         if due.fetch:
             yield request_url(settings.base_url, item)
 

@@ -94,6 +94,8 @@ class Session:
         self.served = 0
         #: Logins in a row that were replaced without serving a single download.
         self.barren = 0
+        #: Downloads any login of this run has served.
+        self.served_ever = 0
         self.logins = 0
         #: aiohttp's per-request proxy arguments: empty for a direct connection.
         self._via = _proxy_arguments(settings.proxy)
@@ -157,6 +159,13 @@ class Session:
         """A download under ``generation`` was answered with data: that login works."""
         if generation == self.generation:
             self.served += 1
+        self.served_ever += 1
+
+    def ordinary_expiry(self) -> bool:
+        """May an expiry met now be a session timing out, free of ``--retries``? Only once a
+        login of this run has served a download: until then nothing says the session works,
+        and every attempt counts (``--retries N``: at most N + 1 attempts at such a file)."""
+        return self.served_ever > 0 and not self.troubled()
 
     def troubled(self) -> bool:
         """Logins keep expiring before serving anything: the last one was replaced without

@@ -76,6 +76,8 @@ class Settings:
         from .storage import claimed
 
         assert self.report is not None
+        if str(self.report) == "-":  # standard output
+            return False
         if os.path.realpath(self.report) == os.path.realpath(self.default_report()):
             return False
         return claimed(self.out_dir, self.report, self.state_folder())
@@ -126,5 +128,9 @@ class Settings:
                 f" {printable(str(self.state_folder()))} (its journal or its data): choose"
                 " another place"
             )
+        if self.report is not None:
+            from .userfiles import check_output
+
+            check_output(self.report, "--report")
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise UsageError(f"--out {self.out_dir} exists and is not a folder")

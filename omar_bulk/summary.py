@@ -53,7 +53,8 @@ def summary_lines(result: RunResult) -> list[list[Segment]]:
             ]
         )
     if result.report:
-        lines.append([(f"report: {result.report}", "")])
+        shown = "standard output" if str(result.report) == "-" else result.report
+        lines.append([(f"report: {shown}", "")])
     if result.failures:
         lines.append([("failures:", "bold red")])
         for failure in result.failures[:MAX_LISTED_FAILURES]:
@@ -82,3 +83,12 @@ def duration(seconds: float) -> str:
     minutes, sec = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
+
+
+__all__ = [
+    "MAX_LISTED_FAILURES",
+    "Segment",
+    "decimal_size",
+    "duration",
+    "summary_lines",
+]

@@ -21,9 +21,10 @@ import contextlib
 import os
 import secrets
 import ssl
+import stat
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from .errors import CertificateError, UsageError
+from .userfiles import read_whole
 
 PasswordSource = Callable[[str], str | None]
 """Called with a description of what needs unlocking; returns the password or None."""
@@ -41,6 +43,10 @@ PasswordSource = Callable[[str], str | None]
 #: Warn when the client certificate expires within this time: renewing one at the ISO takes
 #: weeks, so ``fetch`` and ``check`` both start saying so a month ahead.
 EXPIRY_WARNING = timedelta(days=30)
+#: The largest certificate, key or CA bundle file read. A client certificate with its chain
+#: takes a few kilobytes, a system's whole CA bundle about 200 KiB; a larger file is a mistake
+#: (or a device that never ends) and is refused without being read to its end.
+MAX_CERT_FILE = 1 << 20
 
 #: Said wherever an incomplete chain is the likely cause of a refusal (``missing_issuer``).
 INCOMPLETE_CHAIN = "the client certificate's chain is incomplete"
@@ -131,6 +137,73 @@ class ClientIdentity:
             raise CertificateError(
                 f"OpenSSL refused the client certificate {self.source}: {exc.reason}"
             ) from None
+
+
+#: The environment variables a password may come from: the password itself, or a file holding
+#: it (the ``_FILE`` convention of services: systemd's ``LoadCredential=``, container secrets).
+PASSWORD_VARIABLE = "OMAR_CERT_PASSWORD"  # noqa: S105  (a name, not a password)
+PASSWORD_FILE_VARIABLE = "OMAR_CERT_PASSWORD_FILE"  # noqa: S105
+#: A password file larger than this is not a password file.
+MAX_PASSWORD_FILE = 1 << 16
+
+
+def password_file(environ: Mapping[str, str]) -> Path | None:
+    """The file ``OMAR_CERT_PASSWORD_FILE`` names, checked to exist; None when unset.
+
+    Raises ``UsageError`` (exit 2) when it is missing, or when ``OMAR_CERT_PASSWORD`` is set
+    too: which of the two would win is a guess nobody should have to make.
+    """
+    name = environ.get(PASSWORD_FILE_VARIABLE)
+    if name is None:
+        return None
+    if PASSWORD_VARIABLE in environ:
+        raise UsageError(
+            f"both {PASSWORD_VARIABLE} and {PASSWORD_FILE_VARIABLE} are set: unset one of them"
+        )
+    if not name:
+        raise UsageError(f"{PASSWORD_FILE_VARIABLE} is set but empty: give the file's path")
+    path = Path(name)
+    try:
+        os.stat(path)
+    except OSError as exc:
+        raise UsageError(
+            f"{PASSWORD_FILE_VARIABLE} {path}: {exc.strerror or 'cannot be read'}"
+        ) from None
+    return path
+
+
+def read_password_file(path: Path) -> str:
+    """The password in ``path``: its first line, without its line ending (``\n`` or
+    ``\r\n``). Errors name the file, never its content."""
+
+    def fail(why: str) -> CertificateError:
+        return CertificateError(f"{PASSWORD_FILE_VARIABLE} {path}: {why}")
+
+    data = read_whole(path, MAX_PASSWORD_FILE, fail)
+    line = data.split(b"\n", 1)[0].removesuffix(b"\r")
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise fail("the password is not UTF-8 text") from None
+
+
+def readers(path: Path) -> tuple[int, str | None]:
+    """``path``'s permission bits, and who besides its owner can read it ("its group",
+    "every user", both, or None). Raises ``OSError`` when it cannot be looked at."""
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    who = [name for name, bit in (("its group", 0o040), ("every user", 0o004)) if mode & bit]
+    return mode, " and ".join(who) or None
+
+
+def password_file_warning(path: Path) -> str | None:
+    """A warning when people other than its owner can read the password file."""
+    try:
+        mode, others = readers(path)
+    except OSError:
+        return None  # reading it will say what is wrong
+    if others is None:
+        return None
+    return f"{PASSWORD_FILE_VARIABLE} {path} is {mode:04o}: {others} can read it; chmod 600 {path}"
 
 
 @contextlib.contextmanager
@@ -236,10 +309,15 @@ def create_ssl_context(
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if ca_bundle is not None:
-        if not ca_bundle.is_file():
-            raise UsageError(f"--ca-bundle {ca_bundle}: no such file")
+        # Read here, bounded, then handed to OpenSSL as a file of its own: OpenSSL reading the
+        # path itself would read a device such as /dev/zero without end, and a pipe's
+        # content can be read only once.
+        bundle = read_whole(
+            ca_bundle, MAX_CERT_FILE, lambda why: UsageError(f"--ca-bundle {ca_bundle}: {why}")
+        )
         try:
-            context.load_verify_locations(cafile=str(ca_bundle))
+            with _identity_file(bundle) as name:
+                context.load_verify_locations(cafile=name)
         except (ssl.SSLError, ValueError) as exc:
             raise UsageError(
                 f"--ca-bundle {ca_bundle}: not a PEM certificate file ({exc})"
@@ -250,14 +328,9 @@ def create_ssl_context(
 
 
 def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise CertificateError(f"{what} file {path}: no such file") from None
-    except IsADirectoryError:
-        raise CertificateError(f"{what} file {path}: is a folder") from None
-    except OSError as exc:
-        raise CertificateError(f"{what} file {path}: cannot read ({exc.strerror})") from None
+    return read_whole(
+        path, MAX_CERT_FILE, lambda why: CertificateError(f"{what} file {path}: {why}")
+    )
 
 
 def _public(key: object) -> bytes:
@@ -282,8 +355,8 @@ def _load_pkcs12(
         secret = password(f"password for {path}") if password else None
         if secret is None:
             raise CertificateError(
-                f"{path} is protected by a password: set OMAR_CERT_PASSWORD, "
-                "or run on a terminal to be asked"
+                f"{path} is protected by a password: set OMAR_CERT_PASSWORD"
+                " (or OMAR_CERT_PASSWORD_FILE), or run on a terminal to be asked"
             )
         try:
             parsed = pkcs12.load_key_and_certificates(data, secret.encode())
@@ -322,8 +395,8 @@ def _load_pem_key(path: Path, data: bytes, password: PasswordSource | None) -> P
     secret = password(f"password for the key in {path}") if password else None
     if secret is None:
         raise CertificateError(
-            f"the key in {path} is encrypted: set OMAR_CERT_PASSWORD, or run on a terminal to be"
-            " asked"
+            f"the key in {path} is encrypted: set OMAR_CERT_PASSWORD (or"
+            " OMAR_CERT_PASSWORD_FILE), or run on a terminal to be asked"
         )
     try:
         return serialization.load_pem_private_key(data, password=secret.encode())

@@ -110,6 +110,7 @@ def verify(
                 " nothing to verify"
             )
         items, kept = journal.inventory()
+        unsettled = journal.unsettled_intents()
     problems: list[Problem] = []
     expected: list[_Expected] = []
     standing: dict[str, str] = {}
@@ -155,6 +156,8 @@ def verify(
             )  # fmt: skip
     problems += extra
     hashed = _hash_all(out, expected, problems, progress)
+    if unsettled:
+        problems = _stopped_moves(unsettled, problems)
     if folder == archive.folder:  # else no run has used the state folder yet: no marks
         problems += _marks(archive)
     return Verdict(
@@ -196,6 +199,29 @@ def _walk(out: Path) -> tuple[set[str], set[str], list[Problem]]:
                 else:
                     into.add(key)
     return files, history, extra
+
+
+def _stopped_moves(
+    unsettled: list[tuple[str, str | None, str | None]], problems: list[Problem]
+) -> list[Problem]:
+    """A run stopped between moving files and recording it (its intent is in the journal)
+    leaves files that disagree with their rows: one problem per stopped move, naming what
+    the next run does, instead of advice that would remove a file it is about to record."""
+    named = {path for intent in unsettled for path in intent[:2] if path}
+    kept = [p for p in problems if p.path not in named]
+    for path, archived_as, replaced_by in unsettled:
+        what = (
+            f"a run was stopped while moving this file to history for {replaced_by}"
+            if replaced_by
+            else "a run was stopped while putting this file in place: the journal may not"
+            " record the file on disk yet"
+        )
+        kept.append(
+            Problem(path, what + (f" (its earlier version: {archived_as})" if archived_as else ""),
+                    "run the same fetch again: it records what was moved from the files on disk"
+                    " and fetches nothing for it; remove nothing meanwhile")
+        )  # fmt: skip
+    return kept
 
 
 def _hash_all(

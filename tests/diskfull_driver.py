@@ -6,9 +6,11 @@ tmpfs exists only in this process's namespace, so nothing is left mounted on the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +26,37 @@ def run(config: dict, out: Path) -> dict:  # type: ignore[type-arg]
         if p.is_file() and ".omar-bulk" not in p.parts
     }
     parts = [p.relative_to(out).as_posix() for p in out.rglob("*.part")]
-    return {"code": done.returncode, "stderr": done.stderr, "files": files, "parts": parts}
+    return {
+        "code": done.returncode,
+        "stderr": done.stderr,
+        "files": files,
+        "parts": parts,
+        "journaled": journaled(out / ".omar-bulk" / "journal.sqlite3"),
+        "report": report(out / ".omar-bulk" / "last-run.json"),
+    }
+
+
+def journaled(path: Path) -> list[str]:
+    """The keys the journal stands for: rows that say downloaded, and files announced as
+    landing (the next run settles those from the disk)."""
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        keys = [row[0] for row in db.execute("SELECT path FROM items WHERE status='downloaded'")]
+        with contextlib.suppress(sqlite3.OperationalError):  # a format without intents
+            keys += [row[0] for row in db.execute("SELECT path FROM landing")]
+        return keys
+    finally:
+        db.close()
+
+
+def report(path: Path) -> dict:  # type: ignore[type-arg]
+    try:
+        data: dict = json.loads(path.read_text())  # type: ignore[type-arg]
+    except (OSError, ValueError):
+        return {}
+    return data
 
 
 def main() -> None:

@@ -180,11 +180,12 @@ def test_data_that_becomes_empty_or_appears_is_a_revision(cli: Cli, faults: Faul
     m1 = cli.out / "meter" / "M1" / "M1_20240601_20240630_PST.mdef"
     m2 = cli.out / "meter" / "M2" / "M2_20240601_20240630_PST.mdef"
     assert m1.exists() and not m2.exists()
-    faults.script = {"M1": ["empty"]}  # M1's data withdrawn, M2's data arrives
+    faults.script = {"M1": ["empty"]}  # M1 answered empty (its data stays), M2's data arrives
     outcome = cli("fetch", *args)
-    assert "2 revised" in outcome.stderr
-    assert not m1.exists() and m2.exists()
-    assert len(list((cli.out / ".omar-bulk" / "history").rglob("M1_*"))) == 1
+    assert outcome.exit_code == 1  # an empty answer never replaces data (test_accounting.py)
+    assert "1 revised" in outcome.stderr
+    assert m1.exists() and m2.exists()
+    assert list((cli.out / ".omar-bulk" / "history").rglob("M1_*")) == []
 
 
 def test_a_failed_revisit_keeps_the_file_and_shows_in_status(cli: Cli, faults: Faults) -> None:

@@ -57,7 +57,7 @@ def test_only_entries_that_stand_for_a_file_need_the_disk() -> None:
         (None, None, Status.EMPTY, False),
         (DONE, "ab" * 32, Status.UNCHANGED, False),
         (DONE, "cd" * 32, Status.REVISED, True),  # the old file goes to history
-        (DONE, None, Status.REVISED, True),  # data withdrawn: the old file goes to history
+        (DONE, None, Status.FAILED, False),  # an empty answer never replaces data
         (EMPTY, None, Status.UNCHANGED, False),
         (EMPTY, "cd" * 32, Status.REVISED, False),  # nothing on disk to keep
     ],

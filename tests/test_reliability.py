@@ -180,6 +180,16 @@ def test_a_full_disk_stops_cleanly_and_the_rerun_completes(
     assert second["code"] == 0, second["stderr"]
     assert second["files"] == expected
     assert second["parts"] == []
+    # Every file that landed has its journal row (or the intent the rerun settles it by),
+    # the rerun asks only for the files that were missing, and every request that went out
+    # is in a report (when the first one could be written on the full disk).
+    assert set(first["files"]) <= set(first["journaled"]), first["stderr"]
+    assert second["report"]["summary"]["downloaded"] == 24 - len(first["files"])
+    second_sent = sum(i["attempts"] for i in second["report"]["items"] if i["status"] != "skipped")
+    if first["report"]:
+        items = first["report"]["items"]
+        first_sent = sum(i["attempts"] for i in items if i["status"] != "skipped")
+        assert first_sent + second_sent == len(server.state.downloads())
 
 
 # --- journal damage -------------------------------------------------------------------------
@@ -221,7 +231,9 @@ def test_a_corrupted_journal_is_set_aside_and_never_trusted_blindly(cli: Cli, wh
     journal = state / "journal.sqlite3"
     (state / "last-run.json").unlink()  # only the damaged journal can vouch now
     size = journal.stat().st_size
-    offset = 0 if where == "header" else size // 2
+    # Damage comes in pages: the page in the middle (with format 4's table, 4096 bytes at
+    # size // 2 would straddle two pages and take an items leaf with it).
+    offset = 0 if where == "header" else size // 2 // 4096 * 4096
     with open(journal, "r+b") as handle:
         handle.seek(offset)
         handle.write(os.urandom(min(4096, size - offset)))

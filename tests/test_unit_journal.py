@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 
 from omar_bulk.errors import LocalWriteError
-from omar_bulk.journal import JOURNAL_NAME, Entry, Journal, hash_matches, vouches
+from omar_bulk.journal import JOURNAL_NAME, Entry, Journal
 from omar_bulk.plan import Item
+from omar_bulk.policy import _hash_check as hash_matches
+from omar_bulk.policy import _stat_check as vouches
 from omar_bulk.protocol import relative_key
 from omar_bulk.results import ItemResult, Status
 
@@ -211,7 +213,7 @@ def test_a_row_is_committed_at_once(journal: Journal, tmp_path: Path) -> None:
         other.close()
 
 
-# --- vouches and hash_matches --------------------------------------------------------------------
+# --- policy.on_disk: its stat check and its hash check ---------------------------------------
 
 
 def on_disk(tmp_path: Path, body: bytes) -> tuple[Path, Entry]:

@@ -19,7 +19,7 @@ requests meet (``"503"``, then ``"cut"``...; a trailing ``*`` repeats one foreve
     redirect      a 302 to the login page
     empty         200 with an empty body (no data for the range)
     html          a 200 HTML error page that is not a login page
-    404 403 400   that status with an HTML page
+    404 403 401 400   that status with an HTML page
     gzip          the body gzip-compressed, with Content-Encoding: gzip (not asked for)
     gzipcut       a gzip body missing its end, Content-Length matching what is sent
     brotli        Content-Encoding: br (a coding the client cannot check)
@@ -56,7 +56,7 @@ from .certs import TestPKI
 
 FAULT_NAMES = (
     "503", "429", "500", "cut", "stall", "short", "long", "login", "expire", "redirect",
-    "empty", "html", "404", "403", "400", "gzip", "gzipcut", "brotli", "unframed",
+    "empty", "html", "404", "403", "401", "400", "gzip", "gzipcut", "brotli", "unframed",
     "unframedcut", "escape",
 )  # fmt: skip
 LOGIN_FAULTS = ("http", "elsewhere", "loop")
@@ -227,7 +227,7 @@ class StandIn:
         if fault == "redirect":
             self._record(request, 302, fault)
             raise web.HTTPFound("/")
-        if fault in ("503", "429", "500", "404", "403", "400"):
+        if fault in ("503", "429", "500", "404", "403", "401", "400"):
             status = int(fault)
             self._record(request, status, fault)
             headers = (
@@ -554,3 +554,22 @@ def serve_in_thread(
 def make_pki(folder: Path) -> TestPKI:
     """A fresh stand-in PKI in ``folder``."""
     return TestPKI.create(folder)
+
+
+__all__ = [
+    "ESCAPE_REASON",
+    "FAULT_NAMES",
+    "LOGIN_FAULTS",
+    "SESSION_COOKIE",
+    "SPEC_ORDER",
+    "SPEC_PROGRAMS",
+    "Faults",
+    "Running",
+    "Seen",
+    "ServerThread",
+    "StandIn",
+    "body_for",
+    "make_pki",
+    "serve_in_thread",
+    "start",
+]
