@@ -152,6 +152,8 @@ class Endpoint:
     pki: Path
     cookie: str = ""
     slashes: bool = False  # dates sent with '/', for parfive
+    #: Extra environment of the tool's process (workload 8: HTTPS_PROXY and NETRC).
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @contextmanager
@@ -290,7 +292,7 @@ def command_for(
     """The command line a user of ``tool`` would run for these items."""
     pki = endpoint.pki
     job.mkdir(parents=True, exist_ok=True)
-    if tool == "omar-bulk":
+    if tool.startswith("omar-bulk"):  # "omar-bulk", or workload 8's "omar-bulk, through ..."
         manifest = job / "manifest.toml"
         write_manifest(manifest, items)
         return [
@@ -438,7 +440,8 @@ def run_workload(load: Workload, endpoints: dict[str, Endpoint], expected: int |
             command = command_for(tool, endpoints[tool], load.items, out, job, load.sample)
             # The read-only floor keeps nothing to check; its exit status says it had a 200.
             check = None if FLOORS.get(tool) == "read" else checker(out, items, want)
-            run = measure(command, check=check)
+            env = {**CHILD_ENV, **endpoints[tool].env} if endpoints[tool].env else None
+            run = measure(command, check=check, env=env)
             if tool == "curl loop" and load.sample < len(load.items):
                 scale = len(load.items) / load.sample
                 run = Run(

@@ -24,7 +24,6 @@ def versions() -> dict[str, str]:
             return "not found"
 
     import aiohttp
-    import parfive
 
     return {
         "omar-bulk": __version__,
@@ -33,7 +32,8 @@ def versions() -> dict[str, str]:
         "uvloop": _version_of("uvloop"),
         "curl": first_line(["curl", "--version"]).split(" (")[0].removeprefix("curl "),
         "aria2c": first_line(["aria2c", "--version"]).removeprefix("aria2 version "),
-        "parfive": parfive.__version__,
+        "parfive": _version_of("parfive"),
+        "proxy.py": _distribution("proxy.py"),
         "nginx": first_line(["nginx", "-v"]).removeprefix("nginx version: nginx/"),
     }
 
@@ -42,6 +42,15 @@ def _version_of(module: str) -> str:
     try:
         return str(__import__(module).__version__)
     except ImportError:
+        return "not installed"
+
+
+def _distribution(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
         return "not installed"
 
 

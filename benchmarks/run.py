@@ -1,11 +1,12 @@
 """omar-bulk side by side with curl, aria2c and parfive on the same work (see README.md here).
 
-    python benchmarks/run.py [--rounds 3] [--workloads 1,2,3,4,5,6,7] [--results FILE]
+    python benchmarks/run.py [--rounds 3] [--workloads 1,2,3,4,5,6,7,8] [--results FILE]
 
 Everything runs on loopback: nginx with mutual TLS serving pre-generated bodies (so the server
 is never the bottleneck), and the bundled stand-in server where a workload needs latency.
 Workload 5 measures omar-bulk alone: its live display on and off, in a pseudo-terminal;
-workload 7 measures ``status`` on synthetic journals of 20,000 and 60,000 files.
+workload 7 measures ``status`` on synthetic journals of 20,000 and 60,000 files; workload 8
+runs workload 2's requests direct and through an authenticating proxy (proxy.py).
 Results go to benchmarks/RESULTS.md and benchmarks/results.png.
 
 Each workload lives in its own module under ``workloads/``; ``harness.py`` holds what they
@@ -27,6 +28,7 @@ from workloads import (
     display,
     latency,
     plan_scale,
+    proxy_latency,
     slow_disk,
     small_files,
     startup,
@@ -39,7 +41,7 @@ from omar_bulk.standin.certs import TestPKI
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workloads", default="1,2,3,4,5,6,7")
+    parser.add_argument("--workloads", default="1,2,3,4,5,6,7,8")
     parser.add_argument("--big-mib", type=int, default=1024, help="size of workload 3's body")
     parser.add_argument(
         "--disk-dir",
@@ -100,6 +102,8 @@ def main() -> int:
             loads.append(slow_disk.run(args.rounds, endpoint, None))
     if 2 in chosen:
         loads.append(latency.run(args.rounds))
+    if 8 in chosen:
+        loads.append(proxy_latency.run(args.rounds))
     if 4 in chosen:
         extra |= plan_scale.dry_run(args.rounds)
         extra |= plan_scale.csv_dry_run(args.rounds)

@@ -42,3 +42,8 @@ def main() -> None:
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
     os._exit(code)
+
+
+__all__ = [
+    "main",
+]

@@ -5,8 +5,13 @@ a person can act on, and details for scripts. The steps run in the order a conne
 and the first failure decides the exit code, as ``fetch`` would have ended:
 
     certificate file ─▶ chain ─▶ validity ─▶ key ─▶ permissions (2: bad local input)
-    TCP ─▶ TLS ─▶ server certificate                            (1: unreachable, 3: untrusted)
+    TCP ─▶ [proxy] ─▶ TLS ─▶ server certificate                 (1: unreachable, 3: untrusted)
     our certificate accepted ─▶ session ─▶ clock                (3: refused)
+
+Through a forward proxy (``proxy.proxy_for``), the TCP step connects to the proxy and says so,
+and the proxy step asks it for a tunnel to the server (CONNECT, with our credentials): reached,
+allowed, authenticated, each as ``fetch`` would judge it. TLS then runs inside the tunnel; for
+an ``https://`` proxy inside the proxy's own TLS (``NestedTLS``).
 
 Steps after a failure that they depend on are reported as skipped. The server steps use the
 standard library's ``socket``, ``ssl`` and ``http.client`` directly, one step at a time, so each
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import email.utils
 import http.client
+import io
 import socket
 import ssl
 import time
@@ -31,6 +37,7 @@ from urllib.parse import urlsplit
 from .answers import MAX_LOGIN_REDIRECTS, Head, judge_login, login_redirect, redirect_loop
 from .errors import AuthError, CertificateError, OmarBulkError, UsageError
 from .protocol import normalise_base_url
+from .proxy import Proxy, auth_refused, tunnel_refused, unreachable
 from .text import printable
 from .tls import (
     CHAIN_FIX,
@@ -130,6 +137,7 @@ def run_check(
     password_file: Path | None = None,
     timeout: float = 10.0,
     now: datetime | None = None,
+    proxy: Proxy | None = None,
 ) -> CheckReport:
     """Check the client identity, then the server with it. Raises only ``UsageError`` for
     options that are wrong in themselves (a bad URL, a missing ``--cert``).
@@ -150,14 +158,18 @@ def run_check(
         except (CertificateError, UsageError) as exc:
             checks.append(Check("TLS setup", FAIL, str(exc), exit_code=_BAD_INPUT))
     if context is None:
-        for name in _SERVER_STEPS:
+        for name in _server_steps(proxy):
             checks.append(Check(name, SKIP, "not tried: fix the problem above first"))
     else:
-        _check_server(checks, url, context, timeout)
+        _check_server(checks, url, context, timeout, proxy)
     return CheckReport(url, tuple(checks))
 
 
 _SERVER_STEPS = ("TCP", "TLS", "server certificate", "our certificate", "session", "clock")
+
+
+def _server_steps(proxy: Proxy | None) -> tuple[str, ...]:
+    return _SERVER_STEPS if proxy is None else ("TCP", "proxy", *_SERVER_STEPS[1:])
 
 
 def _valid_base_url(base_url: str) -> str:
@@ -293,12 +305,18 @@ def _permissions(path: Path) -> Check:
 # -- the server ----------------------------------------------------------------------------
 
 
-def _check_server(checks: list[Check], url: str, context: ssl.SSLContext, timeout: float) -> None:
+def _check_server(
+    checks: list[Check],
+    url: str,
+    context: ssl.SSLContext,
+    timeout: float,
+    proxy: Proxy | None = None,
+) -> None:
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or 443
     where = f"{host}:{port}"
-    remaining = list(_SERVER_STEPS)
+    remaining = list(_server_steps(proxy))
 
     def add(check: Check) -> None:
         remaining.remove(check.name)
@@ -309,16 +327,30 @@ def _check_server(checks: list[Check], url: str, context: ssl.SSLContext, timeou
             add(Check(name, SKIP, why))
 
     started = time.monotonic()
-    try:
-        raw = socket.create_connection((host, port), timeout=timeout)
-    except OSError as exc:
-        add(Check("TCP", FAIL, f"cannot connect to {where}: {_os_reason(exc)}", {}, _UNREACHABLE))
-        skip_rest()
-        return
-    add(Check("TCP", OK, f"connected to {where} in {_ms(started)}", {"address": where}))
+    if proxy is not None:
+        tunnel = _tunnel(add, proxy, context, where, timeout)
+        if tunnel is None:
+            skip_rest()
+            return
+        raw = tunnel
+    else:
+        try:
+            raw = socket.create_connection((host, port), timeout=timeout)
+        except OSError as exc:
+            add(
+                Check(
+                    "TCP", FAIL, f"cannot connect to {where}: {_os_reason(exc)}", {}, _UNREACHABLE
+                )
+            )
+            skip_rest()
+            return
+        add(Check("TCP", OK, f"connected to {where} in {_ms(started)}", {"address": where}))
     try:
         try:
-            tls = context.wrap_socket(raw, server_hostname=host)
+            if isinstance(raw, ssl.SSLSocket):  # an https:// proxy: TLS inside its TLS
+                tls: Any = NestedTLS(raw, context, host)
+            else:
+                tls = context.wrap_socket(raw, server_hostname=host)
         except ssl.SSLCertVerificationError as exc:
             add(Check("TLS", OK, "the server answered the TLS handshake"))
             add(
@@ -374,9 +406,222 @@ def _check_server(checks: list[Check], url: str, context: ssl.SSLContext, timeou
                 )
             )
             add(_server_certificate(tls, host))
-            _check_login(add, skip_rest, tls, url, context, timeout)
+            _check_login(add, skip_rest, tls, url, context, timeout, proxy)
     finally:
         raw.close()
+
+
+class NestedTLS:
+    """The server's TLS inside the TLS of an ``https://`` proxy's tunnel.
+
+    An ``SSLSocket`` cannot be wrapped in another one (OpenSSL would write to the file
+    descriptor, under the outer TLS), so the inner session is an ``SSLObject`` over memory
+    buffers, pumped through the outer socket. It offers what the steps and ``http.client`` use
+    of a socket: ``sendall``, ``recv``, ``makefile``, ``close`` and the TLS facts.
+    """
+
+    def __init__(self, outer: ssl.SSLSocket, context: ssl.SSLContext, server_hostname: str):
+        self._outer = outer
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(
+            self._incoming, self._outgoing, server_hostname=server_hostname
+        )
+        self._pump(self._tls.do_handshake)
+
+    def _pump(self, step: Callable[..., Any], *args: Any) -> Any:
+        """Run one SSLObject call, feeding it from the outer socket until it is satisfied."""
+        while True:
+            try:
+                result = step(*args)
+            except ssl.SSLWantReadError:
+                self._flush()
+                data = self._outer.recv(1 << 16)
+                if data:
+                    self._incoming.write(data)
+                else:
+                    self._incoming.write_eof()
+                continue
+            self._flush()
+            return result
+
+    def _flush(self) -> None:
+        pending = self._outgoing.read()
+        if pending:
+            self._outer.sendall(pending)
+
+    def sendall(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[self._pump(self._tls.write, view) :]
+
+    def recv(self, size: int) -> bytes:
+        try:
+            return bytes(self._pump(self._tls.read, size))
+        except ssl.SSLZeroReturnError:  # the server closed the TLS session cleanly
+            return b""
+
+    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
+        return io.BufferedReader(_Reader(self))
+
+    def cipher(self) -> tuple[str, str, int] | None:
+        return self._tls.cipher()
+
+    def version(self) -> str | None:
+        return self._tls.version()
+
+    def getpeercert(self) -> Any:
+        return self._tls.getpeercert()
+
+    def close(self) -> None:
+        self._outer.close()
+
+    def __enter__(self) -> NestedTLS:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Reader(io.RawIOBase):
+    """``NestedTLS`` as a raw stream, for ``http.client``'s buffered reads."""
+
+    def __init__(self, tls: NestedTLS) -> None:
+        self._tls = tls
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._tls.recv(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+#: The most of a proxy's answer to CONNECT that is read (its status line and headers).
+_PROXY_HEAD_LIMIT = 64 * 1024
+
+
+def _ask_for_tunnel(sock: socket.socket, proxy: Proxy, where: str) -> bytes:
+    """Send CONNECT for ``where`` (with our credentials); the proxy's answer, head only."""
+    lines = [f"CONNECT {where} HTTP/1.1", f"Host: {where}"]
+    authorization = proxy.authorization()
+    if authorization is not None:
+        lines.append(f"Proxy-Authorization: {authorization}")
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    head = b""
+    while b"\r\n\r\n" not in head and len(head) < _PROXY_HEAD_LIMIT:
+        # The proxy sends nothing after its head until the server's TLS starts, so reading
+        # more than one byte at a time cannot take any of the server's bytes.
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+def _proxy_status(head: bytes) -> tuple[int, str]:
+    """The status of a proxy's answer (0 when it is not HTTP) and its text for messages."""
+    fields = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
+    status = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else 0
+    return status, " ".join(fields[1:]).strip() or "no answer"
+
+
+class _NestedConnection(http.client.HTTPSConnection):
+    """A new connection to the server through an ``https://`` proxy (``http.client``'s own
+    tunnels speak to the proxy in clear)."""
+
+    def __init__(
+        self, host: str, port: int, proxy: Proxy, context: ssl.SSLContext, timeout: float
+    ) -> None:
+        super().__init__(host, port, context=context, timeout=timeout)
+        self._proxy = proxy
+        self._tls_context = context
+
+    def connect(self) -> None:
+        proxy, where = self._proxy, f"{self.host}:{self.port}"
+        raw = socket.create_connection((proxy.host, proxy.port), timeout=self.timeout)
+        outer = self._tls_context.wrap_socket(raw, server_hostname=proxy.host)
+        status, said = _proxy_status(_ask_for_tunnel(outer, proxy, where))
+        if status != 200:
+            outer.close()
+            raise OSError(f"the proxy answered {said}")
+        self.sock = NestedTLS(outer, self._tls_context, self.host)
+
+
+def _tunnel(
+    add: Callable[[Check], None],
+    proxy: Proxy,
+    context: ssl.SSLContext,
+    where: str,
+    timeout: float,
+) -> socket.socket | None:
+    """The TCP and proxy steps: connect to the proxy (TLS first for an https:// one), ask it
+    for a tunnel to ``where``; the socket to run the server's TLS in, or None after a failure."""
+    started = time.monotonic()
+    address = f"{proxy.host}:{proxy.port}"
+    try:
+        raw = socket.create_connection((proxy.host, proxy.port), timeout=timeout)
+    except OSError as exc:
+        add(Check("TCP", FAIL, unreachable(proxy, _os_reason(exc)), {}, _UNREACHABLE))
+        return None
+    add(
+        Check(
+            "TCP",
+            OK,
+            f"connected to the proxy {proxy.shown} in {_ms(started)}; the server {where} is"
+            " reached through it",
+            {"address": address, "proxy": proxy.shown, "proxy_source": proxy.source},
+        )
+    )
+    sock: socket.socket = raw
+    try:
+        if proxy.scheme == "https":
+            try:
+                sock = context.wrap_socket(raw, server_hostname=proxy.host)
+            except ssl.SSLCertVerificationError as exc:
+                add(
+                    Check(
+                        "proxy",
+                        FAIL,
+                        f"the certificate of the proxy {proxy} does not verify"
+                        f" ({exc.verify_message}); if it comes from a private CA, give that"
+                        " CA's certificate with --ca-bundle",
+                        {},
+                        _REFUSED,
+                    )
+                )
+                raw.close()
+                return None
+        head = _ask_for_tunnel(sock, proxy, where)
+    except OSError as exc:
+        add(Check("proxy", FAIL, unreachable(proxy, _os_reason(exc)), {}, _UNREACHABLE))
+        sock.close()
+        return None
+    status, said = _proxy_status(head)
+    details: dict[str, Any] = {"status": status, "proxy": proxy.shown}
+    if status == 200:
+        who = (
+            f"authenticated as {proxy.username} (credentials from {proxy.credentials_from})"
+            if proxy.username is not None
+            else "no authentication asked"
+        )
+        add(Check("proxy", OK, f"CONNECT {where} allowed ({said}); {who}", details))
+        return sock
+    sock.close()
+    if status == 407:
+        challenges = [
+            line.split(":", 1)[1]
+            for line in head.decode("latin-1").split("\r\n")[1:]
+            if line.lower().startswith("proxy-authenticate:")
+        ]
+        add(Check("proxy", FAIL, auth_refused(proxy, said, challenges), details, _REFUSED))
+    elif status == 0:
+        reason = unreachable(proxy, f"not an HTTP answer: {said!r}")
+        add(Check("proxy", FAIL, reason, details, _UNREACHABLE))
+    else:
+        add(Check("proxy", FAIL, tunnel_refused(proxy, where, said), details, _UNREACHABLE))
+    return None
 
 
 def _server_certificate(tls: ssl.SSLSocket, host: str) -> Check:
@@ -405,6 +650,7 @@ def _check_login(
     url: str,
     context: ssl.SSLContext,
     timeout: float,
+    proxy: Proxy | None = None,
 ) -> None:
     """The login request a run starts with; its answer says whether our certificate is welcome."""
     from . import __version__
@@ -485,9 +731,7 @@ def _check_login(
                     return
                 if response.will_close:
                     connection.close()
-                    connection = http.client.HTTPSConnection(
-                        parts.hostname or "", parts.port or 443, context=context, timeout=timeout
-                    )
+                    connection = _connection(parts, context, timeout, proxy)
                 continue
             break
     finally:
@@ -512,6 +756,24 @@ def _check_login(
             )
         )
     add(_clock(server_date))
+
+
+def _connection(
+    parts: Any, context: ssl.SSLContext, timeout: float, proxy: Proxy | None
+) -> http.client.HTTPSConnection:
+    """A new connection to the server, through the proxy's tunnel when there is one."""
+    host, port = parts.hostname or "", parts.port or 443
+    if proxy is None:
+        return http.client.HTTPSConnection(host, port, context=context, timeout=timeout)
+    if proxy.scheme == "https":
+        return _NestedConnection(host, port, proxy, context, timeout)
+    connection = http.client.HTTPSConnection(
+        proxy.host, proxy.port, context=context, timeout=timeout
+    )
+    authorization = proxy.authorization()
+    headers = {"Proxy-Authorization": authorization} if authorization else None
+    connection.set_tunnel(host, port, headers=headers)
+    return connection
 
 
 def _login_failed(error: OmarBulkError, detail: dict[str, Any]) -> Check:

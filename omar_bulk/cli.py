@@ -118,6 +118,31 @@ CaBundleOption = Annotated[
     ),
 ]
 
+ProxyOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="URL",
+        help="Forward proxy, http://HOST:PORT or https://HOST:PORT, overriding OMAR_PROXY and"
+        " HTTPS_PROXY; '' goes direct. No password here (ps shows it): use the environment"
+        " or ~/.netrc.",
+    ),
+]
+NoProxyOption = Annotated[
+    bool,
+    typer.Option("--no-proxy", help="Connect directly, whatever the environment says."),
+]
+
+
+def _proxy(base_url: str, option: str | None, direct: bool) -> Any:
+    """The proxy for ``base_url`` from the options and the environment (``proxy.proxy_for``)."""
+    from .errors import UsageError
+    from .proxy import proxy_for
+
+    if direct and option:
+        raise UsageError("give --proxy or --no-proxy, not both")
+    return proxy_for(base_url, os.environ, option=option, direct=direct)
+
+
 StateDirOption = Annotated[
     Path | None,
     typer.Option(
@@ -239,6 +264,8 @@ def fetch(
         ),
     ] = None,
     state_dir: StateDirOption = None,
+    proxy: ProxyOption = None,
+    no_proxy: NoProxyOption = False,
 ) -> None:
     """Download every planned file that is not already on disk and verified."""
     try:
@@ -262,9 +289,10 @@ def fetch(
             from .errors import UsageError
 
             raise UsageError(f"--env {env!r}: use prod or test")
+        server = base_url or ENVIRONMENTS[env]
         settings = Settings(
             plan=plan,
-            base_url=base_url or ENVIRONMENTS[env],
+            base_url=server,
             out_dir=out,
             cert=cert,
             key=key,
@@ -280,6 +308,7 @@ def fetch(
             today=anchor,
             report=_user_path(report) if report is not None else None,
             state_dir=state_dir,
+            proxy=_proxy(server, proxy, no_proxy),
         )
         if dry_run:
             _dry_run(settings)
@@ -335,6 +364,8 @@ def check(
         float, typer.Option(metavar="S", help="Longest wait for each network step, seconds.")
     ] = 10.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
+    proxy: ProxyOption = None,
+    no_proxy: NoProxyOption = False,
 ) -> None:
     """Check the certificate and the server before a backfill; download nothing.
 
@@ -352,15 +383,17 @@ def check(
         if not (timeout > 0 and timeout < float("inf")):
             raise UsageError("--timeout must be a positive number of seconds")
         forbid_core_dumps()
+        server = base_url or ENVIRONMENTS[env]
         password, password_path = _password_source(warn=False)  # a check of its own below
         report = run_check(
-            base_url=base_url or ENVIRONMENTS[env],
+            base_url=server,
             cert=cert,
             key=key,
             ca_bundle=ca_bundle,
             password=password,
             password_file=password_path,
             timeout=timeout,
+            proxy=_proxy(server, proxy, no_proxy),
         )
     except OmarBulkError as exc:
         _fail(exc)

@@ -318,3 +318,19 @@ def _state(status: str, error: str | None, revisions: int) -> str:
     if revisions:
         return REVISED_STATE
     return DOWNLOADED_STATE if status == "downloaded" else EMPTY_STATE
+
+
+__all__ = [
+    "DOWNLOADED_STATE",
+    "EMPTY_STATE",
+    "FAILED_STATE",
+    "MISSING",
+    "REVISED_STATE",
+    "SEVERITY",
+    "Cell",
+    "Coverage",
+    "Failure",
+    "Series",
+    "months_between",
+    "read_coverage",
+]

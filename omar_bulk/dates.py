@@ -84,3 +84,13 @@ def parse_date(value: object, *, end: bool = False, today: date | None = None) -
         raise ValueError(
             f"bad date {value!r}: use YYYY-MM-DD, YYYY-MM, today, yesterday or -Nd"
         ) from None
+
+
+__all__ = [
+    "CALIFORNIA",
+    "california_today",
+    "days_before",
+    "is_relative",
+    "month_end",
+    "parse_date",
+]

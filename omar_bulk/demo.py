@@ -178,3 +178,11 @@ def serve_forever(
         asyncio.run(main())
     except KeyboardInterrupt:
         print("stand-in stopped", flush=True)
+
+
+__all__ = [
+    "DEMO_GROUP",
+    "DEMO_METERS",
+    "run_demo",
+    "serve_forever",
+]

@@ -5,8 +5,10 @@
     │   ├── ManifestError          a manifest problem, with file and line
     │   └── CertificateError       the client certificate cannot be used
     ├── AuthError (3)              the server or TLS refused us: stop the whole run
+    │   └── ProxyAuthError         the proxy wants credentials, or other ones (407)
     ├── LocalWriteError (4)        we cannot write where we must (disk full, permission)
     ├── UnreachableError (1)       no session could be opened: nothing was attempted
+    │   └── ProxyError             the proxy cannot be reached or refuses the tunnel
     └── ItemError                  one item failed; becomes a result, never ends the run
         ├── RetryableError         worth another attempt (network, 5xx, 429, cut body)
         │   ├── ConnectionDropped  closed or reset with no answer at all
@@ -65,6 +67,17 @@ class UnreachableError(OmarBulkError):
     exit_code = 1
 
 
+class ProxyAuthError(AuthError):
+    """The proxy answered 407: it needs credentials, or refused the ones given. Every other
+    attempt would get the same answer (and could lock the account), so the run stops."""
+
+
+class ProxyError(UnreachableError):
+    """The proxy cannot be reached, or refuses to open a tunnel to the server (a 403 for a
+    port its rules do not allow). A matter for whoever runs the proxy, not the ISO's server
+    being busy: the run stops at once instead of retrying."""
+
+
 class ItemError(OmarBulkError):
     """One item's attempt failed; recorded as that item's result."""
 
@@ -104,3 +117,22 @@ class PermanentError(ItemError):
 class UnsafePathError(PermanentError):
     """Something planted inside the output folder where omar-bulk would write: a symbolic link,
     or a file where a folder belongs. It is never followed; this item fails, the run goes on."""
+
+
+__all__ = [
+    "AuthError",
+    "CertificateError",
+    "ConnectionDropped",
+    "ItemError",
+    "LocalWriteError",
+    "ManifestError",
+    "OmarBulkError",
+    "PermanentError",
+    "ProxyAuthError",
+    "ProxyError",
+    "RetryableError",
+    "SessionExpired",
+    "UnreachableError",
+    "UnsafePathError",
+    "UsageError",
+]

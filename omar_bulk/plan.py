@@ -412,3 +412,23 @@ def _repeated_hashes(buckets: list[array[int]]) -> set[int]:
             else:
                 seen.add(key)
     return repeated
+
+
+__all__ = [
+    "EPOCH",
+    "FORMATS",
+    "KINDS",
+    "LONGEST_NAME_SUFFIX",
+    "MAX_ID_BYTES",
+    "NAME_MAX",
+    "TIME_TYPES",
+    "Census",
+    "Chunking",
+    "Item",
+    "Plan",
+    "Pull",
+    "PullFields",
+    "check_id",
+    "check_pull",
+    "make_pull",
+]

@@ -152,3 +152,12 @@ class AdaptiveLimit:
             if not waiter.done():
                 waiter.set_result(None)
                 free -= 1
+
+
+__all__ = [
+    "FREE_RELOGINS",
+    "AdaptiveLimit",
+    "Backoff",
+    "RateLimiter",
+    "RetryBudget",
+]

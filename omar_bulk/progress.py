@@ -518,3 +518,17 @@ def _mark(state: str, revisions: int = 0) -> _Cell:
 
 def _count(value: int, style: str) -> _Cell:
     return (str(value), style) if value else ("0", None)
+
+
+__all__ = [
+    "MARKS",
+    "MAX_FILE_ROWS",
+    "MAX_MESSAGES_PER_FRAME",
+    "MONTH_HEADERS",
+    "REFRESH_PER_SECOND",
+    "RichObserver",
+    "byte_progress",
+    "render_coverage",
+    "render_summary",
+    "stderr_console",
+]

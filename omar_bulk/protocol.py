@@ -109,3 +109,21 @@ def relative_key(item: Item) -> str:
         f"{item.kind}/{item.id}/{item.id}_{s.year:04d}{s.month:02d}{s.day:02d}_"
         f"{e.year:04d}{e.month:02d}{e.day:02d}_{item.time_type}.{EXTENSIONS[item.format]}"
     )
+
+
+__all__ = [
+    "ENVIRONMENTS",
+    "EXTENSIONS",
+    "FILE_FORMATS",
+    "PARAMETERS",
+    "PROD_URL",
+    "PROGRAMS",
+    "TEST_URL",
+    "normalise_base_url",
+    "parse_relative_path",
+    "quote_id",
+    "relative_key",
+    "relative_path",
+    "request_url",
+    "wire_date",
+]

@@ -255,3 +255,15 @@ class NullObserver:
 
     def pool(self, level: int, maximum: int) -> None:
         pass
+
+
+__all__ = [
+    "OUTCOMES",
+    "ItemResult",
+    "NullObserver",
+    "Observer",
+    "RunResult",
+    "Status",
+    "Summary",
+    "Tally",
+]

@@ -6,6 +6,11 @@ and only on the server's own origin, so the session cookie never travels anywher
 downloads find the session expired it is reopened once per expiry, however many workers
 noticed.
 
+When ``Settings.proxy`` names a forward proxy, every connection goes through it: a CONNECT
+tunnel, inside which the TLS session with the client certificate runs end to end. aiohttp gets
+the proxy per request, with the ``Proxy-Authorization`` header built here (its ``proxy_auth``
+argument warns from 3.14 on, and a password inside the URL would reach its error messages).
+
 aiohttp's, asyncio's and ssl's exceptions become omar-bulk's in exactly one place,
 ``classify_client_error``.
 """
@@ -17,6 +22,7 @@ import errno
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 from yarl import URL
@@ -32,10 +38,13 @@ from .errors import (
     AuthError,
     ConnectionDropped,
     OmarBulkError,
+    ProxyAuthError,
+    ProxyError,
     RetryableError,
     UnreachableError,
 )
 from .politeness import Backoff
+from .proxy import Proxy, auth_refused, tunnel_refused, unreachable
 from .results import Observer
 from .settings import Settings
 from .text import printable
@@ -88,10 +97,14 @@ class Session:
         #: Downloads any login of this run has served whole (``delivered``).
         self.served_ever = 0
         self.logins = 0
+        #: aiohttp's per-request proxy arguments: empty for a direct connection.
+        self._via = _proxy_arguments(settings.proxy)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Session]:
         settings = self.settings
+        if settings.proxy is not None:
+            self._observer.notice(f"connecting through the proxy {settings.proxy}")
         connector = aiohttp.TCPConnector(
             ssl=self._ssl,
             limit=settings.concurrency,
@@ -173,12 +186,17 @@ class Session:
         """GET ``url`` exactly as built (already percent-encoded), no redirects followed."""
         assert self._client is not None
         try:
-            async with self._client.get(URL(url, encoded=True), allow_redirects=False) as response:
+            async with self._client.get(
+                URL(url, encoded=True), allow_redirects=False, **self._via
+            ) as response:
                 yield response
         except OmarBulkError:
             raise
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise classify_client_error(exc, self.settings.timeout) from exc
+            raise self._classify(exc) from _cause(exc)
+
+    def _classify(self, exc: BaseException) -> OmarBulkError:
+        return classify_client_error(exc, self.settings.timeout, proxy=self.settings.proxy)
 
     async def _open(self) -> None:
         """The first login, retried like a download; every attempt dropped right after the
@@ -199,11 +217,13 @@ class Session:
                 await asyncio.sleep(delay)
         where = printable(self.settings.base_url)
         if all_dropped:
+            proxy = self.settings.proxy
+            tunnel = f" (or how the proxy {proxy} ends tunnels it does not allow)" if proxy else ""
             raise AuthError(
                 f"could not open a session at {where}: every attempt was closed without an"
                 " answer right after the TLS handshake, which is how some servers refuse a"
-                " client certificate; check that --cert is the certificate registered for"
-                " OMAR-Online"
+                f" client certificate{tunnel}; check that --cert is the certificate registered"
+                " for OMAR-Online"
             )
         raise UnreachableError(
             f"could not open a session at {where}: {last}; nothing was fetched,"
@@ -219,14 +239,14 @@ class Session:
         while True:
             try:
                 async with self._client.get(
-                    URL(url, encoded=True), allow_redirects=False
+                    URL(url, encoded=True), allow_redirects=False, **self._via
                 ) as response:
                     head = head_of(response)
                     body = b""
                     if not (300 <= head.status < 400):
                         body = await read_upto(response, LOGIN_BODY_LIMIT)
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                raise classify_client_error(exc, self.settings.timeout) from exc
+                raise self._classify(exc) from _cause(exc)
             if 300 <= head.status < 400 and head.location:
                 url = login_redirect(url, head)
                 hops.append(url)
@@ -253,13 +273,29 @@ async def read_upto(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return bytes(data)
 
 
-def classify_client_error(exc: BaseException, timeout: float) -> OmarBulkError:
+def classify_client_error(
+    exc: BaseException, timeout: float, *, proxy: Proxy | None = None
+) -> OmarBulkError:
     """Translate an aiohttp, asyncio or ssl exception into the omar-bulk tree.
 
     TLS problems that another attempt cannot cure (the server's certificate does not verify,
     the server refuses ours with an alert) are fatal ``AuthError``s; everything else that can
-    go wrong on the wire is worth retrying.
+    go wrong on the wire is worth retrying. Through a ``proxy``, its own refusals are fatal
+    too (``proxy_error``); a tunnel it cuts is a dropped connection like any other.
     """
+    if proxy is None:
+        return _classify(exc, timeout)
+    refused = proxy_error(exc, proxy)
+    if refused is not None:
+        return refused
+    verdict = _classify(exc, timeout)
+    if isinstance(verdict, ConnectionDropped):
+        # The proxy may have cut the tunnel as well as the server: say which way it went.
+        return ConnectionDropped(f"{verdict}, through the proxy {proxy.shown}")
+    return verdict
+
+
+def _classify(exc: BaseException, timeout: float) -> OmarBulkError:
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return AuthError(_verify_message(exc.certificate_error))
     tls = _find_ssl_error(exc)
@@ -313,6 +349,65 @@ def classify_client_error(exc: BaseException, timeout: float) -> OmarBulkError:
     if isinstance(exc, aiohttp.ClientError | OSError):
         return RetryableError(f"connection error: {_said(exc)}")
     return RetryableError(f"{type(exc).__name__}: {printable(str(exc))}")
+
+
+def proxy_error(exc: BaseException, proxy: Proxy) -> OmarBulkError | None:
+    """What the proxy's own answer or silence means, or None when it is not about the proxy.
+
+    407: our credentials are missing or wrong (``ProxyAuthError``, exit 3). The proxy not
+    reached, or refusing the tunnel (403: many allow CONNECT to port 443 only, and OMAR-Online
+    listens on 444): ``ProxyError``, exit 1, with the proxy's own status. A 5xx on CONNECT is
+    the proxy failing to reach the server, which is retried like a direct connection that
+    failed.
+    """
+    if isinstance(exc, aiohttp.ClientHttpProxyError):  # a ClientResponseError: before those
+        said = f"{exc.status} {printable(exc.message or '')}".strip()
+        target = _target(exc)
+        if exc.status == 407:
+            challenges = exc.headers.getall("Proxy-Authenticate", []) if exc.headers else []
+            return ProxyAuthError(auth_refused(proxy, said, challenges))
+        if 500 <= exc.status < 600:
+            return RetryableError(f"the proxy {proxy.shown} could not reach {target}: {said}")
+        return ProxyError(tunnel_refused(proxy, target, said))
+    ours = isinstance(exc, aiohttp.ClientConnectorError) and (exc.host, exc.port) == (
+        proxy.host,
+        proxy.port,
+    )
+    if ours and isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        detail = getattr(exc.certificate_error, "verify_message", None) or exc.certificate_error
+        return AuthError(
+            f"the certificate of the proxy {proxy} does not verify ({printable(str(detail))});"
+            " if it comes from a private CA, give that CA's certificate with --ca-bundle"
+        )
+    if isinstance(exc, aiohttp.ClientProxyConnectionError) or ours:
+        # aiohttp reports a proxy whose name does not resolve as a plain connector error.
+        assert isinstance(exc, aiohttp.ClientConnectorError)
+        reason = printable(str(exc.strerror or exc.os_error or exc))
+        return ProxyError(unreachable(proxy, reason))
+    return None
+
+
+def _cause(exc: BaseException) -> BaseException | None:
+    """The exception to chain ours to: none for the proxy's answer, whose request carries the
+    ``Proxy-Authorization`` header (aiohttp's ``repr`` of it shows the credentials)."""
+    return None if isinstance(exc, aiohttp.ClientHttpProxyError) else exc
+
+
+def _target(exc: aiohttp.ClientResponseError) -> str:
+    """``host:port`` the tunnel was asked for."""
+    url = exc.request_info.url
+    return f"{printable(url.host or '?')}:{url.port}"
+
+
+def _proxy_arguments(proxy: Proxy | None) -> dict[str, Any]:
+    """The arguments that send one aiohttp request through ``proxy`` (none: direct)."""
+    if proxy is None:
+        return {}
+    via: dict[str, Any] = {"proxy": URL(proxy.url)}
+    authorization = proxy.authorization()
+    if authorization is not None:
+        via["proxy_headers"] = {"Proxy-Authorization": authorization}
+    return via
 
 
 #: OpenSSL's reasons when client and server share no protocol version (a server stuck on
@@ -369,4 +464,11 @@ def _user_agent() -> str:
     return f"omar-bulk/{__version__}"
 
 
-__all__ = ["LOGIN_BODY_LIMIT", "Session", "classify_client_error", "head_of", "read_upto"]
+__all__ = [
+    "LOGIN_BODY_LIMIT",
+    "Session",
+    "classify_client_error",
+    "head_of",
+    "proxy_error",
+    "read_upto",
+]

@@ -16,6 +16,7 @@ from .protocol import normalise_base_url
 from .text import printable
 
 if TYPE_CHECKING:  # the TLS module loads cryptography: only a run needs it
+    from .proxy import Proxy
     from .tls import PasswordSource
 
 DEFAULT_CONCURRENCY = 4
@@ -45,6 +46,8 @@ class Settings:
     report: Path | None = None
     #: Where the journal, lock and report live (``--state-dir``); None: ``archive.state_folder``.
     state_dir: Path | None = None
+    #: The forward proxy every connection goes through (``proxy.proxy_for``); None: direct.
+    proxy: Proxy | None = None
 
     def revisit_from(self) -> date | None:
         """Items whose range ends on or after this date are fetched again, done or not."""

@@ -83,3 +83,12 @@ def duration(seconds: float) -> str:
     minutes, sec = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
+
+
+__all__ = [
+    "MAX_LISTED_FAILURES",
+    "Segment",
+    "decimal_size",
+    "duration",
+    "summary_lines",
+]

@@ -118,6 +118,17 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "getaddrinfo", guarded)
 
 
+@pytest.fixture(autouse=True)
+def no_inherited_proxy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The machine's own proxy settings (a developer behind a corporate proxy) never reach a
+    test: each starts direct, with a netrc file that is not there; proxy tests set their own."""
+    from omar_bulk.proxy import ENVIRONMENT, NO_PROXY_VARIABLES
+
+    for name in (*ENVIRONMENT, *NO_PROXY_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+
+
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
     return TestPKI.create(tmp_path_factory.mktemp("pki"))

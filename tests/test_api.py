@@ -107,20 +107,19 @@ def test_the_package_has_no_import_cycle() -> None:
             visit(module, [module])
 
 
-def _readme_example() -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text.split("## Using it as a library", 1)[1]
-    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert match, "the README's library section has no python example"
+def _library_example() -> str:
+    text = (ROOT / "docs" / "library.md").read_text(encoding="utf-8")
+    match = re.search(r"```python\n(.*?)```", text, re.DOTALL)
+    assert match, "docs/library.md has no python example"
     return match.group(1)
 
 
-def test_the_readme_library_example_runs_as_written_twice(
+def test_the_library_example_in_the_docs_runs_as_written_twice(
     tmp_path: Path, pki: TestPKI, server: ServerThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Only the example's host, paths and secret source are pointed at the stand-in; the
-    code is the README's. Twice in one process, as a scheduler would."""
-    code = _readme_example()
+    code is docs/library.md's. Twice in one process, as a scheduler would."""
+    code = _library_example()
     manifest = tmp_path / "backfill.toml"
     manifest.write_text(
         '[[pull]]\nmeters = ["M1", "M2"]\nstart = 2024-01-01\nend = 2024-02-29\n',
@@ -133,7 +132,7 @@ def test_the_readme_library_example_runs_as_written_twice(
         'Path("/etc/omar/mycert.p12")': f"Path({str(pki.client_p12)!r})",
     }
     for old, new in replacements.items():
-        assert old in code, f"the README example no longer contains {old}"
+        assert old in code, f"the library example no longer contains {old}"
         code = code.replace(old, new)
     # The stand-in's CA, trusted the way a system trust store would be.
     monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca))
@@ -142,8 +141,8 @@ def test_the_readme_library_example_runs_as_written_twice(
         "read_secret": lambda _name: DEMO_PASSWORD,
         "print": lambda *args: printed.append(args),
     }
-    exec(compile(code, "README.md", "exec"), dict(namespace))
-    exec(compile(code, "README.md", "exec"), dict(namespace))
+    exec(compile(code, "docs/library.md", "exec"), dict(namespace))
+    exec(compile(code, "docs/library.md", "exec"), dict(namespace))
     first, second = printed
     assert first[0] == 0 and second[0] == 0
     assert first[1].downloaded == 4 and second[1].skipped == 4  # type: ignore[attr-defined]

@@ -7,7 +7,9 @@ from __future__ import annotations
 import ast
 import json
 import re
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +22,8 @@ from .conftest import Cli
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"), ROOT / "CHANGELOG.md"])
 MONITORING = ROOT / "docs" / "monitoring.md"
+CLI_DOC = ROOT / "docs" / "cli.md"
+REPORT_DOC = ROOT / "docs" / "report.md"
 RELIABILITY = ROOT / "docs" / "RELIABILITY.md"
 
 
@@ -225,7 +229,7 @@ def test_the_alert_rules_parse_and_name_documented_metrics() -> None:
 
 
 def test_the_exit_code_table_is_the_error_tree_s() -> None:
-    section = _text(ROOT / "README.md").split("## Exit codes", 1)[1]
+    section = _text(REPORT_DOC).split("## Exit codes", 1)[1]
     table = next(rows for _, rows in tables(section) if cells(rows[0])[0] == "code")
     documented = {int(cells(row)[0]) for row in table[2:]}
     codes = {
@@ -237,7 +241,7 @@ def test_the_exit_code_table_is_the_error_tree_s() -> None:
 
 
 def test_the_stand_in_s_fault_kinds_are_all_documented() -> None:
-    text = " ".join(_text(ROOT / "README.md").split())
+    text = " ".join(_text(CLI_DOC).split())
     listed = re.search(r"Fault kinds: `([^`]+)`", text)
     assert listed is not None
     assert listed.group(1).split() == list(FAULT_NAMES)
@@ -247,7 +251,7 @@ def test_the_report_example_and_statuses_match_what_a_run_writes(cli: Cli) -> No
     one = ["--meter", "M1", "--start", "2024-01-01", "--end", "2024-01-31"]
     assert cli("fetch", *one).exit_code == 0
     report = json.loads((cli.out / ".omar-bulk" / "last-run.json").read_text())
-    readme = _text(ROOT / "README.md").split("## The report", 1)[1]
+    readme = _text(REPORT_DOC).split("## The report", 1)[1]
     example = re.search(r"```json\n(.*?)```", readme, re.S)
     assert example is not None
     shown = example.group(1)
@@ -259,3 +263,90 @@ def test_the_report_example_and_statuses_match_what_a_run_writes(cli: Cli) -> No
     assert said is not None
     statuses = [*re.findall(r"`(\w+)`", said.group(1)), "interrupted"]
     assert statuses == [*(s.value for s in OUTCOMES), Status.INTERRUPTED.value]
+
+
+# -- the command line against docs/cli.md ------------------------------------------------------
+
+
+def _commands() -> dict[str, list[Any]]:
+    import typer.main
+
+    from omar_bulk.cli import app
+
+    group = typer.main.get_command(app)
+    return {name: list(command.params) for name, command in group.commands.items()}  # type: ignore[attr-defined]
+
+
+def _option_table(command: str) -> dict[str, list[str]]:
+    """``## `COMMAND` ``'s table in docs/cli.md: each option or argument named in a row's
+    first cell -> that row's cells."""
+    section = _text(CLI_DOC).split(f"## `{command}`\n", 1)
+    assert len(section) == 2, f"docs/cli.md has no section for {command}"
+    body = section[1].split("\n## ", 1)[0]
+    table = next(rows for _, rows in tables(body) if cells(rows[0])[:3] == [
+        "option", "environment", "default"])  # fmt: skip
+    found: dict[str, list[str]] = {}
+    for row in table[2:]:
+        row_cells = cells(row)
+        names = re.findall(r"--[a-z][a-z0-9-]*", row_cells[0])
+        names += re.findall(r"`([A-Z]+)`", row_cells[0])  # arguments: MANIFEST, OUT
+        for name in names:
+            found[name] = row_cells
+    return found
+
+
+def _shown(default: object) -> str:
+    """A default as the docs write it: 120.0 as 120, a path as its name."""
+    if isinstance(default, float) and default.is_integer():
+        return str(int(default))
+    return str(default)
+
+
+@pytest.mark.parametrize("command", ["fetch", "check", "status", "verify", "demo", "serve"])
+def test_every_option_of_the_command_line_is_in_docs_cli_md_with_default_and_variable(
+    command: str,
+) -> None:
+    """Both directions: every option and argument ``--help`` knows has a row, with its
+    environment variable and its default; every row names something the command knows."""
+    params = _commands()[command]
+    table = _option_table(command)
+    known: set[str] = set()
+    problems = []
+    for param in params:
+        names = [*param.opts, *getattr(param, "secondary_opts", [])]
+        if param.param_type_name == "argument":
+            names = [str(param.name).upper()]
+        known.update(names)
+        row = next((table[n] for n in names if n in table), None)
+        if row is None:
+            problems.append(f"{command} {names[0]}: no row in docs/cli.md")
+            continue
+        if param.envvar and param.envvar not in row[1]:
+            problems.append(f"{command} {names[0]}: environment {param.envvar} not in {row[1]!r}")
+        default = param.default
+        if default not in (None, False) and _shown(default) not in row[2]:
+            problems.append(f"{command} {names[0]}: default {_shown(default)} not in {row[2]!r}")
+    problems += [
+        f"{command}: docs/cli.md names {n}, unknown to the CLI" for n in table if n not in known
+    ]
+    assert problems == []
+
+
+def test_the_option_check_tells_a_missing_row_and_a_wrong_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The check above can fail, both ways."""
+    table = _option_table("verify")
+    assert table["--json"][2] == ""
+    altered = _text(CLI_DOC).replace(
+        "| `--state-dir DIR` | `OMAR_STATE_DIR` | `OUT/.omar-bulk` | as for `status` |\n", ""
+    )
+    monkeypatch.setattr(sys.modules[__name__], "_text", lambda path: altered)
+    with pytest.raises(AssertionError, match="no row"):
+        test_every_option_of_the_command_line_is_in_docs_cli_md_with_default_and_variable("verify")
+    wrong = altered.replace(
+        "| `--timeout S` | | `10` | each network step |", "| `--timeout S` | | `15` | x |"
+    )
+    monkeypatch.setattr(sys.modules[__name__], "_text", lambda path: wrong)
+    with pytest.raises(AssertionError, match="default 10 not in"):
+        test_every_option_of_the_command_line_is_in_docs_cli_md_with_default_and_variable("check")

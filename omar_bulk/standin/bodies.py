@@ -47,3 +47,9 @@ def csv_body(
         for stamp, hour, value in _readings(ident, start, end, revision)
     ]
     return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+__all__ = [
+    "csv_body",
+    "mdef_body",
+]

@@ -247,3 +247,15 @@ class TestPKI:
         cert, key = self.issuing.issue(stem, not_before=not_before, not_after=not_after)
         write_client(self.folder, stem, cert, key, self.issuing.cert if with_issuer else None)
         return self.folder / f"{stem}.pem"
+
+
+__all__ = [
+    "DEMO_PASSWORD",
+    "LOOPBACK_ADDRESSES",
+    "LOOPBACK_NAMES",
+    "Authority",
+    "TestPKI",
+    "key_pem",
+    "pem",
+    "write_client",
+]

@@ -554,3 +554,22 @@ def serve_in_thread(
 def make_pki(folder: Path) -> TestPKI:
     """A fresh stand-in PKI in ``folder``."""
     return TestPKI.create(folder)
+
+
+__all__ = [
+    "ESCAPE_REASON",
+    "FAULT_NAMES",
+    "LOGIN_FAULTS",
+    "SESSION_COOKIE",
+    "SPEC_ORDER",
+    "SPEC_PROGRAMS",
+    "Faults",
+    "Running",
+    "Seen",
+    "ServerThread",
+    "StandIn",
+    "body_for",
+    "make_pki",
+    "serve_in_thread",
+    "start",
+]
