@@ -1,0 +1,195 @@
+"""Failing cases found by trying the Unix conventions and the archive as a careless or hostile
+user would: each test states what the README or the module docstrings promise, and fails on
+the code as merged.
+
+Device nodes and FIFOs are this test's own, in its temporary folder; every process has a
+deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from omar_bulk import userfiles
+from omar_bulk.errors import LocalWriteError
+from omar_bulk.standin.certs import DEMO_PASSWORD, TestPKI
+from omar_bulk.standin.server import ServerThread
+from omar_bulk.tls import password_file_warning
+
+from .conftest import Cli
+from .test_unix import DEADLINE, environment, fetch_args, make_node, omar
+
+TWO_MONTHS = ["--meter", "M1", "--start", "2024-01-01", "--end", "2024-02-29"]
+FEBRUARY_FILE = "meter/M1/M1_20240201_20240229_PST.mdef"
+
+
+@pytest.fixture
+def fetched(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Two months fetched into ``out`` (the working folder is ``tmp_path``)."""
+    monkeypatch.chdir(tmp_path)
+    cli.out = Path("out")
+    assert cli("fetch", *TWO_MONTHS).exit_code == 0
+    return Path("out")
+
+
+# -- verify ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("replacement", ["folder", "fifo"])
+def test_verify_names_a_data_file_replaced_by_something_that_is_not_a_file(
+    cli: Cli, fetched: Path, replacement: str
+) -> None:
+    """README: every file the journal records is there with its size and SHA-256. A folder or
+    a FIFO where a data file was is not that file; verify said "all hold" (exit 0) while the
+    next fetch of the same archive stops with exit 4 on the folder."""
+    target = fetched / FEBRUARY_FILE
+    target.unlink()
+    if replacement == "folder":
+        target.mkdir()
+    else:
+        os.mkfifo(target)
+    outcome = cli("verify", "out", "--json")
+    assert outcome.exit_code == 1, outcome.stdout + outcome.stderr
+    problems = json.loads(outcome.stdout)["problems"]
+    assert [p["path"] for p in problems] == [FEBRUARY_FILE], problems
+
+
+def test_verify_names_a_data_folder_that_is_a_link_out_of_out(
+    cli: Cli, fetched: Path, tmp_path: Path
+) -> None:
+    """``OUT/meter`` replaced by a link to a folder elsewhere: verify walks through the link
+    and advises moving the files it finds there "out of OUT" (they are not in OUT); it should
+    name the link itself, as it does for a link one level further down."""
+    elsewhere = tmp_path / "elsewhere"
+    (fetched / "meter").rename(elsewhere)
+    (fetched / "meter").symlink_to(elsewhere)
+    outcome = cli("verify", "out", "--json")
+    assert outcome.exit_code == 1
+    paths = [p["path"] for p in json.loads(outcome.stdout)["problems"]]
+    assert "meter" in paths, paths
+
+
+def test_a_state_folder_inside_the_data_folders_is_refused_or_verifies(
+    cli: Cli, fetched: Path
+) -> None:
+    """``--state-dir OUT/meter``: fetch accepts it (exit 0) and writes its journal, lock and
+    marks among the data files; verify then reports each of them as a data file with no
+    journal row, and advises fetching "its month again with --overwrite". One of the two is
+    wrong: refuse the folder (exit 2), or verify the archive the fetch made."""
+    other = Path("other")
+    fetch = cli("fetch", *TWO_MONTHS, "--out", str(other), "--state-dir", "other/meter")
+    if fetch.exit_code == 2:
+        return
+    assert fetch.exit_code == 0, fetch.stderr
+    outcome = cli("verify", str(other), "--state-dir", "other/meter", "--json")
+    assert outcome.exit_code == 0, outcome.stdout
+
+
+def test_an_empty_state_dir_is_bad_input_not_the_working_folder(
+    server: ServerThread, pki: TestPKI, tmp_path: Path
+) -> None:
+    """``--state-dir "$STATE"`` with STATE unset: the journal, lock, report and mark went into
+    the working folder (exit 0). An empty ``OMAR_CERT_PASSWORD_FILE`` is exit 2; an empty
+    state folder should be too, with nothing written."""
+    work = tmp_path / "work"
+    work.mkdir()
+    done = omar(*fetch_args(server, pki, Path("out")), "--state-dir", "", cwd=work)
+    assert done.returncode == 2, done.stderr
+    assert sorted(p.name for p in work.iterdir()) == [], sorted(p.name for p in work.iterdir())
+
+
+# -- output targets -------------------------------------------------------------------------
+
+
+def test_a_fifo_without_a_reader_is_named_in_the_advice(
+    server: ServerThread, pki: TestPKI, tmp_path: Path
+) -> None:
+    """The advice said "for instance `cat {path} &`": the braces reached the user."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    done = omar(*fetch_args(server, pki, tmp_path / "out"), "--report", str(fifo))
+    assert done.returncode == 4, done.stderr
+    assert b"{path}" not in done.stderr, done.stderr
+    assert f"cat {fifo} &".encode() in done.stderr
+
+
+def test_a_stalled_reader_holds_the_run_one_stall_limit_not_two(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The docstring: a reader that stops reading for STALL_SECONDS ends the write. The
+    buffered writer's close flushes again and waits a second STALL_SECONDS (a run measured 61 s
+    with the 30 s limit, SIGTERM ignored all along)."""
+    monkeypatch.setattr(userfiles, "STALL_SECONDS", 1.0)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    held = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader that never reads
+    try:
+        started = time.monotonic()
+        with pytest.raises(LocalWriteError), userfiles.write_output(fifo) as handle:
+            for _ in range(40_000):  # item by item, as the report is written
+                handle.write(b"x" * 100)
+        assert time.monotonic() - started < 1.8
+    finally:
+        os.close(held)
+
+
+def test_the_same_null_device_for_report_and_metrics_discards_both(
+    server: ServerThread, pki: TestPKI, tmp_path: Path
+) -> None:
+    """``--report /dev/null --metrics /dev/null``, the natural way to discard both, is exit 2
+    ("is the report's file too"): a device written in place is no file the two would share."""
+    null = make_node(tmp_path / "null", stat.S_IFCHR, 1, 3)
+    done = omar(
+        *fetch_args(server, pki, tmp_path / "out"), "--report", str(null), "--metrics", str(null)
+    )
+    assert done.returncode == 0, done.stderr
+    assert stat.S_ISCHR(null.lstat().st_mode)
+
+
+# -- input ----------------------------------------------------------------------------------
+
+
+def test_fetch_dash_with_stdin_closed_does_not_say_terminal(tmp_path: Path) -> None:
+    """``omar-bulk fetch - <&-`` (no standard input at all) said "standard input is a
+    terminal"; it is not one."""
+    done = subprocess.run(
+        [sys.executable, "-m", "omar_bulk", "fetch", "-", "--out", str(tmp_path / "o"),
+         "--dry-run"],
+        capture_output=True, env=environment(OMAR_CERT_PASSWORD=DEMO_PASSWORD),
+        preexec_fn=lambda: os.close(0), timeout=DEADLINE, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert b"Traceback" not in done.stderr
+    assert b"is a terminal" not in done.stderr, done.stderr
+
+
+def test_a_password_file_only_its_user_can_read_through_an_acl_is_not_warned_about(
+    tmp_path: Path,
+) -> None:
+    """systemd's ``LoadCredential=`` writes the credential 0400 and grants the service's user
+    read access with an ACL entry: ``stat`` then shows 0440 (the group bits are the ACL mask)
+    although the file's group has no access. omar-bulk warned "its group can read it; chmod
+    600" on every run, about a read-only file it cannot chmod."""
+    secret = tmp_path / "cert-password"
+    secret.write_text("omar-demo\n")
+    secret.chmod(0o400)
+    every = 0xFFFFFFFF
+    # owner r, user 4242 r, group none, mask r, other none
+    entries = [(0x01, 4, every), (0x02, 4, 4242), (0x04, 0, every), (0x10, 4, every)]
+    entries.append((0x20, 0, every))
+    acl = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+    try:
+        os.setxattr(secret, "system.posix_acl_access", acl)
+    except OSError as exc:
+        pytest.skip(f"this file system takes no POSIX ACL: {exc}")
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o440  # what stat shows
+    assert password_file_warning(secret) is None
