@@ -193,3 +193,13 @@ def test_a_password_file_only_its_user_can_read_through_an_acl_is_not_warned_abo
         pytest.skip(f"this file system takes no POSIX ACL: {exc}")
     assert stat.S_IMODE(secret.stat().st_mode) == 0o440  # what stat shows
     assert password_file_warning(secret) is None
+
+
+def test_a_csv_manifest_on_stdin_may_open_with_a_comment_line(tmp_path: Path) -> None:
+    """README: in a CSV manifest "lines starting with # are skipped". Read from a file named
+    ``.csv`` such a manifest works; piped into ``fetch -`` (or through a FIFO) its first line
+    is the comment, not ``kind,``, so it was parsed as TOML: "TOML syntax", exit 2."""
+    manifest = b"# the north meters\nkind,id,start,end\nmeter,M1,2024-01-01,2024-01-31\n"
+    done = omar("fetch", "-", "--out", str(tmp_path / "o"), "--dry-run", stdin=manifest)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count(b"https://") == 1
