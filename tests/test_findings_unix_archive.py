@@ -203,3 +203,26 @@ def test_a_csv_manifest_on_stdin_may_open_with_a_comment_line(tmp_path: Path) ->
     done = omar("fetch", "-", "--out", str(tmp_path / "o"), "--dry-run", stdin=manifest)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count(b"https://") == 1
+
+
+def test_an_archive_rebuilt_after_damage_verifies(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README: a damaged journal is set aside and rebuilt, and nothing needs fetching again.
+    The rebuilt journal lists no history file, so verify exits 1 on every earlier version
+    from then on, advising "keep the file or remove it, no run needs it": keeping it keeps
+    the weekly verify failing."""
+    monkeypatch.chdir(tmp_path)
+    cli.out = Path("out")
+    growing = ["--meter", "M1", "--start", "2024-03-01", "--end", "yesterday"]
+    assert cli("fetch", *growing, "--today", "2024-03-10").exit_code == 0
+    assert cli("fetch", *growing, "--today", "2024-03-16").exit_code == 0
+    assert list(Path("out/.omar-bulk/history").rglob("*.mdef.*"))  # a retired shorter file
+    journal = Path("out/.omar-bulk/journal.sqlite3")
+    with journal.open("r+b") as handle:
+        handle.write(b"not a database, damaged")
+    rerun = cli("fetch", *growing, "--today", "2024-03-16")
+    assert rerun.exit_code == 0, rerun.stderr
+    assert "rebuilt" in rerun.stderr
+    outcome = cli("verify", "out", "--json")
+    assert outcome.exit_code == 0, outcome.stdout
