@@ -226,3 +226,24 @@ def test_an_archive_rebuilt_after_damage_verifies(
     assert "rebuilt" in rerun.stderr
     outcome = cli("verify", "out", "--json")
     assert outcome.exit_code == 0, outcome.stdout
+
+
+def test_report_to_dev_stdout_appended_to_a_log_keeps_the_log(
+    server: ServerThread, pki: TestPKI, tmp_path: Path
+) -> None:
+    """cron: ``fetch ... --report /dev/stdout >> run.log 2>&1``. /dev/stdout names the log
+    file, which was replaced by the report: every earlier line of the log was lost, its mode
+    became 0600, and this run's summary went to the replaced (unlinked) file."""
+    log = tmp_path / "run.log"
+    log.write_bytes(b"yesterday's run\n")
+    with log.open("ab") as appended:
+        done = subprocess.run(
+            [sys.executable, "-m", "omar_bulk", *fetch_args(server, pki, tmp_path / "out"),
+             "--report", "/dev/stdout"],
+            stdout=appended, stderr=appended, stdin=subprocess.DEVNULL,
+            env=environment(OMAR_CERT_PASSWORD=DEMO_PASSWORD), timeout=DEADLINE, check=False,
+        )  # fmt: skip
+    assert done.returncode == 0
+    text = log.read_bytes()
+    assert text.startswith(b"yesterday's run\n"), text[:200]
+    assert b'"downloaded": 1' in text and b"1 planned" in text
