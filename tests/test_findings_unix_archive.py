@@ -247,3 +247,28 @@ def test_report_to_dev_stdout_appended_to_a_log_keeps_the_log(
     text = log.read_bytes()
     assert text.startswith(b"yesterday's run\n"), text[:200]
     assert b'"downloaded": 1' in text and b"1 planned" in text
+
+
+@pytest.mark.parametrize("option", ["--report", "--metrics"])
+def test_a_link_planted_by_another_user_does_not_make_root_replace_its_target(
+    option: str, server: ServerThread, pki: TestPKI, tmp_path: Path
+) -> None:
+    """Root writes the metrics into a textfile folder another user owns (node_exporter's,
+    say). That user replaced the file by a link to a file of root's: the link was followed
+    and root's file replaced by the report or the metrics (0644 for metrics). Any file on the
+    system could be destroyed this way."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the link belongs to another user")
+    nobody = 65534
+    shared = tmp_path / "textfile"
+    shared.mkdir()
+    os.chown(shared, nobody, nobody)
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    victim = private / "important.conf"
+    victim.write_bytes(b"root's own file\n")
+    planted = shared / "omar.out"
+    planted.symlink_to(victim)
+    os.lchown(planted, nobody, nobody)
+    omar(*fetch_args(server, pki, tmp_path / "out"), option, str(planted))
+    assert victim.read_bytes() == b"root's own file\n"
