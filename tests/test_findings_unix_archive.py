@@ -272,3 +272,18 @@ def test_a_link_planted_by_another_user_does_not_make_root_replace_its_target(
     os.lchown(planted, nobody, nobody)
     omar(*fetch_args(server, pki, tmp_path / "out"), option, str(planted))
     assert victim.read_bytes() == b"root's own file\n"
+
+
+def test_a_dry_run_says_when_the_run_would_refuse_its_state_folder(
+    offline_cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--dry-run`` prints "every URL a run would request". With a state folder any user can
+    write, the run itself stops (exit 4) and requests nothing; the dry run printed the URLs
+    and exited 0 without a word about it."""
+    monkeypatch.chdir(tmp_path)
+    shared = Path("state")
+    shared.mkdir()
+    shared.chmod(0o777)
+    month = ["--meter", "M1", "--start", "2024-05-01", "--end", "2024-05-31"]
+    dry = offline_cli("fetch", *month, "--out", "out", "--state-dir", "state", "--dry-run")
+    assert "other users" in dry.stderr or dry.exit_code != 0, (dry.exit_code, dry.stderr)
