@@ -401,8 +401,15 @@ class Archive:
             )
         real = os.path.realpath(folder)
         separate = real != os.path.realpath(out / STATE_DIR)
-        place = cls(out, folder, separate, (), given)
         own = os.path.realpath(out)
+        if separate and (real == own or real.startswith(own.rstrip("/") + "/")):
+            raise UsageError(
+                f"the state folder {printable(str(folder))} is inside the output folder"
+                f" {printable(str(out))}: its journal, lock and marks would lie among the data"
+                " files. Give a folder outside it, or leave --state-dir (and OMAR_STATE_DIR)"
+                f" out to keep them in {printable(str(out / STATE_DIR))}"
+            )
+        place = cls(out, folder, separate, (), given)
         if separate:
             serves = read_mark(folder / SERVES_NAME)
             if serves is None and os.path.basename(real) == STATE_DIR:

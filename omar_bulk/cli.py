@@ -118,9 +118,20 @@ CaBundleOption = Annotated[
     ),
 ]
 
+
+def _state_dir(raw: str) -> Path:
+    """``--state-dir``: an empty value (``--state-dir "$STATE"`` with STATE unset) is a
+    mistake, not the working folder. An empty OMAR_STATE_DIR counts as unset, as an empty
+    XDG_STATE_HOME does."""
+    if not raw:
+        raise typer.BadParameter("is empty: give a folder, or leave the option out")
+    return Path(raw)
+
+
 StateDirOption = Annotated[
     Path | None,
     typer.Option(
+        parser=_state_dir,
         envvar="OMAR_STATE_DIR",
         metavar="DIR",
         help="Keep the journal, lock and report here, not in OUT/.omar-bulk (for an OUT"
