@@ -492,6 +492,9 @@ def verify(
             verdict = check_archive(out, state_dir=state_dir)
     except OmarBulkError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("omar-bulk: verify interrupted before it ended: nothing was changed", err=True)
+        raise typer.Exit(130) from None
     if as_json:
         import json
 
@@ -508,7 +511,8 @@ def verify(
             f" {verdict.bytes:,} bytes hashed"
         )
         if verdict.problems:
-            typer.echo(f"verify: {len(verdict.problems)} problems in {checked}")
+            count = len(verdict.problems)
+            typer.echo(f"verify: {count} problem{'' if count == 1 else 's'} in {checked}")
         else:
             typer.echo(f"verify: {checked}: all hold")
     raise typer.Exit(verdict.exit_code)
