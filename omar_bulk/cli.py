@@ -64,6 +64,19 @@ def _user_path(raw: str) -> Path:
     return path
 
 
+def _one_reader_of_stdin(**files: Path | None) -> None:
+    """``fetch -`` reads the manifest from standard input: nothing else can be read there."""
+    for option, path in files.items():
+        if path is not None and str(path) == "-":
+            from .errors import UsageError
+
+            name = option.replace("_", "-")
+            raise UsageError(
+                f"fetch - reads the manifest from standard input, so --{name} cannot be - too:"
+                f" give --{name} a file (or a pipe such as <(...))"
+            )
+
+
 def _password(what: str) -> str | None:
     """The certificate password: OMAR_CERT_PASSWORD, else a hidden prompt on a terminal.
     (``_password_source`` puts OMAR_CERT_PASSWORD_FILE before both.)"""
@@ -264,6 +277,8 @@ def fetch(
                 from .errors import UsageError
 
                 raise UsageError("give either a manifest or --meter/--group, not both")
+            if manifest == "-":
+                _one_reader_of_stdin(cert=cert, key=key, ca_bundle=ca_bundle)
             plan = load_manifest(_user_path(manifest), defaults)
         else:
             plan = adhoc_plan(

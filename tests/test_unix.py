@@ -824,3 +824,11 @@ def test_a_password_file_that_is_not_a_file_gets_no_chmod_advice(tmp_path: Path)
     os.mkfifo(fifo, 0o644)
     assert password_file_warning(folder) is None
     assert password_file_warning(fifo) is None
+
+
+def test_fetch_dash_with_a_certificate_from_stdin_too_is_refused(tmp_path: Path) -> None:
+    """``fetch - --cert -``: standard input carries the manifest, so exit 2 naming --cert."""
+    manifest = b"kind,id,start,end\nmeter,M1,2024-01-01,2024-01-31\n"
+    done = omar("fetch", "-", "--cert", "-", "--out", str(tmp_path / "o"), stdin=manifest)
+    assert done.returncode == 2, done.stderr
+    assert b"--cert cannot be - too" in done.stderr

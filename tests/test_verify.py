@@ -288,3 +288,18 @@ def test_one_problem_is_counted_as_one(cli: Cli, fetched: Path) -> None:
     outcome = cli("verify", "out")
     assert outcome.exit_code == 1
     assert "verify: 1 problem in" in outcome.stdout
+
+
+def test_an_interrupted_verify_says_so_and_exits_130(
+    cli: Cli, fetched: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while hashing: exit 130 with a line saying nothing was changed."""
+    import omar_bulk.verify as verify_module
+
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(verify_module, "_hash_all", interrupted)
+    outcome = cli("verify", "out")
+    assert outcome.exit_code == 130
+    assert "verify interrupted" in outcome.stderr
