@@ -134,10 +134,25 @@ def check_output(path: Path, option: str) -> None:
         return  # missing (or unreadable): the write says what is wrong, with its reason
     try:
         mode = os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        mode = None
     except OSError:
+        os.close(folder)
         return
+    try:
+        if (mode is None or stat.S_ISREG(mode)) and not os.access(
+            ".", os.W_OK | os.X_OK, dir_fd=folder
+        ):
+            # A file is written beside its name and renamed: the folder must take a new file.
+            # Found now, not once the run is over.
+            raise UsageError(
+                f"{option} {shown}: its folder does not let omar-bulk create a file there"
+                " (no write permission, read-only or immutable): give another place"
+            )
     finally:
         os.close(folder)
+    if mode is None:
+        return
     if stat.S_ISDIR(mode):
         raise UsageError(f"{option} {shown} is a folder: give a file name")
     if stat.S_ISSOCK(mode) or stat.S_ISBLK(mode):

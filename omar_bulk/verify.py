@@ -15,7 +15,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,32 @@ def verify(
         raise UsageError(f"{printable(str(out))} is not a folder")
     archive = Archive.locate(out, state_dir)
     with archive.idle():
-        return _verify(archive, out, progress)
+        verdict = _verify(archive, out, progress)
+    exposed = _exposed(archive)
+    if exposed:
+        verdict = replace(verdict, problems=(*verdict.problems, *exposed))
+    return verdict
+
+
+def _exposed(archive: Archive) -> list[Problem]:
+    """A state folder others can write, or a link: a run refuses it, and the journal every
+    verdict rests on could have been written by someone else."""
+    found = []
+    folders = [archive.inside, archive.folder] if archive.separate else [archive.inside]
+    for folder in folders:
+        try:
+            info = os.lstat(folder)
+        except OSError:
+            continue
+        if stat.S_ISLNK(info.st_mode) or info.st_mode & 0o022:
+            what = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "writable by other users"
+            found.append(
+                Problem(str(folder), f"the state folder is {what}: a run refuses it, and what"
+                        " this check trusts (the journal) could have been written by anyone",
+                        "make it a real folder of the archive's user, mode 0700, and verify"
+                        " again")
+            )  # fmt: skip
+    return found
 
 
 def _verify(archive: Archive, out: Path, progress: Callable[[int, int], None] | None) -> Verdict:

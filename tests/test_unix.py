@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import socket
 import stat
 import struct
@@ -832,3 +833,21 @@ def test_fetch_dash_with_a_certificate_from_stdin_too_is_refused(tmp_path: Path)
     done = omar("fetch", "-", "--cert", "-", "--out", str(tmp_path / "o"), stdin=manifest)
     assert done.returncode == 2, done.stderr
     assert b"--cert cannot be - too" in done.stderr
+
+
+def test_a_report_whose_folder_takes_no_new_file_is_refused_before_the_run(
+    server: ServerThread, pki: TestPKI, tmp_path: Path
+) -> None:
+    """An immutable folder (even root cannot create there): exit 2 before anything is sent."""
+    chattr = shutil.which("chattr")
+    folder = tmp_path / "frozen"
+    folder.mkdir()
+    if chattr is None or subprocess.run([chattr, "+i", str(folder)], check=False).returncode:
+        pytest.skip("chattr +i is not available here (needs root and ext2/3/4, xfs or btrfs)")
+    try:
+        done = omar(*fetch_args(server, pki, tmp_path / "out"), "--report", str(folder / "r.json"))
+    finally:
+        subprocess.run([chattr, "-i", str(folder)], check=True)
+    assert done.returncode == 2, done.stderr
+    assert b"does not let omar-bulk create a file there" in done.stderr
+    assert not (tmp_path / "out").exists()

@@ -303,3 +303,12 @@ def test_an_interrupted_verify_says_so_and_exits_130(
     outcome = cli("verify", "out")
     assert outcome.exit_code == 130
     assert "verify interrupted" in outcome.stderr
+
+
+def test_a_state_folder_others_can_write_is_a_problem(cli: Cli, fetched: Path) -> None:
+    """A 0777 ``OUT/.omar-bulk``: the journal verify trusts could be anyone's; named, exit 1."""
+    (fetched / ".omar-bulk").chmod(0o777)
+    code, problems = _problems(cli, "out")
+    assert code == 1
+    assert [p["path"] for p in problems] == ["out/.omar-bulk"]
+    assert "writable by other users" in problems[0]["problem"]
