@@ -320,6 +320,33 @@ def _lock(path: Path, out: Path, *, required: bool = True) -> Iterator[None]:
         handle.close()
 
 
+@contextlib.contextmanager
+def _shared_lock(path: Path, out: Path) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no fcntl on Windows: no run locks there either
+        yield
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        yield  # no lock file (no run yet), or one that cannot be read: nothing to wait for
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(
+                f"a run of {printable(str(out))} is in progress: verify it once the run has"
+                " ended (what a run is moving would be reported as problems)"
+            ) from None
+        except OSError:
+            pass  # a file system without locks: runs are not guarded there either
+        yield
+    finally:
+        os.close(fd)
+
+
 @dataclass(frozen=True, slots=True)
 class Archive:
     """OUT and its state folder, located and checked against what earlier runs left
@@ -374,8 +401,15 @@ class Archive:
             )
         real = os.path.realpath(folder)
         separate = real != os.path.realpath(out / STATE_DIR)
-        place = cls(out, folder, separate, (), given)
         own = os.path.realpath(out)
+        if separate and (real == own or real.startswith(own.rstrip("/") + "/")):
+            raise UsageError(
+                f"the state folder {printable(str(folder))} is inside the output folder"
+                f" {printable(str(out))}: its journal, lock and marks would lie among the data"
+                " files. Give a folder outside it, or leave --state-dir (and OMAR_STATE_DIR)"
+                f" out to keep them in {printable(str(out / STATE_DIR))}"
+            )
+        place = cls(out, folder, separate, (), given)
         if separate:
             serves = read_mark(folder / SERVES_NAME)
             if serves is None and os.path.basename(real) == STATE_DIR:
@@ -464,6 +498,18 @@ class Archive:
             finally:
                 if journal is not None:
                     journal.close()
+
+    @contextlib.contextmanager
+    def idle(self) -> Iterator[None]:
+        """Hold the archive's locks shared for the block (``verify``): no run of OUT is in
+        progress meanwhile, so nothing is found half-moved. A run holding them is a
+        UsageError; a run started meanwhile is refused as a second run is. Needs no write
+        access: a lock file no run has made yet is no lock to take."""
+        with contextlib.ExitStack() as held:
+            folders = [self.inside, self.folder] if self.separate else [self.inside]
+            for folder in folders:
+                held.enter_context(_shared_lock(folder / LOCK_NAME, self.out))
+            yield
 
     # -- a run -----------------------------------------------------------------------------
 

@@ -64,6 +64,19 @@ def _user_path(raw: str) -> Path:
     return path
 
 
+def _one_reader_of_stdin(**files: Path | None) -> None:
+    """``fetch -`` reads the manifest from standard input: nothing else can be read there."""
+    for option, path in files.items():
+        if path is not None and str(path) == "-":
+            from .errors import UsageError
+
+            name = option.replace("_", "-")
+            raise UsageError(
+                f"fetch - reads the manifest from standard input, so --{name} cannot be - too:"
+                f" give --{name} a file (or a pipe such as <(...))"
+            )
+
+
 def _password(what: str) -> str | None:
     """The certificate password: OMAR_CERT_PASSWORD, else a hidden prompt on a terminal.
     (``_password_source`` puts OMAR_CERT_PASSWORD_FILE before both.)"""
@@ -142,10 +155,19 @@ def _proxy(base_url: str, option: str | None, direct: bool) -> Any:
         raise UsageError("give --proxy or --no-proxy, not both")
     return proxy_for(base_url, os.environ, option=option, direct=direct)
 
+def _state_dir(raw: str) -> Path:
+    """``--state-dir``: an empty value (``--state-dir "$STATE"`` with STATE unset) is a
+    mistake, not the working folder. An empty OMAR_STATE_DIR counts as unset, as an empty
+    XDG_STATE_HOME does."""
+    if not raw:
+        raise typer.BadParameter("is empty: give a folder, or leave the option out")
+    return Path(raw)
+
 
 StateDirOption = Annotated[
     Path | None,
     typer.Option(
+        parser=_state_dir,
         envvar="OMAR_STATE_DIR",
         metavar="DIR",
         help="Keep the journal, lock and report here, not in OUT/.omar-bulk (for an OUT"
@@ -280,6 +302,8 @@ def fetch(
                 from .errors import UsageError
 
                 raise UsageError("give either a manifest or --meter/--group, not both")
+            if manifest == "-":
+                _one_reader_of_stdin(cert=cert, key=key, ca_bundle=ca_bundle)
             plan = load_manifest(_user_path(manifest), defaults)
         else:
             plan = adhoc_plan(
@@ -514,6 +538,9 @@ def verify(
             verdict = check_archive(out, state_dir=state_dir)
     except OmarBulkError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("omar-bulk: verify interrupted before it ended: nothing was changed", err=True)
+        raise typer.Exit(130) from None
     if as_json:
         import json
 
@@ -530,7 +557,8 @@ def verify(
             f" {verdict.bytes:,} bytes hashed"
         )
         if verdict.problems:
-            typer.echo(f"verify: {len(verdict.problems)} problems in {checked}")
+            count = len(verdict.problems)
+            typer.echo(f"verify: {count} problem{'' if count == 1 else 's'} in {checked}")
         else:
             typer.echo(f"verify: {checked}: all hold")
     raise typer.Exit(verdict.exit_code)

@@ -15,10 +15,12 @@ release stops this one (``UsageError``) and is left exactly as it is.
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +33,7 @@ from .errors import LocalWriteError, UsageError
 from .plan import Item
 from .report import REPORT_NAME
 from .results import ItemResult, Status
-from .storage import JOURNAL_NAME, translate_os_error
+from .storage import JOURNAL_NAME, STATE_DIR, translate_os_error
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -380,11 +382,19 @@ class Journal:
     def _rebuild(
         self, candidates: list[tuple[object, ...]], folder: Path, data_root: Path | None
     ) -> tuple[int, int]:
-        """Adopt candidates (and the last report's entries) whose files still verify."""
+        """Adopt candidates (and the last report's entries) whose files still verify, and
+        the history files of the chunks adopted (``_history_versions``)."""
         found, total = recoverable(candidates, folder, data_root)
         now = time.time()
+        kept = [entry.path for entry, _ in found]
+        earlier = _history_versions(data_root, kept) if data_root is not None else []
         with self._db:
             self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR IGNORE INTO versions (path, fetched_at, sha256, bytes, archived_as)"
+                " VALUES (?, ?, ?, ?, ?)",
+                earlier,
+            )
             for entry, item in found:
                 self._db.execute(
                     _UPSERT,
@@ -890,6 +900,49 @@ def _start_end(stem: str) -> int:
     """Length of ``{ID}_{YYYYMMDD}_`` in a data file's name (ids may hold ``_``)."""
     pieces = stem.rsplit("_", 3)
     return len(pieces[0]) + 10 if len(pieces) == 4 else len(stem)
+
+
+#: A kept version's name under history/: ``{relative path}.{fetched at, UTC}[-N]``.
+_HISTORY_NAME = re.compile(r"(?P<key>.+)\.(?P<stamp>\d{8}T\d{6}Z)(?:-(?P<n>\d+))?")
+
+
+def _history_versions(data_root: Path, kept: list[str]) -> list[tuple[str, float, str, int, str]]:
+    """``versions`` rows for the history files a rebuilt journal can attribute: a file named
+    as omar-bulk names a kept version (``storage.history_path``) of a data file whose chunk
+    (same folder, id and start) is one of the ``kept`` keys, and only of one. Its time is the
+    one its name records (to the second; ``-N`` adds N ms so each keeps its own row), its size
+    and SHA-256 are the file's as found: nothing else recorded them once the journal was lost.
+    Files that cannot be attributed are left unlisted (``verify`` names them)."""
+    chunks: dict[str, list[str]] = {}
+    for key in kept:
+        stem = key.rpartition("/")[2]
+        chunks.setdefault(key[: len(key) - len(stem)] + stem[: _start_end(stem)], []).append(key)
+    history = data_root / STATE_DIR / "history"
+    rows: list[tuple[str, float, str, int, str]] = []
+    for folder, _, names in os.walk(history):
+        for name in names:
+            path = Path(folder, name)
+            match = _HISTORY_NAME.fullmatch(path.relative_to(history).as_posix())
+            if match is None:
+                continue
+            old = match["key"]
+            stem = old.rpartition("/")[2]
+            owners = chunks.get(old[: len(old) - len(stem)] + stem[: _start_end(stem)], [])
+            if len(owners) != 1:
+                continue
+            try:
+                info = path.lstat()
+                if not S_ISREG(info.st_mode):
+                    continue
+                with open(path, "rb") as handle:
+                    sha = hashlib.file_digest(handle, "sha256").hexdigest()
+            except OSError:
+                continue
+            stamp = time.strptime(match["stamp"], "%Y%m%dT%H%M%SZ")
+            when = calendar.timegm(stamp) + int(match["n"] or 0) / 1000
+            archived = f"{STATE_DIR}/history/{path.relative_to(history).as_posix()}"
+            rows.append((owners[0], when, sha, info.st_size, archived))
+    return rows
 
 
 def _holds(final: Path, size: int, sha256: str | None) -> bool:

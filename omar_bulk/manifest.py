@@ -111,7 +111,9 @@ def _source(path: Path, name: str) -> _Source:
         return ManifestError(name, why)
 
     if is_stdio(path):
-        if sys.stdin is None or sys.stdin.isatty():  # nothing piped in: do not wait for typing
+        if sys.stdin is None:  # started with standard input closed (``<&-``)
+            raise fail("standard input is closed: pipe or redirect a manifest into it")
+        if sys.stdin.isatty():  # nothing piped in: do not wait for typing
             raise fail("standard input is a terminal: pipe or redirect a manifest into it")
         return read_whole(path, MAX_MANIFEST, fail, text=True)
     try:
@@ -219,8 +221,22 @@ def _sniff(path: Path, source: _Source) -> str:
     else:
         with source.open("rb") as handle:
             head = handle.read(4096)
-    head = head.lstrip(b"\xef\xbb\xbf").lstrip()
-    return "csv" if head.lower().startswith(b"kind,") else "toml"
+    return "csv" if _names_columns(head.removeprefix(b"\xef\xbb\xbf")) else "toml"
+
+
+def _names_columns(head: bytes) -> bool:
+    """Does the first line that is not blank or a ``#`` comment (both formats have them) name
+    the CSV columns, ``kind`` and ``id`` among them in any order? A TOML line has ``=`` or
+    opens a ``[table]``."""
+    for raw in head.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(b"#"):
+            continue
+        if b"=" in line or line.startswith(b"["):
+            return False
+        columns = {column.strip().strip(b'"').lower() for column in line.split(b",")}
+        return {b"kind", b"id"} <= columns
+    return False
 
 
 def _date(

@@ -118,13 +118,19 @@ def check_target(
     overwrite the journal (in OUT or in the state folder ``state``), a data file or the run's
     own report. ``-`` is standard output; a FIFO or a device is written in place."""
     import os
+    import stat
 
     from .storage import claimed
-    from .userfiles import check_output, is_stdio
+    from .userfiles import check_output, is_stdio, own_stream
 
-    if is_stdio(path):
-        if report is not None and is_stdio(report):
-            raise UsageError("--metrics - and --report - both name standard output: choose one")
+    def stream(target: Path) -> int | None:
+        return 1 if is_stdio(target) else own_stream(target)
+
+    if stream(path) is not None:
+        if report is not None and stream(report) == stream(path):
+            what = "standard output" if stream(path) == 1 else f"descriptor {stream(path)}"
+            raise UsageError(f"--metrics {path} and --report {report} both name {what}: choose one")
+        check_output(path, "--metrics")  # a descriptor that is not open
         return
     if out is not None and claimed(out, path, state):
         where = f"{out} or in its state folder {state}" if state is not None else str(out)
@@ -134,8 +140,9 @@ def check_target(
         )
     if (
         report is not None
-        and not is_stdio(report)
+        and stream(report) is None
         and os.path.realpath(path) == os.path.realpath(report)
+        and not (path.exists() and stat.S_ISCHR(path.stat().st_mode))  # /dev/null for both
     ):
         raise UsageError(f"--metrics {path} is the report's file too: give each its own")
     if path.is_dir():

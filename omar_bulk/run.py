@@ -275,6 +275,10 @@ def planned_urls(
     if notice:
         for note in [*notes, *settings.plan.notes]:
             notice(note)
+        try:
+            archive.check()  # what the run checks before it writes or sends anything
+        except OmarBulkError as exc:
+            notice(f"a run would stop before sending anything: {exc}")
     with archive.reading() as journal:
         yield from _due(settings, journal, state, notice)
 

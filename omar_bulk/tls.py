@@ -22,6 +22,7 @@ import os
 import secrets
 import ssl
 import stat
+import struct
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -188,16 +189,59 @@ def read_password_file(path: Path) -> str:
 
 
 def readers(path: Path) -> tuple[int, str | None]:
-    """``path``'s permission bits, and who besides its owner can read it ("its group",
-    "every user", both, or None). Raises ``OSError`` when it cannot be looked at."""
+    """``path``'s permission bits, and which group or others besides its owner can read it
+    ("its group", "every user", a group its ACL names, or None). Raises ``OSError`` when it
+    cannot be looked at.
+
+    A file with a POSIX ACL shows the ACL's mask as its group bits: systemd's
+    ``LoadCredential=`` writes a 0400 file and grants the service's user read access by an
+    ACL entry, and ``stat`` says 0440 although its group cannot read it. So the ACL's own
+    entries decide where there is one; a user it names one by one was granted access on
+    purpose (systemd names the service's user) and is not counted."""
     mode = stat.S_IMODE(os.stat(path).st_mode)
-    who = [name for name, bit in (("its group", 0o040), ("every user", 0o004)) if mode & bit]
+    acl = _access_acl(path)
+    if acl is None:
+        bits = (("its group", 0o040), ("every user", 0o004))
+        who = [name for name, bit in bits if mode & bit]
+        return mode, " and ".join(who) or None
+    mask = next((perm for tag, perm, _ in acl if tag == _ACL_MASK), 7)
+    who = []
+    for tag, perm, ident in acl:
+        if tag == _ACL_OTHER and perm & 4:
+            who.append("every user")
+        elif not perm & mask & 4:
+            continue
+        elif tag == _ACL_GROUP_OBJ:
+            who.append("its group")
+        elif tag == _ACL_GROUP:
+            who.append(f"group {ident} (its ACL)")
     return mode, " and ".join(who) or None
+
+
+_ACL_GROUP_OBJ, _ACL_GROUP, _ACL_MASK, _ACL_OTHER = 0x04, 0x08, 0x10, 0x20
+
+
+def _access_acl(path: Path) -> list[tuple[int, int, int]] | None:
+    """The POSIX access ACL of ``path`` as (tag, permissions, id) entries (Linux's
+    ``system.posix_acl_access`` attribute: a version, then 8-byte entries), or None where
+    there is none or it cannot be read (then the mode bits are the whole story)."""
+    getxattr = getattr(os, "getxattr", None)
+    if getxattr is None:
+        return None
+    try:
+        raw = getxattr(path, "system.posix_acl_access")
+    except OSError:
+        return None
+    if len(raw) < 4 or (len(raw) - 4) % 8 or struct.unpack_from("<I", raw)[0] != 2:
+        return None
+    return [struct.unpack_from("<HHI", raw, at) for at in range(4, len(raw), 8)]
 
 
 def password_file_warning(path: Path) -> str | None:
     """A warning when people other than its owner can read the password file."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None  # a device, a FIFO, a folder: reading it says what is wrong
         mode, others = readers(path)
     except OSError:
         return None  # reading it will say what is wrong

@@ -15,7 +15,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from .journal import Unsettled
 from .results import Status
 from .storage import PART_SUFFIX, STATE_DIR
 from .text import printable
+from .userfiles import describe
 
 __all__ = ["Problem", "Verdict", "verify"]
 
@@ -99,10 +100,41 @@ def verify(
     found as ``status`` finds it). ``progress(done, total)`` hears of the bytes hashed.
 
     Raises ``UsageError`` when there is no archive to check (no journal) or it cannot be
-    read; every promise that does not hold is a ``Problem`` in the verdict."""
+    read, or a run of it is in progress (``Archive.idle``); every promise that does not
+    hold is a ``Problem`` in the verdict."""
     if not out.is_dir():
         raise UsageError(f"{printable(str(out))} is not a folder")
     archive = Archive.locate(out, state_dir)
+    with archive.idle():
+        verdict = _verify(archive, out, progress)
+    exposed = _exposed(archive)
+    if exposed:
+        verdict = replace(verdict, problems=(*verdict.problems, *exposed))
+    return verdict
+
+
+def _exposed(archive: Archive) -> list[Problem]:
+    """A state folder others can write, or a link: a run refuses it, and the journal every
+    verdict rests on could have been written by someone else."""
+    found = []
+    folders = [archive.inside, archive.folder] if archive.separate else [archive.inside]
+    for folder in folders:
+        try:
+            info = os.lstat(folder)
+        except OSError:
+            continue
+        if stat.S_ISLNK(info.st_mode) or info.st_mode & 0o022:
+            what = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "writable by other users"
+            found.append(
+                Problem(str(folder), f"the state folder is {what}: a run refuses it, and what"
+                        " this check trusts (the journal) could have been written by anyone",
+                        "make it a real folder of the archive's user, mode 0700, and verify"
+                        " again")
+            )  # fmt: skip
+    return found
+
+
+def _verify(archive: Archive, out: Path, progress: Callable[[int, int], None] | None) -> Verdict:
     folder, notes = archive.read_folder()
     with archive.reading(strict=True) as journal:
         if journal is None:
@@ -152,8 +184,9 @@ def verify(
         if key not in listed:
             problems.append(
                 Problem(key, "a history file that no row of the journal's versions lists",
-                        "the journal lost its record: keep the file or remove it, no run needs"
-                        " it")
+                        "the journal lost its record (a rebuilt journal relists only the"
+                        " versions of the files it kept): no run needs it; move it out of OUT"
+                        " to keep it, or remove it")
             )  # fmt: skip
     problems += extra
     hashed = _hash_all(out, expected, problems, progress)
@@ -180,6 +213,13 @@ def _walk(out: Path) -> tuple[set[str], set[str], list[Problem]]:
     extra: list[Problem] = []
     for top, into in [(name, files) for name in DATA_FOLDERS] + [(HISTORY, history)]:
         root = out / top
+        if os.path.islink(root):  # os.walk would go through it: fetch refuses to
+            extra.append(
+                Problem(top, "a symbolic link where omar-bulk keeps a folder of its own",
+                        "replace the link by the folder it points to (move that folder here):"
+                        " omar-bulk never follows links inside OUT")
+            )  # fmt: skip
+            continue
         for folder, subfolders, names in os.walk(root):
             relative = Path(folder).relative_to(out).as_posix()
             for name in subfolders:
@@ -244,9 +284,13 @@ def _hash_all(
     problems: list[Problem],
     progress: Callable[[int, int], None] | None,
 ) -> int:
-    """Hash every expected file whole, after checking it is there with its size."""
+    """Hash every expected file whole, after checking it is there, a file, with its size.
+    A file reached through a link (named by ``_walk``) is not read: a run would not use it."""
     present: list[tuple[_Expected, int]] = []
+    linked: dict[str, bool] = {}
     for entry in expected:
+        if _through_link(out, entry.key, linked):
+            continue
         try:
             info = os.lstat(out / entry.key)
         except FileNotFoundError:
@@ -260,8 +304,14 @@ def _hash_all(
                 Problem(entry.key, f"cannot be read: {exc.strerror}", entry.changed_fix)
             )
             continue
+        if stat.S_ISLNK(info.st_mode):
+            continue  # named by _walk
         if not stat.S_ISREG(info.st_mode):
-            continue  # a link: named by _walk
+            problems.append(
+                Problem(entry.key, f"{describe(out / entry.key)} where the journal records a"
+                        f" file of {entry.size} bytes", f"remove it and {entry.missing_fix}")
+            )  # fmt: skip
+            continue
         if info.st_size != entry.size:
             problems.append(
                 Problem(entry.key, f"has {info.st_size} bytes, the journal records {entry.size}",
@@ -294,6 +344,18 @@ def _hash_all(
                         " it was fetched", entry.changed_fix)
             )  # fmt: skip
     return done
+
+
+def _through_link(out: Path, key: str, linked: dict[str, bool]) -> bool:
+    """Is a folder above ``key`` (below OUT) a symbolic link? ``linked`` caches the answers."""
+    parts = key.split("/")[:-1]
+    for depth in range(1, len(parts) + 1):
+        folder = "/".join(parts[:depth])
+        if folder not in linked:
+            linked[folder] = os.path.islink(out / folder)
+        if linked[folder]:
+            return True
+    return False
 
 
 def _marks(archive: Archive) -> list[Problem]:

@@ -11,8 +11,11 @@ import pytest
 
 from omar_bulk import archive as archive_module
 from omar_bulk.archive import network_filesystem, state_folder
+from omar_bulk.standin.certs import TestPKI
+from omar_bulk.standin.server import ServerThread
 
 from .conftest import Cli, assert_verified, data_files
+from .test_unix import fetch_args, omar
 
 TWO_MONTHS = ["--meter", "M1", "--start", "2024-01-01", "--end", "2024-02-29"]
 JOURNAL = "journal.sqlite3"
@@ -115,3 +118,46 @@ def test_an_out_on_a_share_warns_and_keeps_its_journal_off_the_share(
     assert status.exit_code == 0, status.stderr
     assert json.loads(status.stdout)["totals"]["downloaded"] == 2
     assert_verified(cli.out)
+
+
+# -- state folders that cannot be -------------------------------------------------------------
+
+
+def test_an_empty_state_dir_is_refused_and_nothing_is_written(
+    server: ServerThread, pki: TestPKI, tmp_path: Path
+) -> None:
+    """``--state-dir "$STATE"`` with STATE unset is exit 2, not the working folder."""
+    work = tmp_path / "work"
+    work.mkdir()
+    done = omar(*fetch_args(server, pki, Path("out")), "--state-dir", "", cwd=work)
+    assert done.returncode == 2, done.stderr
+    assert b"is empty" in done.stderr
+    assert sorted(p.name for p in work.iterdir()) == []
+
+
+@pytest.mark.parametrize("inside", ["other/meter", "other", "other/new/folder"])
+def test_a_state_folder_inside_out_is_refused(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inside: str
+) -> None:
+    """A state folder in OUT (but OUT/.omar-bulk) would put the journal among the data: exit 2."""
+    monkeypatch.chdir(tmp_path)
+    fetch = cli("fetch", *TWO_MONTHS, "--out", "other", "--state-dir", inside)
+    assert fetch.exit_code == 2, fetch.stderr
+    assert "is inside the output folder" in fetch.stderr
+    assert not Path("other").exists()
+
+
+def test_a_dry_run_says_when_the_run_would_refuse_its_state_folder(
+    offline_cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state folder others can write: the dry run warns that the run would stop there."""
+    monkeypatch.chdir(tmp_path)
+    shared = Path("state")
+    shared.mkdir()
+    shared.chmod(0o777)
+    month = ["--meter", "M1", "--start", "2024-05-01", "--end", "2024-05-31"]
+    dry = offline_cli("fetch", *month, "--out", "out", "--state-dir", "state", "--dry-run")
+    assert "a run would stop before sending anything" in dry.stderr
+    assert "other users" in dry.stderr
+    run = offline_cli("fetch", *month, "--out", "out", "--state-dir", "state")
+    assert run.exit_code == 4

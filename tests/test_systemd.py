@@ -16,6 +16,8 @@ from .conftest import Cli
 UNITS = Path(__file__).resolve().parent.parent / "contrib" / "systemd"
 SERVICE = UNITS / "omar-bulk-daily.service"
 TIMER = UNITS / "omar-bulk-daily.timer"
+VERIFY = UNITS / "omar-bulk-verify.service"
+VERIFY_TIMER = UNITS / "omar-bulk-verify.timer"
 INSTALLED = "/opt/omar-bulk/bin/omar-bulk"
 
 
@@ -70,7 +72,8 @@ def test_the_service_is_hardened_as_documented() -> None:
     assert one(service, "NoNewPrivileges") == "yes"
     assert one(service, "ProtectHome") == "yes"
     assert one(service, "UMask") == "0077"
-    writable = one(service, "ReadWritePaths").split()
+    # "-": a folder that does not exist is let pass by systemd (omar-bulk names it)
+    writable = [path.removeprefix("-") for path in one(service, "ReadWritePaths").split()]
     command = shlex.split(one(service, "ExecStart"))
     out = command[command.index("--out") + 1]
     metrics = command[command.index("--metrics") + 1]
@@ -119,14 +122,45 @@ def test_systemd_analyze_verifies_the_units(tmp_path: Path) -> None:
             stacklevel=1,
         )
         return
-    for unit in (SERVICE, TIMER):
+    for unit in (SERVICE, TIMER, VERIFY, VERIFY_TIMER):
         text = unit.read_text(encoding="utf-8")
         # The installed path does not exist here: run this Python's omar-bulk instead.
         text = text.replace(INSTALLED, f"{sys.executable} -m omar_bulk")
         (tmp_path / unit.name).write_text(text, encoding="utf-8")
     done = subprocess.run(
-        [analyzer, "verify", "--man=no", str(tmp_path / SERVICE.name), str(tmp_path / TIMER.name)],
+        [analyzer, "verify", "--man=no",
+         *(str(tmp_path / unit.name) for unit in (SERVICE, TIMER, VERIFY, VERIFY_TIMER))],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip() == "", done.stderr  # warnings (an unknown key) count too
+
+
+def test_the_status_metrics_go_to_the_textfile_folder_the_fetch_writes_to() -> None:
+    """After the fetch, however it ended, the archive's status is written for Prometheus into
+    the same textfile folder, renamed into place; that folder is the service's to write."""
+    service = parse_unit(SERVICE)["Service"]
+    command = shlex.split(one(service, "ExecStart"))
+    textfile = str(Path(command[command.index("--metrics") + 1]).parent)
+    after = shlex.split(one(service, "ExecStopPost"))
+    assert after[:2] == ["/bin/sh", "-c"]
+    script = shlex.split(after[2])
+    assert script[:3] == [INSTALLED, "status", command[command.index("--out") + 1]]
+    assert "--prometheus" in script
+    assert script[script.index(">") + 1] == f"{textfile}/omar_bulk_status.prom.tmp"
+    assert script[-3:] == ["mv", f"{textfile}/omar_bulk_status.prom.tmp",
+                           f"{textfile}/omar_bulk_status.prom"]  # fmt: skip
+
+
+def test_the_weekly_verify_reads_the_same_archive_and_writes_nothing() -> None:
+    daily = shlex.split(one(parse_unit(SERVICE)["Service"], "ExecStart"))
+    service = parse_unit(VERIFY)["Service"]
+    command = shlex.split(one(service, "ExecStart"))
+    assert command == [INSTALLED, "verify", daily[daily.index("--out") + 1]]
+    assert one(service, "User") == "omar-bulk"
+    assert one(service, "ProtectSystem") == "strict"
+    assert values(service, "ReadWritePaths") == []
+    timer = parse_unit(VERIFY_TIMER)
+    assert one(timer["Timer"], "Persistent") == "true"
+    assert one(timer["Timer"], "Unit") == VERIFY.name
+    assert one(timer["Install"], "WantedBy") == "timers.target"

@@ -12,8 +12,10 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import threading
@@ -586,3 +588,266 @@ def test_check_takes_the_password_file_and_checks_its_permissions(
     assert verdicts[("certificate", str(pki.client_p12))] == "ok"
     assert verdicts[("permissions", str(secret))] == "warn"
     assert DEMO_PASSWORD.encode() not in done.stdout + done.stderr
+
+
+# -- links, the process's own streams -------------------------------------------------------
+
+
+@pytest.mark.parametrize("option", ["--report", "--metrics"])
+def test_a_link_another_user_could_have_planted_is_not_followed(
+    option: str, server: ServerThread, pki: TestPKI, tmp_path: Path
+) -> None:
+    """As root, a link in a folder of another user is refused (exit 2); its target stays."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the link belongs to another user")
+    nobody = 65534
+    shared = tmp_path / "textfile"
+    shared.mkdir()
+    os.chown(shared, nobody, nobody)
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    victim = private / "important.conf"
+    victim.write_bytes(b"root's own file\n")
+    planted = shared / "omar.out"
+    planted.symlink_to(victim)
+    os.lchown(planted, nobody, nobody)
+    done = omar(*fetch_args(server, pki, tmp_path / "out"), option, str(planted))
+    assert done.returncode == 2, done.stderr
+    assert b"another user" in done.stderr
+    assert victim.read_bytes() == b"root's own file\n"
+    assert not (tmp_path / "out").exists()  # refused before anything was sent
+
+
+def test_a_link_in_a_folder_others_can_write_is_not_followed(tmp_path: Path) -> None:
+    """A folder anyone can write (not sticky): whoever could have swapped the link is unknown."""
+    open_to_all = tmp_path / "shared"
+    open_to_all.mkdir()
+    open_to_all.chmod(0o777)
+    target = tmp_path / "mine.json"
+    target.write_bytes(b"kept\n")
+    (open_to_all / "report.json").symlink_to(target)
+    with pytest.raises(UsageError, match="another user"):
+        userfiles.check_output(open_to_all / "report.json", "--report")
+    with pytest.raises(LocalWriteError), userfiles.write_output(open_to_all / "report.json") as out:
+        out.write(b"new\n")
+    assert target.read_bytes() == b"kept\n"
+
+
+def test_a_folder_link_on_the_way_is_checked_like_a_file_link(tmp_path: Path) -> None:
+    """A link to a folder, planted in a folder others can write, is not followed either."""
+    open_to_all = tmp_path / "shared"
+    open_to_all.mkdir()
+    open_to_all.chmod(0o777)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (open_to_all / "sub").symlink_to(elsewhere)
+    with pytest.raises(UsageError, match="the link sub"):
+        userfiles.check_output(open_to_all / "sub" / "report.json", "--report")
+
+
+def test_a_report_link_to_a_missing_file_creates_that_file_and_keeps_the_link(
+    tmp_path: Path,
+) -> None:
+    """A link of the user's own to a file not there yet: the file it names is written."""
+    link = tmp_path / "report.json"
+    link.symlink_to("made/later.json")
+    (tmp_path / "made").mkdir()
+    with userfiles.write_output(link) as out:
+        out.write(b"{}\n")
+    assert link.is_symlink()
+    assert (tmp_path / "made" / "later.json").read_bytes() == b"{}\n"
+
+
+def test_report_to_dev_stdout_appends_to_the_file_stdout_appends_to(
+    server: ServerThread, pki: TestPKI, tmp_path: Path
+) -> None:
+    """``--report /dev/stdout >> run.log 2>&1`` appends to the log, as ``-`` does."""
+    log = tmp_path / "run.log"
+    log.write_bytes(b"yesterday's run\n")
+    log.chmod(0o644)
+    with log.open("ab") as appended:
+        done = subprocess.run(
+            [sys.executable, "-m", "omar_bulk", *fetch_args(server, pki, tmp_path / "out"),
+             "--report", "/dev/stdout"],
+            stdout=appended, stderr=appended, stdin=subprocess.DEVNULL,
+            env=environment(OMAR_CERT_PASSWORD=DEMO_PASSWORD), timeout=DEADLINE, check=False,
+        )  # fmt: skip
+    assert done.returncode == 0
+    text = log.read_bytes()
+    assert text.startswith(b"yesterday's run\n"), text[:200]
+    assert b'"downloaded": 1' in text and b"1 planned" in text
+    assert stat.S_IMODE(log.stat().st_mode) == 0o644
+
+
+def test_report_to_proc_self_fd_writes_through_that_descriptor(
+    server: ServerThread, pki: TestPKI, tmp_path: Path
+) -> None:
+    """``/proc/self/fd/N`` is the descriptor N already open; one not open is exit 2."""
+    log = tmp_path / "fd.log"
+    log.write_bytes(b"before\n")
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+    try:
+        args = fetch_args(server, pki, tmp_path / "out")
+        done = omar(*args, "--report", f"/proc/self/fd/{fd}", pass_fds=(fd,))
+        assert done.returncode == 0, done.stderr
+    finally:
+        os.close(fd)
+    text = log.read_bytes()
+    assert text.startswith(b"before\n{") and b'"downloaded": 1' in text
+    closed = omar(*fetch_args(server, pki, tmp_path / "out2"), "--report", "/dev/fd/9")
+    assert closed.returncode == 2
+    assert b"descriptor 9, which this process does not have open" in closed.stderr
+
+
+def test_escape_sequences_in_an_output_path_never_reach_the_terminal(tmp_path: Path) -> None:
+    """The refusal names the path with its control characters escaped."""
+    folder = tmp_path / "a\x1b[31mred"
+    folder.mkdir()
+    with pytest.raises(UsageError) as refused:
+        userfiles.check_output(folder, "--report")
+    assert "\x1b" not in str(refused.value)
+
+
+# -- FIFOs and devices ----------------------------------------------------------------------
+
+
+def test_a_fifo_without_a_reader_is_named_in_the_advice(
+    server: ServerThread, pki: TestPKI, tmp_path: Path
+) -> None:
+    """The advice names the FIFO (``cat PATH &``), not a literal ``{path}``."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    done = omar(*fetch_args(server, pki, tmp_path / "out"), "--report", str(fifo))
+    assert done.returncode == 4, done.stderr
+    assert b"{path}" not in done.stderr, done.stderr
+    assert f"cat {fifo} &".encode() in done.stderr
+
+
+def test_a_stalled_reader_holds_the_write_one_stall_limit_not_two(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The buffer's close does not wait a second ``STALL_SECONDS`` after a stall."""
+    monkeypatch.setattr(userfiles, "STALL_SECONDS", 1.0)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    held = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader that never reads
+    try:
+        started = time.monotonic()
+        with pytest.raises(LocalWriteError), userfiles.write_output(fifo) as handle:
+            for _ in range(40_000):  # item by item, as the report is written
+                handle.write(b"x" * 100)
+        assert time.monotonic() - started < 1.8
+    finally:
+        os.close(held)
+
+
+def test_one_null_device_may_take_both_the_report_and_the_metrics(
+    server: ServerThread, pki: TestPKI, tmp_path: Path
+) -> None:
+    """``--report N --metrics N`` with N a null device discards both (exit 0), N stays a device."""
+    null = make_node(tmp_path / "null", stat.S_IFCHR, 1, 3)
+    done = omar(
+        *fetch_args(server, pki, tmp_path / "out"), "--report", str(null), "--metrics", str(null)
+    )
+    assert done.returncode == 0, done.stderr
+    assert stat.S_ISCHR(null.lstat().st_mode)
+
+
+# -- standard input, manifests, password files ----------------------------------------------
+
+
+def test_fetch_dash_with_stdin_closed_says_it_is_closed(tmp_path: Path) -> None:
+    """``fetch - <&-``: exit 2 naming a closed standard input, not a terminal."""
+    done = subprocess.run(
+        [sys.executable, "-m", "omar_bulk", "fetch", "-", "--out", str(tmp_path / "o"),
+         "--dry-run"],
+        capture_output=True, env=environment(OMAR_CERT_PASSWORD=DEMO_PASSWORD),
+        preexec_fn=lambda: os.close(0), timeout=DEADLINE, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert b"Traceback" not in done.stderr
+    assert b"standard input is closed" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        b"# the north meters\nkind,id,start,end\nmeter,M1,2024-01-01,2024-01-31\n",
+        b"id,kind,start,end\nM1,meter,2024-01-01,2024-01-31\n",
+    ],
+    ids=["comment-first", "reordered-header"],
+)
+def test_a_csv_manifest_on_stdin_is_told_by_its_header_line(
+    tmp_path: Path, manifest: bytes
+) -> None:
+    """A CSV manifest on stdin may open with ``#`` comments and name its columns in any order."""
+    done = omar("fetch", "-", "--out", str(tmp_path / "o"), "--dry-run", stdin=manifest)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count(b"https://") == 1
+
+
+def test_a_password_file_readable_through_one_acl_user_is_not_warned_about(
+    tmp_path: Path,
+) -> None:
+    """A systemd credential (0400, an ACL entry for one user: shown 0440) gets no chmod advice."""
+    from omar_bulk.tls import password_file_warning
+
+    secret = tmp_path / "cert-password"
+    secret.write_text("omar-demo\n")
+    secret.chmod(0o400)
+    every = 0xFFFFFFFF
+    # owner r, user 4242 r, group none, mask r, other none
+    entries = [(0x01, 4, every), (0x02, 4, 4242), (0x04, 0, every), (0x10, 4, every)]
+    entries.append((0x20, 0, every))
+    acl = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+    try:
+        os.setxattr(secret, "system.posix_acl_access", acl)
+    except OSError as exc:
+        pytest.skip(f"this file system takes no POSIX ACL: {exc}")
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o440  # what stat shows
+    assert password_file_warning(secret) is None
+    group_too = [(0x01, 4, every), (0x04, 4, every), (0x10, 4, every), (0x20, 0, every)]
+    os.setxattr(
+        secret,
+        "system.posix_acl_access",
+        struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in group_too),
+    )
+    assert "its group can read it" in (password_file_warning(secret) or "")
+
+
+def test_a_password_file_that_is_not_a_file_gets_no_chmod_advice(tmp_path: Path) -> None:
+    """A folder (0755) or a FIFO as the password file: reading it says what is wrong."""
+    from omar_bulk.tls import password_file_warning
+
+    folder = tmp_path / "folder"
+    folder.mkdir(mode=0o755)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o644)
+    assert password_file_warning(folder) is None
+    assert password_file_warning(fifo) is None
+
+
+def test_fetch_dash_with_a_certificate_from_stdin_too_is_refused(tmp_path: Path) -> None:
+    """``fetch - --cert -``: standard input carries the manifest, so exit 2 naming --cert."""
+    manifest = b"kind,id,start,end\nmeter,M1,2024-01-01,2024-01-31\n"
+    done = omar("fetch", "-", "--cert", "-", "--out", str(tmp_path / "o"), stdin=manifest)
+    assert done.returncode == 2, done.stderr
+    assert b"--cert cannot be - too" in done.stderr
+
+
+def test_a_report_whose_folder_takes_no_new_file_is_refused_before_the_run(
+    server: ServerThread, pki: TestPKI, tmp_path: Path
+) -> None:
+    """An immutable folder (even root cannot create there): exit 2 before anything is sent."""
+    chattr = shutil.which("chattr")
+    folder = tmp_path / "frozen"
+    folder.mkdir()
+    if chattr is None or subprocess.run([chattr, "+i", str(folder)], check=False).returncode:
+        pytest.skip("chattr +i is not available here (needs root and ext2/3/4, xfs or btrfs)")
+    try:
+        done = omar(*fetch_args(server, pki, tmp_path / "out"), "--report", str(folder / "r.json"))
+    finally:
+        subprocess.run([chattr, "-i", str(folder)], check=True)
+    assert done.returncode == 2, done.stderr
+    assert b"does not let omar-bulk create a file there" in done.stderr
+    assert not (tmp_path / "out").exists()

@@ -179,3 +179,136 @@ def test_progress_hears_of_every_byte(fetched: Path) -> None:
     assert verdict.exit_code == 0
     assert heard[0] == (0, verdict.bytes) and heard[-1] == (verdict.bytes, verdict.bytes)
     assert [done for done, _ in heard] == sorted(done for done, _ in heard)
+
+
+# -- what is in place of a file or folder -----------------------------------------------------
+
+
+@pytest.mark.parametrize("replacement", ["folder", "fifo"])
+def test_verify_names_a_data_file_replaced_by_a_folder_or_a_fifo(
+    cli: Cli, fetched: Path, replacement: str
+) -> None:
+    """A folder or a FIFO where the journal records a data file is that file's one problem."""
+    target = fetched / FEBRUARY_FILE
+    target.unlink()
+    if replacement == "folder":
+        target.mkdir()
+    else:
+        os.mkfifo(target)
+    code, problems = _problems(cli, "out")
+    assert code == 1
+    assert [p["path"] for p in problems] == [FEBRUARY_FILE], problems
+    assert ("a folder" if replacement == "folder" else "a FIFO") in problems[0]["problem"]
+
+
+@pytest.mark.parametrize("folder", ["meter", ".omar-bulk/history"])
+def test_verify_names_a_data_or_history_folder_that_is_a_link(
+    cli: Cli, fetched: Path, tmp_path: Path, folder: str
+) -> None:
+    """``OUT/meter`` or the history folder as a link elsewhere is named, not walked through."""
+    elsewhere = tmp_path / "elsewhere"
+    (fetched / folder).mkdir(exist_ok=True)
+    (fetched / folder).rename(elsewhere)
+    (fetched / folder).symlink_to(elsewhere)
+    code, problems = _problems(cli, "out")
+    assert code == 1
+    assert [p["path"] for p in problems] == [folder], problems
+    assert "symbolic link" in problems[0]["problem"]
+
+
+def test_an_archive_rebuilt_after_damage_verifies(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rebuild relists the history files of the chunks it kept: verify then holds."""
+    monkeypatch.chdir(tmp_path)
+    cli.out = Path("out")
+    growing = ["--meter", "M1", "--start", "2024-03-01", "--end", "yesterday"]
+    assert cli("fetch", *growing, "--today", "2024-03-10").exit_code == 0
+    assert cli("fetch", *growing, "--today", "2024-03-16").exit_code == 0
+    kept = list(Path("out/.omar-bulk/history").rglob("*.mdef.*"))
+    assert len(kept) == 1  # the shorter file the longer one retired
+    journal = Path("out/.omar-bulk/journal.sqlite3")
+    with journal.open("r+b") as handle:
+        handle.write(b"not a database, damaged")
+    rerun = cli("fetch", *growing, "--today", "2024-03-16")
+    assert rerun.exit_code == 0, rerun.stderr
+    assert "rebuilt" in rerun.stderr
+    outcome = cli("verify", "out", "--json")
+    assert outcome.exit_code == 0, outcome.stdout
+    assert json.loads(outcome.stdout)["checked"]["history"] == 1
+
+
+def test_a_history_file_no_kept_chunk_owns_stays_named_after_a_rebuild(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A history file the rebuild cannot attribute stays a problem, with advice that fits."""
+    monkeypatch.chdir(tmp_path)
+    cli.out = Path("out")
+    assert cli("fetch", *TWO_MONTHS).exit_code == 0
+    stray = Path("out/.omar-bulk/history/meter/M9/M9_20240101_20240110_PST.mdef.20240111T000000Z")
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"nobody's\n")
+    with Path("out/.omar-bulk/journal.sqlite3").open("r+b") as handle:
+        handle.write(b"not a database, damaged")
+    assert cli("fetch", *TWO_MONTHS).exit_code == 0
+    code, problems = _problems(cli, "out")
+    assert code == 1
+    assert [p["path"] for p in problems] == [stray.relative_to("out").as_posix()]
+    assert "move it out of OUT" in problems[0]["fix"]
+
+
+# -- a run in progress ----------------------------------------------------------------------
+
+
+def test_verify_refuses_while_a_run_holds_the_lock(cli: Cli, fetched: Path) -> None:
+    """A run holding OUT's lock: verify is exit 2 saying so, rather than naming its moves."""
+    import fcntl
+
+    with (fetched / ".omar-bulk" / "lock").open("rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        outcome = cli("verify", "out")
+    assert outcome.exit_code == 2
+    assert "is in progress" in outcome.stderr
+    assert cli("verify", "out").exit_code == 0  # once the run has ended
+
+
+def test_a_run_started_while_verify_reads_is_refused(cli: Cli, fetched: Path) -> None:
+    """verify holds the lock shared: a fetch of the same OUT meanwhile is refused (exit 2)."""
+    from omar_bulk.archive import Archive
+
+    with Archive.locate(fetched, None).idle():
+        outcome = cli("fetch", *TWO_MONTHS, "--overwrite")
+    assert outcome.exit_code == 2
+    assert "another omar-bulk run" in outcome.stderr
+
+
+def test_one_problem_is_counted_as_one(cli: Cli, fetched: Path) -> None:
+    """The last line says "1 problem", not "1 problems"."""
+    (fetched / FEBRUARY_FILE).unlink()
+    outcome = cli("verify", "out")
+    assert outcome.exit_code == 1
+    assert "verify: 1 problem in" in outcome.stdout
+
+
+def test_an_interrupted_verify_says_so_and_exits_130(
+    cli: Cli, fetched: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while hashing: exit 130 with a line saying nothing was changed."""
+    import omar_bulk.verify as verify_module
+
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(verify_module, "_hash_all", interrupted)
+    outcome = cli("verify", "out")
+    assert outcome.exit_code == 130
+    assert "verify interrupted" in outcome.stderr
+
+
+def test_a_state_folder_others_can_write_is_a_problem(cli: Cli, fetched: Path) -> None:
+    """A 0777 ``OUT/.omar-bulk``: the journal verify trusts could be anyone's; named, exit 1."""
+    (fetched / ".omar-bulk").chmod(0o777)
+    code, problems = _problems(cli, "out")
+    assert code == 1
+    assert [p["path"] for p in problems] == ["out/.omar-bulk"]
+    assert "writable by other users" in problems[0]["problem"]
