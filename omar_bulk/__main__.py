@@ -1,3 +1,5 @@
 from ._entry import main
 
+__all__: list[str] = []
+
 main()

@@ -155,6 +155,7 @@ def _proxy(base_url: str, option: str | None, direct: bool) -> Any:
         raise UsageError("give --proxy or --no-proxy, not both")
     return proxy_for(base_url, os.environ, option=option, direct=direct)
 
+
 def _state_dir(raw: str) -> Path:
     """``--state-dir``: an empty value (``--state-dir "$STATE"`` with STATE unset) is a
     mistake, not the working folder. An empty OMAR_STATE_DIR counts as unset, as an empty
@@ -646,3 +647,23 @@ def demo(
 def main() -> None:
     """Run the command line (the console entry point routes signals first: ``_entry``)."""
     app(prog_name="omar-bulk")
+
+
+__all__ = [
+    "BaseUrlOption",
+    "CaBundleOption",
+    "CertOption",
+    "EnvOption",
+    "KeyOption",
+    "NoProxyOption",
+    "ProxyOption",
+    "StateDirOption",
+    "app",
+    "check",
+    "demo",
+    "fetch",
+    "main",
+    "serve",
+    "status",
+    "verify",
+]

@@ -1199,3 +1199,16 @@ def _has_data(root: Path) -> bool:
         if folder.is_dir() and any(folder.iterdir()):
             return True
     return False
+
+
+__all__ = [
+    "MIGRATIONS",
+    "Entry",
+    "Journal",
+    "Record",
+    "Unsettled",
+    "format_version",
+    "lost_journal_entries",
+    "readonly_uri",
+    "recoverable",
+]

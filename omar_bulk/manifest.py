@@ -484,3 +484,16 @@ def _csv_header(row: list[str], where: str) -> list[str]:
     if len(set(header)) != len(header):
         raise ManifestError(where, "a column appears twice in the header")
     return header
+
+
+__all__ = [
+    "CSV_OPTIONAL",
+    "CSV_REQUIRED",
+    "MAX_MANIFEST",
+    "PULL_KEYS",
+    "STDIN",
+    "TOP_KEYS",
+    "Defaults",
+    "adhoc_plan",
+    "load_manifest",
+]

@@ -134,3 +134,10 @@ class Settings:
             check_output(self.report, "--report")
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise UsageError(f"--out {self.out_dir} exists and is not a folder")
+
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "MAX_CONCURRENCY",
+    "Settings",
+]

@@ -571,3 +571,15 @@ def _unsafe(where: str, folder: int, name: str) -> UnsafePathError:
         f"{where} is {what}; omar-bulk never follows links inside the output folder and left"
         " it alone: remove it and run again"
     )
+
+
+__all__ = [
+    "JOURNAL_NAME",
+    "OWNED",
+    "PART_SUFFIX",
+    "STATE_DIR",
+    "Storage",
+    "claimed",
+    "make_private_dirs",
+    "translate_os_error",
+]

@@ -446,3 +446,23 @@ def _load_pem_key(path: Path, data: bytes, password: PasswordSource | None) -> P
         return serialization.load_pem_private_key(data, password=secret.encode())
     except (ValueError, TypeError):
         raise CertificateError(f"cannot decrypt the key in {path}: wrong password") from None
+
+
+__all__ = [
+    "CHAIN_FIX",
+    "EXPIRY_WARNING",
+    "INCOMPLETE_CHAIN",
+    "MAX_CERT_FILE",
+    "MAX_PASSWORD_FILE",
+    "PASSWORD_FILE_VARIABLE",
+    "PASSWORD_VARIABLE",
+    "ClientIdentity",
+    "PasswordSource",
+    "create_ssl_context",
+    "forbid_core_dumps",
+    "load_identity",
+    "password_file",
+    "password_file_warning",
+    "read_password_file",
+    "readers",
+]

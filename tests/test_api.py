@@ -50,6 +50,29 @@ def _submodules() -> list[str]:
     ]
 
 
+def test_every_module_declares_its_public_names_and_each_exists() -> None:
+    """``__all__`` in every module (``__main__`` read, not run): what a module offers is said
+    once, sorted, and names only what the module defines."""
+    for name in [*_submodules(), "omar_bulk.__main__"]:
+        path = ROOT / (name.replace(".", "/") + ".py")
+        if not path.exists():
+            path = ROOT / name.replace(".", "/") / "__init__.py"
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        declared = [
+            node
+            for node in tree.body
+            if isinstance(node, ast.Assign | ast.AnnAssign)
+            and "__all__"
+            in ast.unparse(node.targets[0] if isinstance(node, ast.Assign) else node.target)
+        ]
+        assert declared, f"{name} declares no __all__"
+        if name == "omar_bulk.__main__":
+            continue
+        module = importlib.import_module(name)
+        missing = [n for n in module.__all__ if not hasattr(module, n)]
+        assert missing == [], f"{name}.__all__ names what it lacks: {missing}"
+
+
 def test_no_submodule_shadows_a_public_name() -> None:
     """Importing every module leaves ``omar_bulk.fetch`` the function (it once became the
     engine module after the engine was imported)."""

@@ -4,3 +4,5 @@ It is not CAISO's server; it behaves as the download specification says the real
 (client certificate required, exact query parameters, session cookie, MDEF or CSV bodies) and
 can misbehave on purpose (latency, 5xx, cut bodies, login pages, expired sessions).
 """
+
+__all__: list[str] = []
