@@ -292,12 +292,10 @@ def fetch(
 ) -> None:
     """Download every planned file that is not already on disk and verified."""
     try:
-        from .manifest import Defaults, adhoc_plan, load_manifest
-        from .protocol import ENVIRONMENTS
+        from .manifest import adhoc_plan, load_manifest
         from .settings import Settings
 
-        anchor = _today(today)
-        defaults = Defaults(format=file_format, time_type=time_type, chunk=chunk, today=anchor)
+        defaults = _defaults(file_format, time_type, chunk, today)
         if manifest is not None:
             if meter or group or start or end:
                 from .errors import UsageError
@@ -310,11 +308,7 @@ def fetch(
             plan = adhoc_plan(
                 meters=meter or [], groups=group or [], start=start, end=end, defaults=defaults
             )
-        if env not in ENVIRONMENTS:
-            from .errors import UsageError
-
-            raise UsageError(f"--env {env!r}: use prod or test")
-        server = base_url or ENVIRONMENTS[env]
+        server, chosen_proxy = _connection(env, base_url, proxy, no_proxy)
         settings = Settings(
             plan=plan,
             base_url=server,
@@ -330,10 +324,10 @@ def fetch(
             retry_wait=retry_wait,
             overwrite=overwrite,
             revisit_days=revisit_days,
-            today=anchor,
+            today=defaults.today,
             report=_user_path(report) if report is not None else None,
             state_dir=state_dir,
-            proxy=_proxy(server, proxy, no_proxy),
+            proxy=chosen_proxy,
         )
         if dry_run:
             _dry_run(settings)
@@ -349,6 +343,25 @@ def fetch(
         typer.echo("omar-bulk: interrupted before anything was fetched", err=True)
         raise typer.Exit(130) from None
     raise typer.Exit(code)
+
+
+def _connection(env: str, base_url: str | None, proxy: str | None, direct: bool) -> tuple[str, Any]:
+    """The connection options of ``fetch`` and ``check``: the server's URL (``--base-url``,
+    else ``--env``'s) and the proxy that reaches it."""
+    from .errors import UsageError
+    from .protocol import ENVIRONMENTS
+
+    if env not in ENVIRONMENTS:
+        raise UsageError(f"--env {env!r}: use prod or test")
+    server = base_url or ENVIRONMENTS[env]
+    return server, _proxy(server, proxy, direct)
+
+
+def _defaults(file_format: str, time_type: str, chunk: str, today: str | None) -> Any:
+    """The planning options of ``fetch`` and ``status``: what a manifest leaves out."""
+    from .manifest import Defaults
+
+    return Defaults(format=file_format, time_type=time_type, chunk=chunk, today=_today(today))
 
 
 def _today(value: str | None) -> Any:
@@ -400,15 +413,12 @@ def check(
     try:
         from .check import report_lines, run_check
         from .errors import UsageError
-        from .protocol import ENVIRONMENTS
         from .tls import forbid_core_dumps
 
-        if env not in ENVIRONMENTS:
-            raise UsageError(f"--env {env!r}: use prod or test")
+        server, chosen_proxy = _connection(env, base_url, proxy, no_proxy)
         if not (timeout > 0 and timeout < float("inf")):
             raise UsageError("--timeout must be a positive number of seconds")
         forbid_core_dumps()
-        server = base_url or ENVIRONMENTS[env]
         password, password_path = _password_source(warn=False)  # a check of its own below
         report = run_check(
             base_url=server,
@@ -418,7 +428,7 @@ def check(
             password=password,
             password_file=password_path,
             timeout=timeout,
-            proxy=_proxy(server, proxy, no_proxy),
+            proxy=chosen_proxy,
         )
     except OmarBulkError as exc:
         _fail(exc)
@@ -481,15 +491,13 @@ def status(
     try:
         from .coverage import read_coverage
         from .errors import UsageError
-        from .manifest import Defaults, load_manifest
+        from .manifest import load_manifest
 
         if by not in ("month", "year"):
             raise UsageError(f"--by {by!r}: use month or year")
         if as_json and (prometheus or prometheus_per_id):
             raise UsageError("--json and --prometheus each print the whole view: choose one")
-        defaults = Defaults(
-            format=file_format, time_type=time_type, chunk=chunk, today=_today(today)
-        )
+        defaults = _defaults(file_format, time_type, chunk, today)
         plan = load_manifest(_user_path(manifest), defaults) if manifest else None
         view = read_coverage(out, plan=plan, state_dir=state_dir)
     except OmarBulkError as exc:
