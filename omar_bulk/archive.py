@@ -58,6 +58,7 @@ __all__ = [
     "Archive",
     "copy_journal",
     "default_state_home",
+    "judge_state_folder",
     "network_filesystem",
     "read_mark",
     "state_folder",
@@ -269,6 +270,12 @@ def _check_folder(path: Path) -> None:
         )
     if not stat.S_ISDIR(info.st_mode):
         raise UsageError(f"the state folder {shown} exists and is not a folder")
+    judge_state_folder(info, shown)
+
+
+def judge_state_folder(info: os.stat_result, shown: str) -> None:
+    """The one rule for a folder holding omar-bulk's state: this user's, and writable by no
+    other (whoever could write there could plant a link in place of the journal)."""
     if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
         raise LocalWriteError(
             f"{shown} belongs to another user (uid {info.st_uid}); omar-bulk keeps its journal"
@@ -528,7 +535,7 @@ class Archive:
         unfinished runs. Notes for the user are appended to ``warnings``."""
         self.check()
         self._refuse_newer_journal()
-        storage.prepare()
+        judge_state_folder(storage.prepare(), printable(str(self.inside)))
         if self.separate:
             make_private_dirs(self.folder)
             _check_folder(self.folder)

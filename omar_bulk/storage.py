@@ -145,31 +145,19 @@ class Storage:
         """Close the folder descriptors kept open (also done when the object is collected)."""
         self._closer()
 
-    def prepare(self) -> None:
-        """Create the output and state folders (0700) if they are missing.
-
-        The state folder must be a real folder owned by this user and writable by nobody else:
-        whoever could write there could plant a link in place of the journal.
-        """
+    def prepare(self) -> os.stat_result:
+        """Create the output and state folders (0700) if they are missing; return what the
+        state folder is, read through its own descriptor (never through a link), for the
+        archive to judge (``archive.judge_state_folder``: one rule for every state folder)."""
         self._make_outside(self._root)
         try:
             fd = self._pin(STATE_DIR)
         except UnsafePathError as exc:
             raise LocalWriteError(str(exc)) from None
         try:
-            info = os.fstat(fd)
+            return os.fstat(fd)
         finally:
             self._unpin(fd)
-        if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
-            raise LocalWriteError(
-                f"{self.state} belongs to another user (uid {info.st_uid}); omar-bulk keeps its"
-                " journal only in a folder of its own user"
-            )
-        if info.st_mode & 0o022:
-            raise LocalWriteError(
-                f"{self.state} can be written by other users; run `chmod 700 {self.state}`"
-                " (omar-bulk makes it 0700) and run again"
-            )
 
     def make_dirs(self, folder: Path | str) -> None:
         """Create ``folder`` and its missing parents, each 0700 whatever the umask.
