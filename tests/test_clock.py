@@ -120,9 +120,7 @@ def test_fetch_and_check_refuse_a_certificate_that_expired_earlier_today(
             "fetch", "--meter", "M1", "--start", "2024-02-01", "--end", "2024-02-02",
             "--cert", str(cert), "--base-url", "https://127.0.0.1:9/",
         )  # fmt: skip
-        checked = offline_cli(
-            "check", "--cert", str(cert), "--base-url", "https://127.0.0.1:9/"
-        )
+        checked = offline_cli("check", "--cert", str(cert), "--base-url", "https://127.0.0.1:9/")
     assert fetched.exit_code == 2 and "expired on" in fetched.stderr, fetched.stderr
     assert checked.exit_code == 2 and "expired on" in checked.stdout, checked.stdout
 

@@ -223,3 +223,30 @@ def test_a_read_only_journal_is_exit_4_and_stays(
     assert "read-only file system" in done.stderr and "Traceback" not in done.stderr
     assert journal.read_bytes() == before
     assert not list(state_of(cli.out).glob("*damaged*"))
+
+
+@pytest.mark.parametrize("version", range(format_version()))
+def test_a_journal_of_every_older_format_gets_every_later_step(
+    tmp_path: Path, version: int
+) -> None:
+    """A journal left at format N (0.1.0's brought up to N by the first N steps, as that
+    release wrote it) gains every column of the steps after N, not only of the last one."""
+    out = tmp_path / "out"
+    shutil.copytree(FIXTURE, out)
+    journal = state_of(out) / JOURNAL_NAME
+    db = sqlite3.connect(journal)
+    for step in journal_module.MIGRATIONS[:version]:
+        step(db)
+    db.execute(f"PRAGMA user_version = {version}")
+    db.commit()
+    db.close()
+    Journal.open(state_of(out), data_root=out).close()
+    assert user_version(journal) == format_version()
+    db = sqlite3.connect(journal)
+    try:
+        items = {row[1] for row in db.execute("PRAGMA table_info(items)")}
+        versions = {row[1] for row in db.execute("PRAGMA table_info(versions)")}
+    finally:
+        db.close()
+    assert {"superseded_by", "chunk"} <= items and "archived_as" in versions
+    assert journal.with_name(f"{JOURNAL_NAME}.v{version}-backup").exists()

@@ -251,9 +251,7 @@ def test_the_reports_temporary_file_is_never_a_planted_link(cli: Cli, tmp_path: 
 
 
 @pytest.mark.parametrize("mode", [0o770, 0o730, 0o707, 0o703])
-def test_a_state_folder_writable_by_its_group_or_by_all_stops_the_run(
-    cli: Cli, mode: int
-) -> None:
+def test_a_state_folder_writable_by_its_group_or_by_all_stops_the_run(cli: Cli, mode: int) -> None:
     """Writable by the group alone is as unsafe as writable by all: exit 4, nothing sent.
     (Readable by others is only private data shown, not a way to plant links: 0755 runs.)"""
     cli.out.mkdir()

@@ -46,7 +46,10 @@ def copy_tree(target: Path) -> None:
     """The files of the checkout git tracks or would (new ones not ignored), as they are in
     the working tree, into ``target``."""
     listing = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
     ).stdout
     for name in filter(None, listing.decode().split("\0")):
         source = ROOT / name
@@ -73,6 +76,26 @@ def pytest(copy: Path, args: list[str], env: dict[str, str]) -> int:
     return done.returncode
 
 
+def use_tests_of(revision: str, copy: Path) -> None:
+    """Replace the copy's tests by those of ``revision`` (the catalogue is read from here)."""
+    shutil.rmtree(copy / "tests")
+    archive = subprocess.run(
+        ["git", "archive", revision, "tests"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(copy)], input=archive, check=True)
+
+
+def judge(copy: Path, named: list[str], env: dict[str, str], *, named_only: bool) -> int:
+    """pytest's exit status for the mutant in ``copy``: the named tests first, then the rest."""
+    named = [n for n in named if (copy / n.split("::")[0]).exists()]
+    verdict = pytest(copy, named, env) if named else 0
+    if verdict == 0 and not named_only:
+        rest = [f"--deselect={n}" for n in named if "::" in n]
+        rest += [f"--ignore={n}" for n in named if "::" not in n]
+        verdict = pytest(copy, rest, env)
+    return verdict
+
+
 def git_apply(copy: Path, patch: Path, *, reverse: bool = False) -> bool:
     command = ["git", "apply", "--recount", *(["-R"] if reverse else []), str(patch)]
     done = subprocess.run(command, cwd=copy, capture_output=True, check=False)
@@ -87,6 +110,11 @@ def main() -> int:
         action="store_true",
         help="run only the tests each patch names (quick; a survivor may still be killed later)",
     )
+    parser.add_argument(
+        "--tests-from",
+        metavar="REV",
+        help="judge with the tests of git revision REV (to see what a change of the tests adds)",
+    )
     args = parser.parse_args()
     patches = sorted(HERE.glob("[0-9][0-9]-*.patch"))
     if args.only:
@@ -97,6 +125,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="omar-bulk-mutants-") as scratch:
         copy = Path(scratch) / "tree"
         copy_tree(copy)
+        if args.tests_from:
+            use_tests_of(args.tests_from, copy)
         env = dict(os.environ)
         env["PYTHONPATH"] = str(copy)  # the copy's omar_bulk, also for tests' subprocesses
         env.pop("PYTEST_ADDOPTS", None)
@@ -111,6 +141,13 @@ def main() -> int:
         if not where.startswith(str(copy)):
             print(f"the copy's tests would import omar_bulk from {where}", file=sys.stderr)
             return 2
+        # A named test that fails without any mutant would "kill" every mutant naming it.
+        named = sorted({n for p in patches for n in tests_of(p)})
+        named = [n for n in named if (copy / n.split("::")[0]).exists()]
+        if named and pytest(copy, named, env) != 0:
+            print("the named tests fail on the unchanged copy: fix that first", file=sys.stderr)
+            return 2
+        print(f"unchanged copy: the named tests pass ({time.monotonic() - started:.0f} s)")
         for patch in patches:
             name = patch.stem
             if not git_apply(copy, patch):
@@ -119,16 +156,13 @@ def main() -> int:
                 continue
             clock = time.monotonic()
             try:
-                named = tests_of(patch)
-                verdict = pytest(copy, named, env) if named else 0
-                if verdict == 0 and not args.named_only:
-                    rest = [f"--deselect={n}" for n in named if "::" in n]
-                    rest += [f"--ignore={n}" for n in named if "::" not in n]
-                    verdict = pytest(copy, rest, env)
-            finally:
-                if not git_apply(copy, patch, reverse=True):
-                    print(f"cannot undo {name}: stopping", file=sys.stderr)
-                    return 2
+                verdict = judge(copy, tests_of(patch), env, named_only=args.named_only)
+            except BaseException:
+                git_apply(copy, patch, reverse=True)
+                raise
+            if not git_apply(copy, patch, reverse=True):
+                print(f"cannot undo {name}: stopping", file=sys.stderr)
+                return 2
             seconds = time.monotonic() - clock
             # 1: tests failed; 2: interrupted (-x stops, a timeout); 3/4: internal or usage
             # errors. Only failing tests kill a mutant; an error in the run is reported.
