@@ -58,6 +58,10 @@ def copy_tree(target: Path) -> None:
         destination = target / name
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, destination)
+    # Folders as the checkout has them: a fixture folder made group-writable by a umask would
+    # be refused as a state folder, and fail its test on the unchanged copy.
+    for folder in sorted(p for p in target.rglob("*") if p.is_dir()):
+        shutil.copymode(ROOT / folder.relative_to(target), folder)
 
 
 def pytest(copy: Path, args: list[str], env: dict[str, str]) -> int:
@@ -80,7 +84,10 @@ def use_tests_of(revision: str, copy: Path) -> None:
     """Replace the copy's tests by those of ``revision`` (the catalogue is read from here)."""
     shutil.rmtree(copy / "tests")
     archive = subprocess.run(
-        ["git", "archive", revision, "tests"], cwd=ROOT, capture_output=True, check=True
+        ["git", "-c", "tar.umask=022", "archive", revision, "tests"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(copy)], input=archive, check=True)
 
