@@ -13,7 +13,7 @@ DEFAULT_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version
 OTHER_VERSIONS := $(filter-out $(DEFAULT_VERSION),$(PYTHON_VERSIONS))
 VERSION_TESTS := $(addprefix test-,$(PYTHON_VERSIONS))
 
-.PHONY: demo test test-all test-others $(VERSION_TESTS) venv-python lint typecheck check bench mutation clean
+.PHONY: demo test test-all test-others $(VERSION_TESTS) venv-python lint typecheck check bench mutation mutants clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -97,6 +97,11 @@ mutation: venv-python $(STAMP)
 	@echo "mutmut: running the mutants (about 7 minutes on 2 cores; log in mutation.log)"
 	$(BIN)/mutmut run $(MUTATION_SCOPE) > mutation.log 2>&1 || { tail -20 mutation.log; exit 1; }
 	@$(BIN)/python tests/mutation_score.py --mutmut $(BIN)/mutmut $(MUTATION_SCOPE)
+
+# Semantic mutants: each plausible bug of tests/mutants/ applied to a temporary copy of the
+# tracked files, the suite run against it (docs/TESTING.md). The checkout is not touched.
+mutants: venv-python $(STAMP)
+	$(BIN)/python tests/mutants/run.py
 
 clean:
 	rm -rf mutants mutation.log $(VENV) $(addprefix .venv-,$(PYTHON_VERSIONS)) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -39,6 +39,7 @@ URL = BASE + "getMDEF.jsp?x=1"
         (401, b"", AuthError, 3),
         (403, b"", AuthError, 3),
         (400, b"<title>400 No required SSL certificate was sent</title>", AuthError, 3),
+        (400, b"<h1>400 Bad Request</h1><p>Client Certificate Required</p>", AuthError, 3),
         (400, b"<title>Bad Request</title>", UnreachableError, 1),
         (404, b"", UnreachableError, 1),
         (429, b"", RetryableError, 1),

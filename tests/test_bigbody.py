@@ -7,9 +7,12 @@ import asyncio
 import contextlib
 import errno
 import hashlib
+import json
 import os
 import threading
 import time
+from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,6 +23,10 @@ from omar_bulk import offload as offload_module
 from omar_bulk.download import _BlockSink
 from omar_bulk.errors import LocalWriteError
 from omar_bulk.offload import SLOW_CALL, Offload
+from omar_bulk.standin.certs import TestPKI
+from omar_bulk.standin.server import Faults, ServerThread, serve_in_thread
+
+from .conftest import Cli, expected_body, journal_rows
 
 #: Uneven pieces, as TLS records and a decoder hand them over; more pieces than one
 #: ``writev`` takes, so the batching is exercised too.
@@ -191,3 +198,79 @@ def test_thread_usage_reads_this_threads_switches() -> None:
     assert after is not None
     assert after[0] > before[0]
     assert offload_module._preempted(before) is False
+
+
+# --- the streamed path end to end: bodies over WHOLE_BODY_LIMIT ----------------------------
+
+#: Filler that takes every body past ``WHOLE_BODY_LIMIT``, so it is streamed to a ``.part``.
+BIG = 2 * download.WHOLE_BODY_LIMIT + 12_345
+M1_FEB = ["--meter", "M1", "--start", "2024-02-01", "--end", "2024-02-29"]
+FEB_FILE = "meter/M1/M1_20240201_20240229_PST.mdef"
+
+
+@pytest.fixture
+def big_faults() -> Faults:
+    return Faults(retry_after=0, padding=BIG)
+
+
+@pytest.fixture
+def big_server(pki: TestPKI, big_faults: Faults) -> Iterator[ServerThread]:
+    with serve_in_thread(pki, big_faults) as running:
+        yield running
+
+
+def _summary(report: Path) -> dict[str, object]:
+    return dict(json.loads(report.read_text())["summary"])
+
+
+def test_a_large_body_fetched_again_is_unchanged_revised_or_cut_like_a_small_one(
+    pki: TestPKI, tmp_path: Path, big_server: ServerThread, big_faults: Faults
+) -> None:
+    """The streamed path settles a file as the whole-body path does: the same bytes again are
+    unchanged (the file and its time stamp untouched, no ``.part``, nothing in history); new
+    bytes replace the file and the old ones go to history, the journal holding the new hash;
+    a body cut short leaves the last good file and no ``.part``."""
+    cli = Cli(pki, tmp_path / "out", big_server)
+    path = cli.out / FEB_FILE
+    first = cli("fetch", *M1_FEB)
+    assert first.exit_code == 0, first.stderr
+    original = path.read_bytes()
+    assert len(original) > download.WHOLE_BODY_LIMIT
+    assert original == expected_body(
+        "meter", "M1", date(2024, 2, 1), date(2024, 2, 29), faults=big_faults
+    )
+    stamp = path.stat().st_mtime_ns
+
+    report = tmp_path / "same.json"
+    same = cli("fetch", *M1_FEB, "--overwrite", "--report", str(report))
+    assert same.exit_code == 0, same.stderr
+    assert (_summary(report)["unchanged"], _summary(report)["revised"]) == (1, 0)
+    assert path.stat().st_mtime_ns == stamp and path.read_bytes() == original
+    assert not list(cli.out.rglob("*.part"))
+    assert not (cli.out / ".omar-bulk" / "history").exists()
+
+    big_faults.revision = 1
+    report = tmp_path / "revised.json"
+    revised = cli("fetch", *M1_FEB, "--overwrite", "--report", str(report))
+    assert revised.exit_code == 0, revised.stderr
+    assert (_summary(report)["revised"], _summary(report)["unchanged"]) == (1, 0)
+    new = path.read_bytes()
+    assert new == expected_body(
+        "meter", "M1", date(2024, 2, 1), date(2024, 2, 29), faults=big_faults
+    )
+    kept = list((cli.out / ".omar-bulk" / "history").rglob("*.mdef.*"))
+    assert [k.read_bytes() == original for k in kept] == [True]
+    assert journal_rows(cli.out)[FEB_FILE] == (
+        "downloaded",
+        len(new),
+        hashlib.sha256(new).hexdigest(),
+    )
+    assert not list(cli.out.rglob("*.part"))
+
+    big_faults.revision = 2
+    big_faults.script = {"M1": ["cut*"]}
+    cut = cli("fetch", *M1_FEB, "--overwrite", "--retries", "1")
+    assert cut.exit_code == 1, cut.stderr
+    assert path.read_bytes() == new
+    assert not list(cli.out.rglob("*.part"))
+    assert journal_rows(cli.out)[FEB_FILE][2] == hashlib.sha256(new).hexdigest()

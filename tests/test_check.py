@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from omar_bulk.check import FAIL, OK, SKIP, WARN, _clock, run_check
+from omar_bulk.check import FAIL, OK, SKIP, WARN, _clock, _permissions, run_check
 from omar_bulk.standin.certs import DEMO_PASSWORD, TestPKI
 from omar_bulk.standin.server import ServerThread, serve_in_thread
 
@@ -263,3 +263,24 @@ def test_a_clock_far_from_the_servers_is_a_warning() -> None:
     assert _clock(None).verdict == SKIP
     now = datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
     assert _clock(now).verdict == OK
+
+
+@pytest.mark.parametrize(
+    ("mode", "verdict", "who"),
+    [
+        (0o640, WARN, "its group can read it"),
+        (0o604, WARN, "every user can read it"),
+        (0o644, WARN, "its group and every user can read it"),
+        (0o600, OK, "only you can read it"),
+        (0o400, OK, "only you can read it"),
+    ],
+)
+def test_a_certificate_readable_by_its_group_alone_is_a_warning_too(
+    tmp_path: Path, mode: int, verdict: str, who: str
+) -> None:
+    """Group-readable only (0640, a shared group on a server) is as loose as world-readable."""
+    key = tmp_path / "key.pem"
+    key.write_bytes(b"not read: only the mode matters")
+    key.chmod(mode)
+    found = _permissions(key)
+    assert (found.verdict, who in found.reason) == (verdict, True), found.reason

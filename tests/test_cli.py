@@ -328,3 +328,17 @@ def test_the_standard_event_loop_is_the_default(monkeypatch: pytest.MonkeyPatch)
         assert _loop_factory() is None
     else:
         assert _loop_factory() is uvloop.new_event_loop
+
+
+def test_a_run_waits_for_a_holder_of_a_shared_lock_too(cli: Cli) -> None:
+    """The run's lock is exclusive: even a shared hold (a reader's) keeps a second run out.
+    A run that took a shared lock itself would go ahead beside another shared holder."""
+    import fcntl
+
+    assert cli("fetch", *ONE).exit_code == 0
+    with open(cli.out / ".omar-bulk" / "lock", "r+b") as held:
+        fcntl.flock(held, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        outcome = cli("fetch", *ONE)
+    assert outcome.exit_code == 2 and "another omar-bulk run" in outcome.stderr
+    # and the lock is given back: the next run goes ahead
+    assert cli("fetch", *ONE).exit_code == 0

@@ -264,3 +264,30 @@ def test_a_disk_io_error_on_a_full_disk_is_said_to_be_a_full_disk(
     monkeypatch.setattr(os, "statvfs", lambda _path: full)
     said = journal_module._access_error(error, tmp_path / JOURNAL_NAME)
     assert said is not None and str(said).startswith("the disk is full"), said
+
+
+@pytest.mark.parametrize("version", range(format_version()))
+def test_a_journal_of_every_older_format_gets_every_later_step(
+    tmp_path: Path, version: int
+) -> None:
+    """A journal left at format N (0.1.0's brought up to N by the first N steps, as that
+    release wrote it) gains every column of the steps after N, not only of the last one."""
+    out = tmp_path / "out"
+    shutil.copytree(FIXTURE, out)
+    journal = state_of(out) / JOURNAL_NAME
+    db = sqlite3.connect(journal)
+    for step in journal_module.MIGRATIONS[:version]:
+        step(db)
+    db.execute(f"PRAGMA user_version = {version}")
+    db.commit()
+    db.close()
+    Journal.open(state_of(out), data_root=out).close()
+    assert user_version(journal) == format_version()
+    db = sqlite3.connect(journal)
+    try:
+        items = {row[1] for row in db.execute("PRAGMA table_info(items)")}
+        versions = {row[1] for row in db.execute("PRAGMA table_info(versions)")}
+    finally:
+        db.close()
+    assert {"superseded_by", "chunk"} <= items and "archived_as" in versions
+    assert journal.with_name(f"{JOURNAL_NAME}.v{version}-backup").exists()

@@ -213,3 +213,42 @@ def test_status_prometheus_of_a_complete_archive(cli: Cli) -> None:
     shown = cli("status", str(cli.out), "--prometheus", auth=False)
     assert shown.exit_code == 0
     assert value(samples(shown.stdout), "omar_bulk_coverage_complete") == 1
+
+
+def test_revised_and_unchanged_files_are_counted_in_every_figure(
+    cli: Cli, faults: Faults, tmp_path: Path
+) -> None:
+    """Counts above zero: a rerun with ``--overwrite`` finds every file unchanged, then (the
+    server revised its data) every file revised; the run's gauges, the report and
+    ``status --prometheus`` each say so with the right numbers, not only the same as one
+    another."""
+    two = ["--meter", "M1", "--meter", "M2", *TWO_MONTHS]  # 2 meters x 2 months
+    assert cli("fetch", *two).exit_code == 0
+    target = tmp_path / "omar.prom"
+
+    same = cli("fetch", *two, "--overwrite", "--metrics", str(target))
+    assert same.exit_code == 0, same.stderr
+    found = samples(target.read_text())
+    figures = {s: value(found, "omar_bulk_fetch_items", status=s) for s in ("revised", "unchanged")}
+    assert figures == {"revised": 0, "unchanged": 4}
+    assert value(found, "omar_bulk_fetch_items", status="downloaded") == 0
+    assert value(found, "omar_bulk_fetch_downloaded_bytes") == 0
+
+    faults.revision = 1
+    revised = cli("fetch", *two, "--overwrite", "--metrics", str(target))
+    assert revised.exit_code == 0, revised.stderr
+    found = samples(target.read_text())
+    figures = {s: value(found, "omar_bulk_fetch_items", status=s) for s in ("revised", "unchanged")}
+    assert figures == {"revised": 4, "unchanged": 0}
+    on_disk = sum(p.stat().st_size for p in cli.out.rglob("*.mdef") if "history" not in p.parts)
+    assert value(found, "omar_bulk_fetch_downloaded_bytes") == on_disk
+    summary = json.loads((cli.out / ".omar-bulk" / "last-run.json").read_text())["summary"]
+    assert (summary["revised"], summary["unchanged"], summary["downloaded"]) == (4, 0, 0)
+
+    shown = cli("status", str(cli.out), "--prometheus", auth=False)
+    assert shown.exit_code == 0, shown.stderr
+    found = samples(shown.stdout)
+    assert value(found, "omar_bulk_coverage_revisions", kind="meter") == 4
+    assert value(found, "omar_bulk_coverage_files", kind="meter", state="revised") == 4
+    assert value(found, "omar_bulk_coverage_files", kind="meter", state="downloaded") == 0
+    assert value(found, "omar_bulk_coverage_revisions", kind="group") == 0

@@ -7,10 +7,11 @@ import time
 from datetime import date
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from omar_bulk.plan import Item
-from omar_bulk.progress import MAX_FILE_ROWS, MAX_MESSAGES_PER_FRAME, RichObserver
+from omar_bulk.progress import MAX_FILE_ROWS, MAX_MESSAGES_PER_FRAME, RichObserver, _time_left
 from omar_bulk.results import ItemResult, Status
 
 
@@ -208,3 +209,19 @@ def test_a_run_that_stops_before_planning_leaves_the_terminal_untouched() -> Non
     with RichObserver(console):
         pass
     assert screen.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    ("done", "total", "elapsed", "shown"),
+    [
+        (0, 10, 5.0, "-:--:--"),
+        (10, 10, 5.0, "0:00:00"),
+        (1, 8, 900.0, "1:45:00"),  # 7 more at 15 minutes each
+        (3, 4, 59.0 * 3, "0:00:59"),
+        (1, 100, 3600.0, "99:00:00"),
+    ],
+)
+def test_time_left_is_hours_minutes_seconds(
+    done: int, total: int, elapsed: float, shown: str
+) -> None:
+    assert _time_left(done, total, elapsed) == shown

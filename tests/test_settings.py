@@ -57,3 +57,19 @@ def test_a_malformed_base_url_is_exit_2_and_shown_escaped(
     outcome = offline_cli("fetch", *ONE, "--base-url", url)
     assert outcome.exit_code == 2 and message in outcome.stderr
     assert "\x1b" not in outcome.stderr
+
+
+def test_revisit_days_reach_back_exactly_that_many_days() -> None:
+    """``--revisit-days 3`` on 2024-03-10: files whose range ends on 03-07 or later are asked
+    for again (the 3 days before today, and today)."""
+    from datetime import date
+
+    settings = Settings(
+        plan=Plan(lambda: []), base_url="https://127.0.0.1:9/", revisit_days=3,
+        today=date(2024, 3, 10),
+    )  # fmt: skip
+    assert settings.revisit_from() == date(2024, 3, 7)
+    assert Settings(
+        plan=Plan(lambda: []), base_url="https://127.0.0.1:9/", revisit_days=0,
+        today=date(2024, 3, 10),
+    ).revisit_from() == date(2024, 3, 10)  # fmt: skip

@@ -254,3 +254,26 @@ def test_the_reports_temporary_file_is_never_a_planted_link(cli: Cli, tmp_path: 
     assert untouched(target) and planted.is_symlink()
     assert sorted(p.name for p in report.parent.iterdir()) == [".r.json.tmp", "r.json"]
     assert '"items"' in report.read_text()
+
+
+@pytest.mark.parametrize("mode", [0o770, 0o730, 0o707, 0o703])
+def test_a_state_folder_writable_by_its_group_or_by_all_stops_the_run(cli: Cli, mode: int) -> None:
+    """Writable by the group alone is as unsafe as writable by all: exit 4, nothing sent.
+    (Readable by others is only private data shown, not a way to plant links: 0755 runs.)"""
+    cli.out.mkdir()
+    state = cli.out / ".omar-bulk"
+    state.mkdir()
+    state.chmod(mode)
+    outcome = cli("fetch", *TWO_METERS)
+    assert outcome.exit_code == 4, outcome.stderr
+    assert "can be written by other users" in outcome.stderr
+    assert cli.server is not None and cli.server.state.downloads() == []
+
+
+def test_a_state_folder_others_may_only_read_is_used(cli: Cli) -> None:
+    cli.out.mkdir()
+    state = cli.out / ".omar-bulk"
+    state.mkdir()
+    state.chmod(0o755)
+    outcome = cli("fetch", *TWO_METERS)
+    assert outcome.exit_code == 0, outcome.stderr

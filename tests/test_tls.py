@@ -452,3 +452,15 @@ def test_check_reports_a_tls_alert_refusing_our_certificate_as_exit_3(
     assert outcome.exit_code == 3, outcome.stdout
     assert "✗ our certificate" in outcome.stdout
     assert "TLS alert" in outcome.stdout
+
+
+def test_the_context_never_offers_less_than_tls_1_2() -> None:
+    """TLS 1.0 and 1.1 are refused whatever the system's OpenSSL would still allow: the floor
+    is set here, not left to the platform's defaults."""
+    import ssl
+
+    from omar_bulk.tls import create_ssl_context
+
+    context = create_ssl_context(None)
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
