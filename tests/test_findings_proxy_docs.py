@@ -1,0 +1,137 @@
+"""Proxies and TLS servers that misbehave in ways the documentation covers, and what omar-bulk
+should say about them: a proxy that never answers CONNECT (``--timeout`` bounds every silence),
+a proxy that accepts CONNECT and closes every tunnel (retried like a dropped connection, exit 1),
+a proxy URL whose host was forgotten (the password stays out of the message), and ``check``
+against a server that offers only TLS 1.1 (the protocol is named, not our certificate).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from omar_bulk.standin.certs import DEMO_PASSWORD, TestPKI
+from omar_bulk.standin.server import ServerThread
+
+from .conftest import Cli
+from .forward_proxy import TinyProxy
+from .test_tls import openssl_server  # noqa: F401 (a fixture)
+
+ONE = ["--meter", "M1", "--start", "2024-01-01", "--end", "2024-01-31"]
+#: Far above the ``--timeout 1`` given; a run that is still going then has hung.
+DEADLINE = 30.0
+
+
+@pytest.fixture
+def silent_proxy() -> Iterator[str]:
+    """A listening socket that never accepts: the kernel completes the TCP handshake, the
+    CONNECT request lands in the backlog and nothing ever answers it."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def test_a_proxy_that_never_answers_connect_is_bounded_by_timeout(
+    server: ServerThread, pki: TestPKI, tmp_path: Path, silent_proxy: str
+) -> None:
+    """docs/cli.md: ``--timeout`` is the longest silence while connecting or reading. A proxy
+    that takes the connection and never answers CONNECT must end the run within it (exit 1,
+    the proxy cannot be reached), not hang it."""
+    args = [sys.executable, "-m", "omar_bulk", "fetch", *ONE, "--out", str(tmp_path / "out")]
+    args += ["--base-url", server.base_url, "--cert", str(pki.client_p12)]
+    args += ["--ca-bundle", str(pki.ca), "--timeout", "1", "--retries", "0"]
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.update({"HTTPS_PROXY": silent_proxy, "OMAR_CERT_PASSWORD": DEMO_PASSWORD})
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    started = time.monotonic()
+    try:
+        _, err = process.communicate(timeout=DEADLINE)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate(timeout=10)
+        pytest.fail(f"fetch through a silent proxy with --timeout 1 still ran after {DEADLINE} s")
+    assert time.monotonic() - started < DEADLINE
+    assert process.returncode == 1, err.decode()
+    assert b"proxy" in err
+
+
+def test_a_proxy_that_closes_every_tunnel_is_a_dropped_connection_not_a_refused_certificate(
+    cli: Cli, server: ServerThread
+) -> None:
+    """docs/proxy.md: a tunnel the proxy cuts is retried like any dropped connection; when
+    every attempt fails so, no session could be opened (exit 1). The proxy closed the tunnel
+    before the server's TLS answered, so blaming our certificate (exit 3) is wrong."""
+    with TinyProxy(cut=1000) as cutting:
+        done = cli("fetch", *ONE, "--retries", "2", env={"HTTPS_PROXY": cutting.url})
+    assert server.state.logins == 0
+    assert done.exit_code == 1, done.stderr
+    assert "right after the TLS handshake" not in done.stderr
+
+
+def test_check_with_a_proxy_that_closes_every_tunnel_is_not_a_refused_certificate(
+    cli: Cli, server: ServerThread
+) -> None:
+    """docs/cli.md, check: exit 3 is the server refusing our certificate (or the proxy our
+    credentials); a proxy cutting the tunnel before any TLS reply is neither."""
+    with TinyProxy(cut=1000) as cutting:
+        done = cli(
+            "check",
+            "--base-url",
+            server.base_url,
+            "--cert",
+            str(cli.pki.client_p12),
+            "--ca-bundle",
+            str(cli.pki.ca),
+            "--json",
+            env={"HTTPS_PROXY": cutting.url},
+        )
+    report = json.loads(done.stdout)
+    assert done.exit_code == 1, report
+    failed = [c for c in report["checks"] if c["verdict"] == "fail"]
+    assert "client certificate" not in failed[0]["reason"], failed[0]
+
+
+def test_a_proxy_url_without_its_host_keeps_the_password_out_of_the_message(
+    offline_cli: Cli,
+) -> None:
+    """``http://USER:PASSWORD`` with the ``@HOST`` forgotten is refused (exit 2), but the
+    message must not print what is plainly a password."""
+    done = offline_cli("fetch", *ONE, env={"HTTPS_PROXY": "http://jdoe:Winter2026pw"})
+    assert done.exit_code == 2
+    assert "Winter2026pw" not in done.stderr + done.stdout, done.stderr
+
+
+@pytest.mark.parametrize(
+    "openssl_server", [["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]], indirect=True
+)
+def test_check_against_a_tls_1_1_server_names_the_protocol_not_our_certificate(
+    offline_cli: Cli,
+    pki: TestPKI,
+    openssl_server: str,  # noqa: F811
+) -> None:
+    """``fetch`` says the server offers no TLS version omar-bulk accepts; ``check`` marks TLS
+    good and then says the server refused our certificate, sending the user to --cert."""
+    done = offline_cli(
+        "check",
+        "--base-url",
+        openssl_server,
+        "--cert",
+        str(pki.client_p12),
+        "--ca-bundle",
+        str(pki.ca),
+        "--json",
+    )
+    report = json.loads(done.stdout)
+    verdicts = {c["name"]: (c["verdict"], c["reason"]) for c in report["checks"]}
+    assert verdicts["TLS"][0] == "fail", verdicts["TLS"]
+    assert "1.2 or newer" in verdicts["TLS"][1]
+    assert verdicts["our certificate"][0] != "fail", verdicts["our certificate"]
