@@ -41,6 +41,7 @@ __all__ = [
     "bypassed",
     "choose",
     "netrc_credentials",
+    "not_set_up",
     "parse_proxy_url",
     "proxy_for",
     "tunnel_refused",
@@ -145,6 +146,15 @@ def unreachable(proxy: Proxy, reason: str) -> str:
     return (
         f"cannot reach the proxy {proxy}: {reason}; check its address and port, or go direct"
         " with --no-proxy if this network allows it"
+    )
+
+
+def not_set_up(proxy: Proxy, timeout: float) -> str:
+    """Why a connection through ``proxy`` was given up while being set up (``--timeout``)."""
+    return (
+        f"no connection through the proxy {proxy} within {timeout:g} s: the proxy did not"
+        " answer our CONNECT in time (or the server's TLS handshake inside the tunnel did not"
+        " come)"
     )
 
 

@@ -44,7 +44,7 @@ from .errors import (
     UnreachableError,
 )
 from .politeness import Backoff
-from .proxy import Proxy, auth_refused, tunnel_refused, unreachable
+from .proxy import Proxy, auth_refused, not_set_up, tunnel_refused, unreachable
 from .results import Observer
 from .settings import Settings
 from .text import printable
@@ -105,14 +105,21 @@ class Session:
         settings = self.settings
         if settings.proxy is not None:
             self._observer.notice(f"connecting through the proxy {settings.proxy}")
+        # No limit in aiohttp's pool: the engine's workers already bound the connections
+        # (--concurrency of them, each with one request at a time, logins included), and a
+        # wait for a slot there would count against ``connect`` below as if the network
+        # were silent.
         connector = aiohttp.TCPConnector(
-            ssl=self._ssl,
-            limit=settings.concurrency,
-            limit_per_host=settings.concurrency,
-            enable_cleanup_closed=True,
+            ssl=self._ssl, limit=0, limit_per_host=0, enable_cleanup_closed=True
         )
+        # ``connect`` bounds setting up a new connection as a whole: the name lookup (which
+        # ``sock_connect`` leaves out), TCP, a proxy's answer to CONNECT (which aiohttp reads
+        # with no other timeout: a silent proxy would hang the run) and the TLS handshake.
         timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=settings.timeout, sock_read=settings.timeout
+            total=None,
+            connect=settings.timeout,
+            sock_connect=settings.timeout,
+            sock_read=settings.timeout,
         )
         async with aiohttp.ClientSession(
             connector=connector,
@@ -288,6 +295,9 @@ def classify_client_error(
     refused = proxy_error(exc, proxy)
     if refused is not None:
         return refused
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        # ClientTimeout.connect: aiohttp does not say which part of the set-up was slow
+        return RetryableError(not_set_up(proxy, timeout))
     verdict = _classify(exc, timeout)
     if isinstance(verdict, ConnectionDropped):
         # The proxy may have cut the tunnel as well as the server: say which way it went.

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import date
@@ -19,7 +22,7 @@ from urllib.parse import quote
 
 import pytest
 
-from omar_bulk.standin.certs import TestPKI
+from omar_bulk.standin.certs import DEMO_PASSWORD, TestPKI
 from omar_bulk.standin.server import Faults, ServerThread, serve_in_thread
 
 from .conftest import Cli, data_files, expected_body, journal_rows
@@ -296,6 +299,43 @@ def test_a_proxy_that_is_down_ends_the_run_at_once_with_exit_1(
     assert time.monotonic() - started < 5
     assert f"cannot reach the proxy {address}" in done.stderr and "--no-proxy" in done.stderr
     assert "retrying" not in done.stderr
+    assert server.state.logins == 0
+
+
+#: Far above the ``--timeout 1`` given: a run still going then has hung.
+HANG_DEADLINE = 30.0
+
+
+@pytest.fixture
+def silent_proxy() -> Iterator[str]:
+    """A listening socket that never accepts: the kernel completes the TCP handshake, the
+    CONNECT lands in the backlog and nothing ever answers it."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def test_a_proxy_that_never_answers_connect_is_bounded_by_timeout(
+    server: ServerThread, pki: TestPKI, tmp_path: Path, silent_proxy: str
+) -> None:
+    """A proxy that takes the connection and never answers CONNECT ends the run within
+    ``--timeout`` (exit 1, naming the proxy), as a child process that would otherwise hang."""
+    args = [sys.executable, "-m", "omar_bulk", "fetch", *MONTHS, "--out", str(tmp_path / "out")]
+    args += ["--base-url", server.base_url, "--cert", str(pki.client_p12)]
+    args += ["--ca-bundle", str(pki.ca), "--timeout", "1", "--retries", "0"]
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.update({"HTTPS_PROXY": silent_proxy, "OMAR_CERT_PASSWORD": DEMO_PASSWORD})
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _, err = process.communicate(timeout=HANG_DEADLINE)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate(timeout=10)
+        pytest.fail(f"fetch through a silent proxy with --timeout 1 ran past {HANG_DEADLINE} s")
+    assert process.returncode == 1, err.decode()
+    assert f"no connection through the proxy {silent_proxy}" in err.decode()
+    assert "did not answer our CONNECT" in err.decode()
     assert server.state.logins == 0
 
 
