@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 from .answers import MAX_LOGIN_REDIRECTS, Head, judge_login, login_redirect, redirect_loop
 from .errors import AuthError, CertificateError, OmarBulkError, UsageError
 from .protocol import normalise_base_url
-from .proxy import Proxy, auth_refused, tunnel_refused, unreachable
+from .proxy import Proxy, auth_refused, tunnel_cut, tunnel_refused, unreachable
 from .text import printable
 from .tls import (
     CHAIN_FIX,
@@ -373,13 +373,13 @@ def _check_server(
                 add(Check("server certificate", SKIP, "not reported: the handshake ended early"))
                 add(_refused(f"TLS alert: {reason}"))
             elif isinstance(exc, ssl.SSLEOFError):
-                add(_dropped_in_handshake())
+                add(_dropped_in_handshake(proxy))
             else:
                 add(Check("TLS", FAIL, f"TLS handshake with {where} failed: {reason}", {}, 3))
             skip_rest()
             return
         except (ConnectionResetError, BrokenPipeError):
-            add(_dropped_in_handshake())  # ... or by hanging up
+            add(_dropped_in_handshake(proxy))  # ... or by hanging up
             skip_rest()
             return
         except OSError as exc:
@@ -816,7 +816,11 @@ def _refused(why: str) -> Check:
     )
 
 
-def _dropped_in_handshake() -> Check:
+def _dropped_in_handshake(proxy: Proxy | None) -> Check:
+    if proxy is not None:
+        # The proxy may have cut the tunnel as well as the server: as in ``fetch``, no sign
+        # of a refused certificate (``session.classify_client_error``).
+        return Check("TLS", FAIL, tunnel_cut(proxy), {}, _UNREACHABLE)
     return Check(
         "TLS",
         FAIL,

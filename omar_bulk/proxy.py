@@ -44,6 +44,7 @@ __all__ = [
     "not_set_up",
     "parse_proxy_url",
     "proxy_for",
+    "tunnel_cut",
     "tunnel_refused",
     "unreachable",
 ]
@@ -155,6 +156,17 @@ def not_set_up(proxy: Proxy, timeout: float) -> str:
         f"no connection through the proxy {proxy} within {timeout:g} s: the proxy did not"
         " answer our CONNECT in time (or the server's TLS handshake inside the tunnel did not"
         " come)"
+    )
+
+
+def tunnel_cut(proxy: Proxy) -> str:
+    """Why connections closed during the TLS handshake inside the proxy's tunnel (the proxy
+    allowed CONNECT, then the tunnel ended before the server's TLS answered) end the run."""
+    return (
+        f"the proxy {proxy} allowed the tunnel, then it was closed during the TLS handshake,"
+        " before the server answered; many proxies cut tunnels their rules do not allow (a"
+        " port other than 443, a host not on a list, TLS inspection): ask its administrators,"
+        " or go direct with --no-proxy if this network allows it"
     )
 
 

@@ -41,10 +41,18 @@ from .errors import (
     ProxyAuthError,
     ProxyError,
     RetryableError,
+    TunnelCut,
     UnreachableError,
 )
 from .politeness import Backoff
-from .proxy import Proxy, auth_refused, not_set_up, tunnel_refused, unreachable
+from .proxy import (
+    Proxy,
+    auth_refused,
+    not_set_up,
+    tunnel_cut,
+    tunnel_refused,
+    unreachable,
+)
 from .results import Observer
 from .settings import Settings
 from .text import printable
@@ -216,7 +224,13 @@ class Session:
                 return
             except RetryableError as exc:
                 last = exc
-                all_dropped = all_dropped and isinstance(exc, ConnectionDropped)
+                # A tunnel cut before the server's TLS answered is the proxy's doing as
+                # likely as the server's: no sign of a refused certificate.
+                all_dropped = (
+                    all_dropped
+                    and isinstance(exc, ConnectionDropped)
+                    and not isinstance(exc, TunnelCut)
+                )
                 if attempt > self.settings.retries:
                     break
                 delay = self._backoff.delay(attempt, exc.retry_after)
@@ -231,6 +245,10 @@ class Session:
                 " answer right after the TLS handshake, which is how some servers refuse a"
                 f" client certificate{tunnel}; check that --cert is the certificate registered"
                 " for OMAR-Online"
+            )
+        if isinstance(last, TunnelCut) and self.settings.proxy is not None:
+            raise UnreachableError(
+                f"could not open a session at {where}: {tunnel_cut(self.settings.proxy)}"
             )
         raise UnreachableError(
             f"could not open a session at {where}: {last}; nothing was fetched,"
@@ -301,6 +319,13 @@ def classify_client_error(
     verdict = _classify(exc, timeout)
     if isinstance(verdict, ConnectionDropped):
         # The proxy may have cut the tunnel as well as the server: say which way it went.
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            # Still setting up: the TLS handshake inside the tunnel was not done, so this
+            # is no server hanging up on our certificate after it.
+            return TunnelCut(
+                f"the connection was closed during the TLS handshake, through the proxy"
+                f" {proxy.shown}"
+            )
         return ConnectionDropped(f"{verdict}, through the proxy {proxy.shown}")
     return verdict
 

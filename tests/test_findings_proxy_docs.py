@@ -12,51 +12,13 @@ import json
 import pytest
 
 from omar_bulk.standin.certs import TestPKI
-from omar_bulk.standin.server import ServerThread
 
 from .conftest import Cli
-from .forward_proxy import TinyProxy
 from .test_tls import openssl_server  # noqa: F401 (a fixture)
 
 ONE = ["--meter", "M1", "--start", "2024-01-01", "--end", "2024-01-31"]
 #: Far above the ``--timeout 1`` given; a run that is still going then has hung.
 DEADLINE = 30.0
-
-
-def test_a_proxy_that_closes_every_tunnel_is_a_dropped_connection_not_a_refused_certificate(
-    cli: Cli, server: ServerThread
-) -> None:
-    """docs/proxy.md: a tunnel the proxy cuts is retried like any dropped connection; when
-    every attempt fails so, no session could be opened (exit 1). The proxy closed the tunnel
-    before the server's TLS answered, so blaming our certificate (exit 3) is wrong."""
-    with TinyProxy(cut=1000) as cutting:
-        done = cli("fetch", *ONE, "--retries", "2", env={"HTTPS_PROXY": cutting.url})
-    assert server.state.logins == 0
-    assert done.exit_code == 1, done.stderr
-    assert "right after the TLS handshake" not in done.stderr
-
-
-def test_check_with_a_proxy_that_closes_every_tunnel_is_not_a_refused_certificate(
-    cli: Cli, server: ServerThread
-) -> None:
-    """docs/cli.md, check: exit 3 is the server refusing our certificate (or the proxy our
-    credentials); a proxy cutting the tunnel before any TLS reply is neither."""
-    with TinyProxy(cut=1000) as cutting:
-        done = cli(
-            "check",
-            "--base-url",
-            server.base_url,
-            "--cert",
-            str(cli.pki.client_p12),
-            "--ca-bundle",
-            str(cli.pki.ca),
-            "--json",
-            env={"HTTPS_PROXY": cutting.url},
-        )
-    report = json.loads(done.stdout)
-    assert done.exit_code == 1, report
-    failed = [c for c in report["checks"] if c["verdict"] == "fail"]
-    assert "client certificate" not in failed[0]["reason"], failed[0]
 
 
 def test_a_proxy_url_without_its_host_keeps_the_password_out_of_the_message(

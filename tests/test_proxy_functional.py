@@ -370,6 +370,20 @@ def test_tunnels_the_proxy_cuts_are_retried_as_dropped_connections(
     assert tunnels >= 3 and len(data_files(cli.out)) == 3
 
 
+def test_a_proxy_that_cuts_every_tunnel_ends_as_unreachable_not_as_a_refused_certificate(
+    cli: Cli, server: ServerThread
+) -> None:
+    """Every tunnel closed before the server's TLS answered: retried, then exit 1 naming the
+    proxy's rules, never exit 3 with advice about --cert."""
+    with TinyProxy(cut=1000) as cutting:
+        done = cli("fetch", *MONTHS, "--retries", "2", env={"HTTPS_PROXY": cutting.url})
+        tunnels = len(cutting.requests)
+    assert done.exit_code == 1, done.stderr
+    assert tunnels == 3 and server.state.logins == 0
+    assert "right after the TLS handshake" not in done.stderr and "--cert" not in done.stderr
+    assert f"the proxy {cutting.url} (from HTTPS_PROXY) allowed the tunnel" in done.stderr
+
+
 @pytest.fixture
 def expiring(pki: TestPKI) -> Iterator[ServerThread]:
     """A stand-in whose sessions expire every 4 downloads, with a 503 storm at the start."""
@@ -516,6 +530,19 @@ def test_check_reports_a_refused_tunnel_and_a_proxy_that_is_down_as_exit_1(
     found = steps(report)
     assert found["TCP"][0] == "fail" and "cannot reach the proxy" in found["TCP"][1]
     assert found["proxy"][0] == "skip"
+
+
+def test_check_with_a_proxy_that_cuts_every_tunnel_fails_tls_with_exit_1(
+    cli: Cli, server: ServerThread
+) -> None:
+    """A tunnel closed during the TLS handshake is the proxy's doing as likely as the
+    server's: the TLS step fails with exit 1 and the proxy's rules, not our certificate."""
+    with TinyProxy(cut=1000) as cutting:
+        code, report = check_json(cli, server, env={"HTTPS_PROXY": cutting.url})
+    assert code == 1, report
+    verdict, reason = steps(report)["TLS"]
+    assert verdict == "fail" and "allowed the tunnel" in reason, reason
+    assert "client certificate" not in reason and steps(report)["our certificate"][0] == "skip"
 
 
 def test_check_with_no_proxy_goes_direct(
