@@ -46,6 +46,7 @@ from .tls import (
     PasswordSource,
     create_ssl_context,
     load_identity,
+    no_common_version,
     readers,
 )
 
@@ -368,7 +369,10 @@ def _check_server(
         except ssl.SSLError as exc:
             # TLS 1.2 refuses a client certificate inside the handshake, with an alert ...
             reason = str(exc.reason or exc)
-            if _is_refusal(reason):
+            protocol = no_common_version(reason)  # fetch's rule: an alert, not a refusal
+            if protocol is not None:
+                add(Check("TLS", FAIL, protocol, {}, _REFUSED))
+            elif _is_refusal(reason):
                 add(Check("TLS", OK, "the server answered the TLS handshake"))
                 add(Check("server certificate", SKIP, "not reported: the handshake ended early"))
                 add(_refused(f"TLS alert: {reason}"))

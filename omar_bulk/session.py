@@ -56,7 +56,7 @@ from .proxy import (
 from .results import Observer
 from .settings import Settings
 from .text import printable
-from .tls import CHAIN_FIX
+from .tls import CHAIN_FIX, no_common_version
 
 #: Login pages are read whole up to this size; a body beyond it is not a login page.
 LOGIN_BODY_LIMIT = 1 << 20
@@ -342,11 +342,9 @@ def _classify(exc: BaseException, timeout: float) -> OmarBulkError:
             # "EOF occurred in violation of protocol": the peer hung up mid-TLS, not a refusal
             return ConnectionDropped(f"the server closed the connection during TLS ({reason})")
         upper = reason.upper()
-        if any(w in upper for w in _NO_COMMON_VERSION):
-            # an alert too, but about the protocol: nothing to do with our certificate
-            return AuthError(
-                f"the server offers no TLS version omar-bulk accepts (1.2 or newer): {reason}"
-            )
+        protocol = no_common_version(reason)
+        if protocol is not None:
+            return AuthError(protocol)
         if "UNKNOWN_CA" in upper:
             # the server cannot chain our certificate to a root it trusts: the wrong
             # certificate, or the right one sent without its issuing CA
@@ -443,11 +441,6 @@ def _proxy_arguments(proxy: Proxy | None) -> dict[str, Any]:
     if authorization is not None:
         via["proxy_headers"] = {"Proxy-Authorization": authorization}
     return via
-
-
-#: OpenSSL's reasons when client and server share no protocol version (a server stuck on
-#: TLS 1.1 answers our 1.2-or-newer hello with the alert "protocol version").
-_NO_COMMON_VERSION = ("PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL", "NO_PROTOCOLS_AVAILABLE")
 
 
 def _said(exc: BaseException) -> str:

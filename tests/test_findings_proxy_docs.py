@@ -7,12 +7,6 @@ against a server that offers only TLS 1.1 (the protocol is named, not our certif
 
 from __future__ import annotations
 
-import json
-
-import pytest
-
-from omar_bulk.standin.certs import TestPKI
-
 from .conftest import Cli
 from .test_tls import openssl_server  # noqa: F401 (a fixture)
 
@@ -29,30 +23,3 @@ def test_a_proxy_url_without_its_host_keeps_the_password_out_of_the_message(
     done = offline_cli("fetch", *ONE, env={"HTTPS_PROXY": "http://jdoe:Winter2026pw"})
     assert done.exit_code == 2
     assert "Winter2026pw" not in done.stderr + done.stdout, done.stderr
-
-
-@pytest.mark.parametrize(
-    "openssl_server", [["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]], indirect=True
-)
-def test_check_against_a_tls_1_1_server_names_the_protocol_not_our_certificate(
-    offline_cli: Cli,
-    pki: TestPKI,
-    openssl_server: str,  # noqa: F811
-) -> None:
-    """``fetch`` says the server offers no TLS version omar-bulk accepts; ``check`` marks TLS
-    good and then says the server refused our certificate, sending the user to --cert."""
-    done = offline_cli(
-        "check",
-        "--base-url",
-        openssl_server,
-        "--cert",
-        str(pki.client_p12),
-        "--ca-bundle",
-        str(pki.ca),
-        "--json",
-    )
-    report = json.loads(done.stdout)
-    verdicts = {c["name"]: (c["verdict"], c["reason"]) for c in report["checks"]}
-    assert verdicts["TLS"][0] == "fail", verdicts["TLS"]
-    assert "1.2 or newer" in verdicts["TLS"][1]
-    assert verdicts["our certificate"][0] != "fail", verdicts["our certificate"]
