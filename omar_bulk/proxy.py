@@ -263,7 +263,9 @@ def parse_proxy_url(raw: str, source: str) -> Proxy:
         scheme, rest = "http", text
     scheme = scheme.lower()
     userinfo, at, hostport = rest.rpartition("@")
-    shown = f"{source}={_masked(text)}"
+    # A URL that cannot be read is not quoted past its scheme: where the host is missing,
+    # what stands in its place may be the user name and the password ("http://jo:Sekr1t").
+    shown = f"{source}={printable(scheme, limit=20)}://… (not quoted: it may hold a password)"
     if scheme.startswith("socks"):
         raise UsageError(
             f"{shown}: SOCKS proxies are not supported; give an http:// or https:// proxy"

@@ -24,6 +24,8 @@ from omar_bulk.proxy import Proxy, auth_refused, bypassed, choose, parse_proxy_u
 from omar_bulk.session import classify_client_error
 from omar_bulk.settings import Settings
 
+from .conftest import Cli
+
 SERVER = "https://omar-online.caiso.com:444/"
 
 
@@ -189,6 +191,11 @@ def test_proxy_urls_are_read_into_parts(
         ("http://jo:Sekr1t@:3128", "no host"),
         ("http://jo:Sekr1t@proxy:3128/path", "no path"),
         ("http://jo:Sekr1t@[fd00::1:3128", "host or port is not valid"),
+        # the '@HOST' forgotten: the password stands where the port should
+        ("http://jo:Sekr1t", "host or port is not valid"),
+        ("jo:Sekr1t", "host or port is not valid"),
+        ("http://jo:Sekr1t/", "host or port is not valid"),
+        ("http://jo:Sekr1t:3128", "host or port is not valid"),
     ],
 )
 def test_a_bad_proxy_url_is_a_usage_error_that_never_quotes_the_password(
@@ -198,6 +205,17 @@ def test_a_bad_proxy_url_is_a_usage_error_that_never_quotes_the_password(
         proxy_for(SERVER, {"HTTPS_PROXY": raw})
     assert says in str(caught.value) and "HTTPS_PROXY=" in str(caught.value)
     assert "Sekr1t" not in str(caught.value) and "jo" not in str(caught.value)
+
+
+def test_a_proxy_url_without_its_host_keeps_the_password_out_of_the_message(
+    offline_cli: Cli,
+) -> None:
+    """``http://USER:PASSWORD`` with the ``@HOST`` forgotten: exit 2, the password unprinted."""
+    one = ["--meter", "M1", "--start", "2024-01-01", "--end", "2024-01-31"]
+    done = offline_cli("fetch", *one, env={"HTTPS_PROXY": "http://jdoe:Winter2026pw"})
+    assert done.exit_code == 2
+    assert "HTTPS_PROXY=http://…" in done.stderr and "host or port is not valid" in done.stderr
+    assert "Winter2026pw" not in done.stderr + done.stdout, done.stderr
 
 
 def test_a_password_in_the_option_is_refused_but_a_user_name_is_not() -> None:
