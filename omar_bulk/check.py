@@ -37,7 +37,16 @@ from urllib.parse import urlsplit
 from .answers import MAX_LOGIN_REDIRECTS, Head, judge_login, login_redirect, redirect_loop
 from .errors import AuthError, CertificateError, OmarBulkError, UsageError
 from .protocol import normalise_base_url
-from .proxy import Proxy, auth_refused, tunnel_cut, tunnel_refused, unreachable
+from .proxy import (
+    Proxy,
+    auth_refused,
+    connect_unanswered,
+    no_tls_with,
+    not_http,
+    tunnel_cut,
+    tunnel_refused,
+    unreachable,
+)
 from .text import printable
 from .tls import (
     CHAIN_FIX,
@@ -525,10 +534,24 @@ def _ask_for_tunnel(sock: socket.socket, proxy: Proxy, where: str) -> bytes:
 
 
 def _proxy_status(head: bytes) -> tuple[int, str]:
-    """The status of a proxy's answer (0 when it is not HTTP) and its text for messages."""
-    fields = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
-    status = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else 0
-    return status, " ".join(fields[1:]).strip() or "no answer"
+    """The status of a proxy's answer (0 when it is not HTTP) and its text for messages:
+    the status and reason, or the whole first line of what is not HTTP."""
+    first = head.split(b"\r\n", 1)[0].decode("latin-1")
+    fields = first.split(" ", 2)
+    if fields[0].startswith("HTTP/") and len(fields) > 1 and fields[1].isdigit():
+        return int(fields[1]), " ".join(fields[1:]).strip()
+    return 0, printable(first, limit=80) or "no answer"
+
+
+def _headers(head: bytes, name: str) -> list[str]:
+    """The values of the header ``name`` (lower case) in a proxy's answer."""
+    lines = head.decode("latin-1").split("\r\n")[1:]
+    return [line.split(":", 1)[1] for line in lines if line.lower().startswith(f"{name}:")]
+
+
+def _header(head: bytes, name: str) -> str | None:
+    values = _headers(head, name)
+    return values[0].strip() if values else None
 
 
 class _NestedConnection(http.client.HTTPSConnection):
@@ -597,7 +620,17 @@ def _tunnel(
                 )
                 raw.close()
                 return None
+            except (ssl.SSLError, TimeoutError) as exc:
+                # a plain HTTP proxy answers our TLS hello with an HTTP error, or not at all
+                reason = _os_reason(exc) if isinstance(exc, TimeoutError) else str(exc.reason)
+                add(Check("proxy", FAIL, no_tls_with(proxy, reason), {}, _UNREACHABLE))
+                raw.close()
+                return None
         head = _ask_for_tunnel(sock, proxy, where)
+    except TimeoutError:
+        add(Check("proxy", FAIL, connect_unanswered(proxy, where, timeout), {}, _UNREACHABLE))
+        sock.close()
+        return None
     except OSError as exc:
         add(Check("proxy", FAIL, unreachable(proxy, _os_reason(exc)), {}, _UNREACHABLE))
         sock.close()
@@ -614,17 +647,17 @@ def _tunnel(
         return sock
     sock.close()
     if status == 407:
-        challenges = [
-            line.split(":", 1)[1]
-            for line in head.decode("latin-1").split("\r\n")[1:]
-            if line.lower().startswith("proxy-authenticate:")
-        ]
+        challenges = _headers(head, "proxy-authenticate")
         add(Check("proxy", FAIL, auth_refused(proxy, said, challenges), details, _REFUSED))
-    elif status == 0:
-        reason = unreachable(proxy, f"not an HTTP answer: {said!r}")
+    elif status == 0 and not head:
+        reason = unreachable(proxy, "it closed the connection without answering CONNECT")
         add(Check("proxy", FAIL, reason, details, _UNREACHABLE))
+    elif status == 0:
+        add(Check("proxy", FAIL, not_http(proxy, repr(said)), details, _UNREACHABLE))
     else:
-        add(Check("proxy", FAIL, tunnel_refused(proxy, where, said), details, _UNREACHABLE))
+        location = _header(head, "location")
+        refused = tunnel_refused(proxy, where, said, status, location)
+        add(Check("proxy", FAIL, refused, details, _UNREACHABLE))
     return None
 
 

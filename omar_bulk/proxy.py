@@ -40,7 +40,10 @@ __all__ = [
     "auth_refused",
     "bypassed",
     "choose",
+    "connect_unanswered",
     "netrc_credentials",
+    "no_tls_with",
+    "not_http",
     "not_set_up",
     "parse_proxy_url",
     "proxy_for",
@@ -133,12 +136,51 @@ def auth_refused(proxy: Proxy, said: str, challenges: list[str] | tuple[str, ...
     )
 
 
-def tunnel_refused(proxy: Proxy, target: str, said: str) -> str:
-    """Why a proxy's refusal of CONNECT ends the run, and whom to ask."""
+def tunnel_refused(
+    proxy: Proxy, target: str, said: str, status: int = 403, location: str | None = None
+) -> str:
+    """Why a proxy's refusal of CONNECT (``status``, ``said`` with its reason) ends the run,
+    and whom to ask. A redirect is a network that wants a login first (a captive portal), not
+    a rule about ports."""
+    if 300 <= status < 400:
+        where = f" to {printable(location, limit=120)}" if location else ""
+        return (
+            f"the proxy {proxy} answered CONNECT {target} with a redirect ({said}{where}): this"
+            " network wants a login first (a captive portal, as on guest networks): open a web"
+            " page in a browser and log in, then run again, or ask the network's administrators"
+        )
     return (
         f"the proxy {proxy} refused the tunnel to {target}: {said}; many proxies allow CONNECT"
         f" to port 443 only: ask its administrators to allow {target}, or go direct with"
         " --no-proxy if this network allows it"
+    )
+
+
+def not_http(proxy: Proxy, said: str) -> str:
+    """Why an answer to CONNECT that is not HTTP at all ends the run: another service there."""
+    return (
+        f"the proxy {proxy} answered CONNECT with something that is not HTTP ({said}): check"
+        " that its host and port are those of an HTTP proxy, or go direct with --no-proxy if"
+        " this network allows it"
+    )
+
+
+def no_tls_with(proxy: Proxy, reason: str) -> str:
+    """Why an ``https://`` proxy whose TLS handshake failed (other than on its certificate)
+    ends the run: most proxies speak plain HTTP, even for https:// servers."""
+    return (
+        f"no TLS session with the proxy {proxy}: {reason}; it may not speak TLS (most proxies"
+        " do not, even for https:// servers): write http:// instead of https:// in the proxy"
+        " URL"
+    )
+
+
+def connect_unanswered(proxy: Proxy, target: str, timeout: float) -> str:
+    """Why a proxy that took the connection and never answered CONNECT ends ``check``."""
+    return (
+        f"the proxy {proxy} did not answer CONNECT {target} within {timeout:g} s; check that"
+        " its host and port are those of an HTTP proxy, or go direct with --no-proxy if this"
+        " network allows it"
     )
 
 
@@ -152,10 +194,15 @@ def unreachable(proxy: Proxy, reason: str) -> str:
 
 def not_set_up(proxy: Proxy, timeout: float) -> str:
     """Why a connection through ``proxy`` was given up while being set up (``--timeout``)."""
+    silent = (
+        "; a plain HTTP proxy given as https:// is silent too: try http://"
+        if proxy.scheme == "https"
+        else ""
+    )
     return (
         f"no connection through the proxy {proxy} within {timeout:g} s: the proxy did not"
         " answer our CONNECT in time (or the server's TLS handshake inside the tunnel did not"
-        " come)"
+        f" come){silent}"
     )
 
 

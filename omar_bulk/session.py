@@ -48,6 +48,8 @@ from .politeness import Backoff
 from .proxy import (
     Proxy,
     auth_refused,
+    no_tls_with,
+    not_http,
     not_set_up,
     tunnel_cut,
     tunnel_refused,
@@ -401,7 +403,12 @@ def proxy_error(exc: BaseException, proxy: Proxy) -> OmarBulkError | None:
             return ProxyAuthError(auth_refused(proxy, said, challenges))
         if 500 <= exc.status < 600:
             return RetryableError(f"the proxy {proxy.shown} could not reach {target}: {said}")
-        return ProxyError(tunnel_refused(proxy, target, said))
+        location = exc.headers.get("Location") if exc.headers else None
+        return ProxyError(tunnel_refused(proxy, target, said, exc.status, location))
+    if _answers_connect(exc):
+        # aiohttp could not read the proxy's answer to CONNECT as HTTP at all
+        assert isinstance(exc, aiohttp.ClientResponseError)
+        return ProxyError(not_http(proxy, printable(exc.message or "", limit=80) or _said(exc)))
     ours = isinstance(exc, aiohttp.ClientConnectorError) and (exc.host, exc.port) == (
         proxy.host,
         proxy.port,
@@ -415,7 +422,11 @@ def proxy_error(exc: BaseException, proxy: Proxy) -> OmarBulkError | None:
     if isinstance(exc, aiohttp.ClientProxyConnectionError) or ours:
         # aiohttp reports a proxy whose name does not resolve as a plain connector error.
         assert isinstance(exc, aiohttp.ClientConnectorError)
-        reason = printable(str(exc.strerror or exc.os_error or exc))
+        reason = printable(str(exc.strerror or exc.os_error or exc)) or type(exc).__name__
+        tls = exc.os_error if isinstance(exc.os_error, ssl.SSLError) else _find_ssl_error(exc)
+        if proxy.scheme == "https" and tls is not None:
+            said = printable(str(getattr(tls, "reason", None) or tls))
+            return ProxyError(no_tls_with(proxy, said))
         return ProxyError(unreachable(proxy, reason))
     return None
 
@@ -423,7 +434,15 @@ def proxy_error(exc: BaseException, proxy: Proxy) -> OmarBulkError | None:
 def _cause(exc: BaseException) -> BaseException | None:
     """The exception to chain ours to: none for the proxy's answer, whose request carries the
     ``Proxy-Authorization`` header (aiohttp's ``repr`` of it shows the credentials)."""
-    return None if isinstance(exc, aiohttp.ClientHttpProxyError) else exc
+    return None if _answers_connect(exc) else exc
+
+
+def _answers_connect(exc: BaseException) -> bool:
+    """Is ``exc`` about the proxy's answer to CONNECT (aiohttp's request for it is CONNECT)?"""
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return True
+    info = getattr(exc, "request_info", None)
+    return isinstance(exc, aiohttp.ClientResponseError) and getattr(info, "method", "") == "CONNECT"
 
 
 def _target(exc: aiohttp.ClientResponseError) -> str:

@@ -355,6 +355,45 @@ def test_a_proxy_that_refuses_the_tunnel_says_so_with_its_status(
     assert server.state.logins == 0
 
 
+#: Proxies that answer, but not with a tunnel: what the answer is, and what must be said.
+ODD_ANSWERS = {
+    "not HTTP": (
+        {"garbage": b"SSH-2.0-OpenSSH_9.6\r\n\r\n"},
+        "http",
+        ["answered CONNECT with something that is not HTTP", "SSH-2.0-OpenSSH_9.6"],
+    ),
+    "captive portal": (
+        {"status": 302, "reason": "Found", "headers": ("Location: http://portal.example/in",)},
+        "http",
+        ["with a redirect (302 Found to http://portal.example/in)", "captive portal"],
+    ),
+    "https:// to a plain proxy": (
+        {"garbage": b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"},
+        "https",
+        ["no TLS session with the proxy", "write http:// instead of https://"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(ODD_ANSWERS))
+def test_a_proxy_that_answers_connect_oddly_is_named_with_what_it_said(
+    cli: Cli, server: ServerThread, case: str
+) -> None:
+    """Not HTTP, a captive portal's redirect, a plain proxy given as https://: exit 1 at once
+    from fetch and check alike, naming the proxy and the likely cause, never the port rule."""
+    behaviour, scheme, says = ODD_ANSWERS[case]
+    with TinyProxy(**behaviour) as odd:  # type: ignore[arg-type]
+        address = odd.url.replace("http://", f"{scheme}://")
+        done = cli("fetch", *MONTHS, env={"HTTPS_PROXY": address})
+        code, report = check_json(cli, server, env={"HTTPS_PROXY": address})
+    reason = steps(report)["proxy"][1]
+    assert done.exit_code == 1 and code == 1, done.stderr
+    for text in (done.stderr, reason):
+        assert f"proxy {address}" in text and all(s in text for s in says), text
+        assert "port 443" not in text and "server's answer" not in text
+    assert "retrying" not in done.stderr and server.state.logins == 0
+
+
 def test_tunnels_the_proxy_cuts_are_retried_as_dropped_connections(
     cli: Cli, server: ServerThread
 ) -> None:
@@ -543,6 +582,21 @@ def test_check_with_a_proxy_that_cuts_every_tunnel_fails_tls_with_exit_1(
     verdict, reason = steps(report)["TLS"]
     assert verdict == "fail" and "allowed the tunnel" in reason, reason
     assert "client certificate" not in reason and steps(report)["our certificate"][0] == "skip"
+
+
+def test_check_with_a_proxy_that_never_answers_connect_says_so_within_timeout(
+    cli: Cli, server: ServerThread, silent_proxy: str
+) -> None:
+    """TCP reaches the proxy; its silence to CONNECT is named as such, not "cannot reach"."""
+    code, report = check_json(cli, server, "--timeout", "1", env={"HTTPS_PROXY": silent_proxy})
+    found = steps(report)
+    assert code == 1 and found["TCP"][0] == "ok", found
+    assert found["proxy"] == (
+        "fail",
+        f"the proxy {silent_proxy} (from HTTPS_PROXY) did not answer CONNECT"
+        f" 127.0.0.1:{server.port} within 1 s; check that its host and port are those of an"
+        " HTTP proxy, or go direct with --no-proxy if this network allows it",
+    )
 
 
 def test_check_with_no_proxy_goes_direct(
