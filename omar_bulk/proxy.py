@@ -42,6 +42,7 @@ __all__ = [
     "choose",
     "connect_unanswered",
     "netrc_credentials",
+    "netrc_warning",
     "no_tls_with",
     "not_http",
     "not_set_up",
@@ -365,7 +366,7 @@ def netrc_credentials(environ: Mapping[str, str]) -> CredentialLookup:
         import netrc
 
         named = environ.get("NETRC")
-        path = Path(named) if named else Path.home() / ".netrc"
+        path = _netrc_path(environ)
         try:
             entries = netrc.netrc(str(path))
         except FileNotFoundError:
@@ -386,6 +387,31 @@ def netrc_credentials(environ: Mapping[str, str]) -> CredentialLookup:
         return (login or account or "", password or "")
 
     return lookup
+
+
+def _netrc_path(environ: Mapping[str, str]) -> Path:
+    named = environ.get("NETRC")
+    return Path(named) if named else Path.home() / ".netrc"
+
+
+def netrc_warning(proxy: Proxy | None, environ: Mapping[str, str]) -> str | None:
+    """A warning when the netrc file that gave ``proxy`` its password can be read by others
+    than its owner (the rule the client certificate's file is held to, ``tls.readers``)."""
+    if proxy is None or proxy.credentials_from in (None, "the URL"):
+        return None
+    from .tls import readers
+
+    path = _netrc_path(environ)
+    try:
+        mode, others = readers(path)
+    except OSError:
+        return None
+    if others is None:
+        return None
+    return (
+        f"{path} gives the password for the proxy {proxy.shown} and is {mode:04o}: {others}"
+        f" can read it; chmod 600 {path}"
+    )
 
 
 def proxy_for(

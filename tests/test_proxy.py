@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import socket
 from pathlib import Path
 
 import aiohttp
@@ -271,6 +272,29 @@ def test_a_missing_netrc_is_no_error_and_a_broken_one_is_named_without_its_conte
     with pytest.raises(UsageError) as caught:
         proxy_for(SERVER, {**env, "NETRC": str(broken)})
     assert str(broken) in str(caught.value) and "Sekr1t" not in str(caught.value)
+
+
+def test_a_netrc_others_can_read_is_warned_about_when_it_gives_the_proxy_password(
+    offline_cli: Cli, tmp_path: Path
+) -> None:
+    """As for the certificate's file: a netrc readable by others is named, with the fix."""
+    with socket.socket() as probe:  # a port nothing listens on: the run ends at the proxy
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login jo password Sekr1t\n")
+    env = {"HTTPS_PROXY": f"http://127.0.0.1:{port}", "NETRC": str(netrc)}
+    one = ["--meter", "M1", "--start", "2024-01-01", "--end", "2024-01-31", "--retries", "0"]
+    warning = (
+        f"{netrc} gives the password for the proxy http://jo@127.0.0.1:{port} and is 0644:"
+        f" its group and every user can read it; chmod 600 {netrc}"
+    )
+    netrc.chmod(0o644)
+    done = offline_cli("fetch", *one, env=env)
+    assert warning in done.stderr and "Sekr1t" not in done.stderr, done.stderr
+    netrc.chmod(0o600)
+    done = offline_cli("fetch", *one, env=env)
+    assert "chmod" not in done.stderr and "cannot reach the proxy" in done.stderr, done.stderr
 
 
 # --- what the proxy's answers mean ----------------------------------------------------------
