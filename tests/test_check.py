@@ -274,8 +274,7 @@ def test_a_server_offering_only_tls_1_1_fails_the_tls_step_with_fetchs_words(
     pki: TestPKI,
     openssl_server: str,  # noqa: F811
 ) -> None:
-    """TLS 1.1 only: the TLS step fails (exit 3) naming the protocol as ``fetch`` does, and
-    our certificate is not blamed for the server's protocol alert."""
+    """TLS 1.1 only: the TLS step fails (exit 3) naming the protocol, as ``fetch`` does."""
     done = offline_cli(
         "check",
         "--base-url",

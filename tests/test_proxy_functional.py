@@ -319,8 +319,7 @@ def silent_proxy() -> Iterator[str]:
 def test_a_proxy_that_never_answers_connect_is_bounded_by_timeout(
     server: ServerThread, pki: TestPKI, tmp_path: Path, silent_proxy: str
 ) -> None:
-    """A proxy that takes the connection and never answers CONNECT ends the run within
-    ``--timeout`` (exit 1, naming the proxy), as a child process that would otherwise hang."""
+    """A proxy silent after CONNECT ends the run within ``--timeout``: exit 1, proxy named."""
     args = [sys.executable, "-m", "omar_bulk", "fetch", *MONTHS, "--out", str(tmp_path / "out")]
     args += ["--base-url", server.base_url, "--cert", str(pki.client_p12)]
     args += ["--ca-bundle", str(pki.ca), "--timeout", "1", "--retries", "0"]
@@ -379,8 +378,7 @@ ODD_ANSWERS = {
 def test_a_proxy_that_answers_connect_oddly_is_named_with_what_it_said(
     cli: Cli, server: ServerThread, case: str
 ) -> None:
-    """Not HTTP, a captive portal's redirect, a plain proxy given as https://: exit 1 at once
-    from fetch and check alike, naming the proxy and the likely cause, never the port rule."""
+    """Not HTTP, a portal's redirect, no TLS: exit 1 at once, the proxy and cause named."""
     behaviour, scheme, says = ODD_ANSWERS[case]
     with TinyProxy(**behaviour) as odd:  # type: ignore[arg-type]
         address = odd.url.replace("http://", f"{scheme}://")
@@ -412,8 +410,7 @@ def test_tunnels_the_proxy_cuts_are_retried_as_dropped_connections(
 def test_a_proxy_that_cuts_every_tunnel_ends_as_unreachable_not_as_a_refused_certificate(
     cli: Cli, server: ServerThread
 ) -> None:
-    """Every tunnel closed before the server's TLS answered: retried, then exit 1 naming the
-    proxy's rules, never exit 3 with advice about --cert."""
+    """Every tunnel cut during TLS: retried, then exit 1 naming the proxy's rules, not --cert."""
     with TinyProxy(cut=1000) as cutting:
         done = cli("fetch", *MONTHS, "--retries", "2", env={"HTTPS_PROXY": cutting.url})
         tunnels = len(cutting.requests)
@@ -574,8 +571,7 @@ def test_check_reports_a_refused_tunnel_and_a_proxy_that_is_down_as_exit_1(
 def test_check_with_a_proxy_that_cuts_every_tunnel_fails_tls_with_exit_1(
     cli: Cli, server: ServerThread
 ) -> None:
-    """A tunnel closed during the TLS handshake is the proxy's doing as likely as the
-    server's: the TLS step fails with exit 1 and the proxy's rules, not our certificate."""
+    """A tunnel cut during TLS fails check's TLS step with exit 1, not our certificate."""
     with TinyProxy(cut=1000) as cutting:
         code, report = check_json(cli, server, env={"HTTPS_PROXY": cutting.url})
     assert code == 1, report
