@@ -212,7 +212,8 @@ def tunnel_cut(proxy: Proxy) -> str:
     allowed CONNECT, then the tunnel ended before the server's TLS answered) end the run."""
     return (
         f"the proxy {proxy} allowed the tunnel, then it was closed during the TLS handshake,"
-        " before the server answered; many proxies cut tunnels their rules do not allow (a"
+        " before the server answered (the proxy and the server look alike from here, and"
+        " proxies do it more often); many proxies cut tunnels their rules do not allow (a"
         " port other than 443, a host not on a list, TLS inspection): ask its administrators,"
         " or go direct with --no-proxy if this network allows it"
     )
