@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 import importlib
 import pkgutil
 import re
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import omar_bulk
+from omar_bulk import Settings, fetch, load_manifest
 from omar_bulk.standin.certs import DEMO_PASSWORD, TestPKI
 from omar_bulk.standin.server import ServerThread
 
@@ -170,3 +172,33 @@ def test_the_library_example_in_the_docs_runs_as_written_twice(
     assert first[0] == 0 and second[0] == 0
     assert first[1].downloaded == 4 and second[1].skipped == 4  # type: ignore[attr-defined]
     assert len(server.state.downloads()) == 4
+
+
+M1_Q1 = ["--meter", "M1", "--start", "2024-01-01", "--end", "2024-03-31"]
+
+
+def test_fetch_called_inside_an_event_loop_says_to_use_fetch_async(
+    pki: TestPKI, server: ServerThread, tmp_path: Path
+) -> None:
+    """README: "fetch(settings) # blocking; fetch_async() for event loops". Called from a
+    coroutine, fetch raised asyncio's bare "Cannot run the event loop while another loop is
+    running" and left a never-awaited ``fetch_async`` coroutine warning behind."""
+    manifest = tmp_path / "m.toml"
+    manifest.write_text('[[pull]]\nmeters = ["M1"]\nstart = 2024-01-01\nend = 2024-01-31\n')
+    settings = Settings(
+        plan=load_manifest(manifest),
+        base_url=server.base_url,
+        out_dir=tmp_path / "out",
+        cert=pki.client_p12,
+        ca_bundle=pki.ca,
+        password=lambda _what: DEMO_PASSWORD,
+    )
+
+    async def inside() -> str:
+        try:
+            fetch(settings)
+        except Exception as exc:  # the message is what is under test
+            return str(exc)
+        return ""
+
+    assert "fetch_async" in asyncio.run(inside())

@@ -16,8 +16,8 @@ import pytest
 
 from omar_bulk import __version__
 from omar_bulk.errors import LocalWriteError
-from omar_bulk.standin.certs import TestPKI
-from omar_bulk.standin.server import Faults
+from omar_bulk.standin.certs import DEMO_PASSWORD, TestPKI
+from omar_bulk.standin.server import Faults, ServerThread
 from omar_bulk.storage import translate_os_error
 
 from ..conftest import Cli, data_files
@@ -342,3 +342,29 @@ def test_a_run_waits_for_a_holder_of_a_shared_lock_too(cli: Cli) -> None:
     assert outcome.exit_code == 2 and "another omar-bulk run" in outcome.stderr
     # and the lock is given back: the next run goes ahead
     assert cli("fetch", *ONE).exit_code == 0
+
+
+M1_Q1 = ["--meter", "M1", "--start", "2024-01-01", "--end", "2024-03-31"]
+
+
+def test_an_unwritable_stderr_does_not_kill_the_run(
+    cli: Cli, server: ServerThread, tmp_path: Path
+) -> None:
+    """stderr on /dev/full (a full log disk) or a closed pipe (``2>&1 | head -1``, a logger
+    that died): the run died at its first printed line with an uncaught traceback; with only
+    good items, every file landed but the exit code was 1 and --metrics never written; with
+    a failing meter, it stopped after 4 of 120 requests without a report."""
+    metrics = tmp_path / "m.prom"
+    env = dict(os.environ, OMAR_CERT_PASSWORD=DEMO_PASSWORD)
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-c", "from omar_bulk._entry import main; main()", "fetch",
+             *M1_Q1, "--out", str(cli.out), "--base-url", server.base_url,
+             "--cert", str(cli.pki.client_p12), "--ca-bundle", str(cli.pki.ca),
+             "--metrics", str(metrics), "--no-progress"],
+            stdin=subprocess.DEVNULL, stdout=full, stderr=full, env=env, timeout=120,
+            check=False,
+        )  # fmt: skip
+    assert len(data_files(cli.out)) == 3
+    assert done.returncode == 0
+    assert metrics.exists()

@@ -638,3 +638,84 @@ def test_a_fixed_end_pull_beside_a_yesterday_pull_keeps_both_files_and_asks_noth
     )
     assert status.exit_code == 0, status.stdout
     assert_verified(cli.out)
+
+
+def _asked_count(server: ServerThread, since: int) -> int:
+    return len(server.state.downloads()) - since
+
+
+def _status(cli: Cli, manifest: Path, *extra: str) -> int:
+    return cli("status", str(cli.out), "--manifest", str(manifest), *extra, auth=False).exit_code
+
+
+def test_a_longer_file_of_another_chunking_does_not_take_a_months_file_away(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """A monthly archive, then one ad-hoc ``--chunk none`` pull of the same meter over the
+    quarter (one file for an analysis) into the same OUT. The quarter file starts on
+    January's first day and is longer, so it "supersedes" January: the monthly file goes to
+    history and its row is marked superseded. From then on the monthly manifest's fetch
+    calls January "skipped" (exit 0) although no January file is in meter/, while
+    ``status --manifest`` says January is missing (exit 1): fetch and status disagree every
+    morning, and no run will ever bring January back."""
+    monthly = tmp_path / "monthly.toml"
+    monthly.write_text('[[pull]]\nmeters = ["M1"]\nstart = 2024-01-01\nend = 2024-03-31\n')
+    assert cli("fetch", str(monthly)).exit_code == 0
+    assert _status(cli, monthly) == 0
+    january = cli.out / "meter" / "M1" / "M1_20240101_20240131_PST.mdef"
+    assert january.is_file()
+
+    adhoc = cli("fetch", "--meter", "M1", "--start", "2024-01-01", "--end", "2024-03-31",
+                "--chunk", "none")  # fmt: skip
+    assert adhoc.exit_code == 0
+
+    again = cli("fetch", str(monthly))
+    # the monthly pull's own file is still where its manifest expects it ...
+    assert january.is_file(), "the monthly January file was moved to history by another pull"
+    # ... and fetch and status agree about the monthly manifest
+    assert (again.exit_code, _status(cli, monthly)) == (0, 0)
+
+
+def test_an_empty_answer_for_the_grown_month_does_not_retire_its_data(
+    cli: Cli, faults: Faults, tmp_path: Path
+) -> None:
+    """The daily recipe. On 03-15 March (01..14) lands with data. On 04-01 the whole March
+    (01..31) is answered with an empty 200 (the server's "no data", or a glitch): the longer
+    empty entry "supersedes" the file holding 14 days of data, which leaves meter/ for
+    history. ``status`` then shows March as empty and complete (exit 0), and an empty item
+    is never asked again (outside ``--revisit-days``): the archive lost March's data
+    silently. An empty answer should not replace data (or at least not count as complete)."""
+    manifest = tmp_path / "daily.toml"
+    manifest.write_text('[[pull]]\nmeters = ["M1"]\nstart = 2024-02-01\nend = "yesterday"\n')
+    assert cli("fetch", str(manifest), "--today", "2024-03-15").exit_code == 0
+    partial = cli.out / "meter" / "M1" / "M1_20240301_20240314_PST.mdef"
+    assert partial.stat().st_size > 0
+
+    faults.script = {"M1": ["empty"]}
+    # one request on 04-01: March whole (February is done and outside any revisit window)
+    assert cli("fetch", str(manifest), "--today", "2024-04-01").exit_code == 0
+    march = list((cli.out / "meter" / "M1").glob("M1_202403*"))
+    assert march, "March's data left meter/ for history, replaced by an empty answer"
+
+
+def test_n_day_chunks_with_a_rolling_start_do_not_refetch_the_whole_window_daily(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """README and RELIABILITY warn that a rolling start (``start = "-1826d"``) makes *the
+    first chunk* one day shorter every morning. With ``chunk = "7d"`` every chunk is counted
+    from the start, so every boundary moves each day: the next morning re-requests the whole
+    window (18 of 18 chunks here; about 26,000 requests a day for 100 meters over five years,
+    against a shared production server), 18 more files pile up, and ``status`` calls the
+    36 files complete. Refuse the combination (exit 2), anchor N-day chunks to something
+    that does not roll, or at least warn and document it."""
+    assert cli.server is not None
+    manifest = tmp_path / "roll.toml"
+    manifest.write_text(
+        'chunk = "7d"\n[[pull]]\nmeters = ["M1"]\nstart = "-120d"\nend = "yesterday"\n'
+    )
+    first = cli("fetch", str(manifest), "--today", "2024-06-01")
+    if first.exit_code == 2:  # refused before anything was sent: fine
+        return
+    before = len(cli.server.state.downloads())
+    cli("fetch", str(manifest), "--today", "2024-06-02")
+    assert _asked_count(cli.server, before) <= 2, "the whole window was requested again"

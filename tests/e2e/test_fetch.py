@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import json
 import stat
+import subprocess
 import time
 from datetime import date
 from pathlib import Path
@@ -451,7 +452,6 @@ def test_rate_spaces_request_starts(cli: Cli) -> None:
 def test_the_stand_in_refuses_plain_slashes_unless_told_otherwise(cli: Cli, faults: Faults) -> None:
     """The stand-in is strict like the specification; --accept-slashes is only for benchmarks
     of tools that cannot send %2F."""
-    import subprocess
 
     assert cli.server is not None
     base, pki = cli.server.base_url, cli.pki
@@ -506,3 +506,24 @@ def test_retries_0_is_one_attempt_a_file_when_the_only_data_ever_sent_was_cut_sh
     assert outcome.exit_code == 1, outcome.stderr
     items = json.loads(report.read_text())["items"]
     assert [i["attempts"] for i in items] == [1, 1], items
+
+
+M1_Q1 = ["--meter", "M1", "--start", "2024-01-01", "--end", "2024-03-31"]
+
+
+def test_the_dry_run_lists_what_the_real_run_requests_after_the_journal_is_lost(
+    cli: Cli, server: ServerThread
+) -> None:
+    """With the journal deleted but the last report present, the real run rebuilds the
+    journal from the verified files and requests nothing; ``--dry-run`` listed every URL
+    ("every URL a run would request"), and warned of nothing."""
+    assert cli("fetch", *M1_Q1).exit_code == 0
+    for name in ("journal.sqlite3", "journal.sqlite3-wal", "journal.sqlite3-shm"):
+        (cli.out / ".omar-bulk" / name).unlink(missing_ok=True)
+    dry = cli("fetch", *M1_Q1, "--dry-run")
+    assert dry.exit_code == 0
+    listed = [line for line in dry.stdout.splitlines() if line.startswith("https://")]
+    before = len(server.state.downloads())
+    assert cli("fetch", *M1_Q1).exit_code == 0
+    requested = len(server.state.downloads()) - before
+    assert len(listed) == requested, (listed, requested)

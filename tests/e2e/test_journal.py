@@ -291,3 +291,18 @@ def test_a_journal_of_every_older_format_gets_every_later_step(
         db.close()
     assert {"superseded_by", "chunk"} <= items and "archived_as" in versions
     assert journal.with_name(f"{JOURNAL_NAME}.v{version}-backup").exists()
+
+
+def test_the_dry_run_over_a_0_1_0_archive_is_not_a_traceback(cli: Cli) -> None:
+    """README step 4 says: see what a run would do (``--dry-run``), then do it. After an
+    upgrade the journal is still format 0 (only a real run migrates it), and the dry run
+    dies with ``sqlite3.OperationalError: no such column: superseded_by`` (a traceback,
+    exit 1): ``journal.get`` selects a column that format 0 and 1 journals lack."""
+    shutil.copytree(FIXTURE, cli.out)
+    outcome = cli(
+        "fetch", "--out", str(cli.out), "--meter", "M1", "--start", "2024-03-01",
+        "--end", "2024-03-01", "--chunk", "day", "--dry-run", auth=False,
+    )  # fmt: skip
+    assert outcome.exception is None or isinstance(outcome.exception, SystemExit)
+    assert outcome.exit_code == 0
+    assert outcome.stdout == ""  # the 0.1.0 run fetched that day: nothing is due

@@ -252,3 +252,34 @@ def test_revised_and_unchanged_files_are_counted_in_every_figure(
     assert value(found, "omar_bulk_coverage_files", kind="meter", state="revised") == 4
     assert value(found, "omar_bulk_coverage_files", kind="meter", state="downloaded") == 0
     assert value(found, "omar_bulk_coverage_revisions", kind="group") == 0
+
+
+M1_Q1 = ["--meter", "M1", "--start", "2024-01-01", "--end", "2024-03-31"]
+
+
+def test_metrics_never_overwrite_the_journal(cli: Cli) -> None:
+    """``fetch --metrics OUT/.omar-bulk/journal.sqlite3`` (a typo, a tab completion) replaced
+    the journal with Prometheus text; the next run set it aside as damaged and rebuilt it from
+    the last report only, forgetting every file that report did not list. Refuse it (exit 2)
+    or at least leave the journal alone, as every other path inside OUT/.omar-bulk."""
+    assert cli("fetch", *M1_Q1).exit_code == 0
+    journal = cli.out / ".omar-bulk" / "journal.sqlite3"
+    cli("fetch", *M1_Q1, "--metrics", str(journal))
+    assert journal.read_bytes()[:16] == b"SQLite format 3\x00"
+
+
+def test_the_metrics_file_is_replaced_atomically_and_readable_by_a_collector(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """A planted link at any predictable temporary name is never followed; the file is 0644."""
+    metrics = tmp_path / "prom" / "omar.prom"
+    metrics.parent.mkdir()
+    outside = tmp_path / "outside"
+    outside.write_text("keep me")
+    for pid_guess in range(5):
+        (metrics.parent / f"omar.prom.{pid_guess}").symlink_to(outside)
+    assert cli("fetch", *M1_Q1, "--metrics", str(metrics)).exit_code == 0
+    assert outside.read_text() == "keep me"
+    assert metrics.stat().st_mode & 0o777 == 0o644
+    assert "omar_bulk_fetch" in metrics.read_text()
+    assert not [p for p in metrics.parent.iterdir() if p.name.endswith(".tmp")]

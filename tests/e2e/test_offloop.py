@@ -258,3 +258,38 @@ def test_a_cancelled_call_that_only_prepares_still_stops_the_task() -> None:
         disk.close()
 
     asyncio.run(main())
+
+
+def test_a_disk_slow_only_sometimes_does_not_hold_the_loop_at_every_stall(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A disk (or a share) that stalls one call in four for 50 ms, with calls 0.5 s apart.
+    Offload sends calls to threads for ``PROBE_AFTER`` (1 s) after a stall, then tries one
+    inline: it is quick, so the probe interval is reset to 1 s, and the next stall lands on
+    the event loop again. The doubling of the probe interval never builds up, and every
+    stall holds every download: 10 of 10 here. README: "A slow disk never holds the run
+    back". Once a disk has shown it stalls, a quick probe should not forget it at once."""
+    from types import SimpleNamespace
+
+    from omar_bulk import offload as offload_module
+    from omar_bulk.offload import Offload
+
+    now = [100.0]
+    monkeypatch.setattr(offload_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    count = [0]
+
+    def sometimes_slow() -> None:
+        count[0] += 1
+        if count[0] % 4 == 0:
+            now[0] += 0.05
+
+    async def main() -> int:
+        disk = Offload(2, mode="auto")
+        for _ in range(40):
+            await disk.call(sometimes_slow)
+            now[0] += 0.5
+        disk.close()
+        return disk.slow_calls  # stalls that ran on the event loop
+
+    on_the_loop = asyncio.run(main())
+    assert on_the_loop <= 3, f"{on_the_loop} of 10 stalls held the event loop"

@@ -5,6 +5,7 @@ warning. Fetch, the dry run and status all find the journal there."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,75 @@ def test_a_dry_run_says_when_the_run_would_refuse_its_state_folder(
     assert "other users" in dry.stderr
     run = offline_cli("fetch", *month, "--out", "out", "--state-dir", "state")
     assert run.exit_code == 4
+
+
+FIXTURE_0_1_0 = Path(__file__).parent.parent / "fixtures" / "out-0.1.0"
+
+
+def test_one_state_folder_given_for_two_output_folders_does_not_mix_them(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """``OMAR_STATE_DIR`` is the kind of thing set once in a profile. Two backfills into two
+    OUTs then share one journal, whose keys are relative to OUT: ``status`` of the second OUT
+    lists the first OUT's files as downloaded and calls it complete (exit 0), and a rerun
+    decides against the other folder's rows. Nothing records which OUT a state folder
+    serves; either refuse a state folder that belongs to another OUT (exit 2) or keep them
+    apart."""
+    env = {"OMAR_STATE_DIR": str(tmp_path / "state")}
+    first, second = tmp_path / "first", tmp_path / "second"
+    one = ["--start", "2024-01-01", "--end", "2024-02-29"]
+    assert cli("fetch", "--out", str(first), "--meter", "M1", *one, env=env).exit_code == 0
+    other = cli("fetch", "--out", str(second), "--meter", "M2", *one, env=env)
+    view = cli("status", str(second), "--json", env=env, auth=False)
+    if other.exit_code == 2:  # refused: the state folder serves another OUT; fine
+        return
+    listed = json.dumps(json.loads(view.stdout))
+    assert "M1" not in listed, "status of the second OUT lists the first OUT's meter"
+
+
+def test_an_archive_on_a_network_share_upgraded_from_0_1_0_is_not_fetched_again(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """0.1.0 kept its journal in ``OUT/.omar-bulk`` wherever OUT was. 0.2.0 moves the state of
+    an OUT on NFS/SMB/FUSE to ``$XDG_STATE_HOME/omar-bulk/<hash>`` by default, which is empty
+    on the first run after the upgrade: the journal (and its versions) in OUT/.omar-bulk is
+    ignored, and every file of the archive is downloaded again from the production server
+    (7 of 7 here; 20,000 for a real archive), with only a warning. CHANGELOG promises that
+    "a journal written by an older release is migrated in place on the first run". The
+    upgrade should use (or move) the journal it finds in OUT, or stop and say how."""
+    from omar_bulk import archive
+
+    from ..fixtures.make_out_0_1_0 import MANIFEST
+
+    shutil.copytree(FIXTURE_0_1_0, cli.out)
+    share = str(cli.out)
+    real = archive.network_filesystem
+    monkeypatch.setattr(
+        archive,
+        "network_filesystem",
+        lambda path: "NFS" if str(Path(path).absolute()).startswith(share) else real(path),
+    )
+    manifest = tmp_path / "old.toml"
+    manifest.write_text(MANIFEST)
+    env = {"XDG_STATE_HOME": str(tmp_path / "xdg")}
+    assert cli.server is not None
+    outcome = cli("fetch", str(manifest), "--today", "2024-03-02", env=env)
+    assert cli.server.state.downloads() == [], outcome.stderr
+
+
+@pytest.mark.parametrize("option", ["--report", "--metrics"])
+def test_report_and_metrics_never_overwrite_a_journal_kept_in_the_state_folder(
+    cli: Cli, tmp_path: Path, option: str
+) -> None:
+    """The guard against ``--report``/``--metrics`` naming omar-bulk's own files looks only
+    under OUT. With ``--state-dir S`` (or the local folder an OUT on a share gets),
+    ``--report S/journal.sqlite3`` writes the JSON report over the journal (exit 0); the next
+    run sets the journal aside as damaged and rebuilds it from the last report only, losing
+    its ``versions``. The state folder is omar-bulk's own too."""
+    state = tmp_path / "state"
+    where = ["--state-dir", str(state), "--meter", "M1", "--start", "2024-01-01",
+             "--end", "2024-01-31"]  # fmt: skip
+    assert cli("fetch", *where).exit_code == 0
+    journal = state / "journal.sqlite3"
+    cli("fetch", *where, option, str(journal))
+    assert journal.read_bytes()[:16] == b"SQLite format 3\x00"

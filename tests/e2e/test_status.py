@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from omar_bulk.standin.certs import DEMO_PASSWORD, TestPKI
-from omar_bulk.standin.server import ServerThread
+from omar_bulk.standin.server import Faults, ServerThread
 
 from ..conftest import Cli, data_files
 
@@ -248,3 +248,48 @@ def test_failure_text_from_the_journal_is_shown_escaped() -> None:
     shown = console.export_text()
     assert "HTTP 503 \\x1b]0;owned\\x07\\x1b[2J\\u202e" in shown
     assert "\x1b" not in shown and "\u202e" not in shown
+
+
+M1_Q1 = ["--meter", "M1", "--start", "2024-01-01", "--end", "2024-03-31"]
+
+
+def test_status_refuses_json_and_prometheus_together(cli: Cli) -> None:
+    """Both print the whole view; one of them was silently dropped."""
+    assert cli("fetch", *M1_Q1).exit_code == 0
+    outcome = cli("status", str(cli.out), "--json", "--prometheus")
+    assert outcome.exit_code == 2 and "choose one" in outcome.stderr
+
+
+def _status(cli: Cli, manifest: Path, *extra: str) -> int:
+    return cli("status", str(cli.out), "--manifest", str(manifest), *extra, auth=False).exit_code
+
+
+def test_an_id_dropped_from_the_manifest_does_not_keep_status_failing(
+    cli: Cli, faults: Faults, tmp_path: Path
+) -> None:
+    """A meter that was retired answers 404; the user takes it out of the daily manifest.
+    The fetch is then clean (exit 0), but ``status --manifest`` keeps counting the dropped
+    meter's old failure: exit 1 every morning, for something no run will ever try again (the
+    very thing issue 12 set out to end). With ``--manifest``, status should judge what the
+    manifest plans."""
+    faults.script = {"M9": ["404*"]}
+    manifest = tmp_path / "daily.toml"
+    manifest.write_text('[[pull]]\nmeters = ["M1", "M9"]\nstart = 2024-01-01\nend = 2024-01-31\n')
+    assert cli("fetch", str(manifest)).exit_code == 1
+    manifest.write_text('[[pull]]\nmeters = ["M1"]\nstart = 2024-01-01\nend = 2024-01-31\n')
+    assert cli("fetch", str(manifest)).exit_code == 0
+    assert _status(cli, manifest) == 0
+
+
+def test_status_without_the_fetchs_state_dir_says_where_to_look(cli: Cli, tmp_path: Path) -> None:
+    """``fetch --state-dir S`` then ``status OUT`` (the flag forgotten once, or cron's
+    environment without OMAR_STATE_DIR): "OUT has no omar-bulk journal: nothing was fetched
+    there yet", exit 2, while OUT holds the files. The message should say the journal may
+    be in another state folder (--state-dir / OMAR_STATE_DIR), not that nothing was fetched."""
+    where = ["--state-dir", str(tmp_path / "state"), "--meter", "M1", "--start", "2024-01-01",
+             "--end", "2024-01-31"]  # fmt: skip
+    assert cli("fetch", *where).exit_code == 0
+    view = cli("status", str(cli.out), auth=False)
+    assert view.exit_code != 0
+    assert "nothing was fetched" not in view.stderr
+    assert "--state-dir" in view.stderr or "OMAR_STATE_DIR" in view.stderr

@@ -277,3 +277,20 @@ def test_a_state_folder_others_may_only_read_is_used(cli: Cli) -> None:
     state.chmod(0o755)
     outcome = cli("fetch", *TWO_METERS)
     assert outcome.exit_code == 0, outcome.stderr
+
+
+M1_Q1 = ["--meter", "M1", "--start", "2024-01-01", "--end", "2024-03-31"]
+
+
+@pytest.mark.parametrize(
+    "target", [".omar-bulk/journal.sqlite3", "meter/M1/M1_20240101_20240131_PST.mdef"]
+)
+def test_the_report_never_overwrites_a_file_omar_bulk_owns(cli: Cli, target: str) -> None:
+    """``--report`` naming the journal or a data file replaced it with the JSON report: the
+    journal was then set aside as damaged, and a data file held JSON while ``status`` said
+    complete. Files under OUT that omar-bulk owns are not a place for the report."""
+    assert cli("fetch", *M1_Q1).exit_code == 0
+    victim = cli.out / target
+    before = victim.read_bytes()
+    cli("fetch", *M1_Q1, "--report", str(victim))
+    assert victim.read_bytes() == before

@@ -334,3 +334,58 @@ def test_html_is_sniffed_in_the_first_64_bytes_only() -> None:
 def test_retry_after_dates_count_from_the_given_clock() -> None:
     when = email.utils.formatdate(1_000_000_000, usegmt=True)
     assert parse_retry_after(when, now=1_000_000_000 - 30) == 30.0
+
+
+LOGIN_URL = "https://omar.example:444/login"
+
+
+def test_an_unusable_redirect_is_quoted_cut_to_120_characters() -> None:
+    location = "https://omar.example:99999/" + "a" * 200
+    with pytest.raises(UnreachableError) as caught:
+        login_redirect(LOGIN_URL, Head(302, location=location))
+    shown = location[:119] + "…"
+    assert str(caught.value) == (
+        f"the login redirected to an address that cannot be used ({shown!r}):"
+        " the server is misconfigured"
+    )
+
+
+def test_a_redirect_to_a_url_without_a_host_names_its_scheme_alone() -> None:
+    with pytest.raises(AuthError) as caught:
+        login_redirect(LOGIN_URL, Head(302, location="file:///etc/passwd"))
+    assert str(caught.value).startswith("the server redirected the login to file://, which is")
+
+
+def test_an_unknown_encoding_is_quoted_cut_to_40_characters() -> None:
+    verdict = judge_download(Head(200, content_encoding="br" + "x" * 60), "https://x/")
+    assert isinstance(verdict, RetryableError)
+    shown = ("br" + "x" * 60)[:39] + "…"
+    assert str(verdict) == (
+        f"the body came with Content-Encoding {shown!r}, which omar-bulk did not ask for"
+        " and cannot check"
+    )
+
+
+def test_a_page_title_wins_over_text_before_it() -> None:
+    assert page_headline(b"stray text<title>The Title</title><p>body</p>") == "The Title"
+    assert page_headline(b"stray text<title> </title><p>body</p>") == "stray text"
+
+
+def test_an_http_date_retry_after_is_read_against_the_clock() -> None:
+    assert parse_retry_after("Fri, 01 Jan 2100 00:00:00 GMT") == RETRY_AFTER_CAP
+    assert parse_retry_after("Mon, 01 Jan 2001 00:00:00 GMT") == 0.0
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["https://127.0.0.1:99999/", "https://[::1/", "https://127.0.0.1:notaport/"],
+    ids=["port-out-of-range", "broken-ipv6", "port-not-a-number"],
+)
+def test_a_malformed_login_redirect_is_an_omar_bulk_error_not_a_traceback(location: str) -> None:
+    """A hostile login answering ``302 Location: https://127.0.0.1:99999/`` made ``fetch``
+    die with an ExceptionGroup traceback (exit 1, no report, no --metrics file) and
+    ``check`` with a ValueError traceback: urlsplit's ``.port`` and the IPv6 check raise
+    ValueError, which nothing translates."""
+    head = Head(status=302, reason="Found", location=location)
+    with pytest.raises(OmarBulkError):
+        login_redirect("https://127.0.0.1:8444/", head)

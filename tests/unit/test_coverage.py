@@ -1,7 +1,7 @@
 """The status view from a journal built in a temporary folder: no server, no subprocess.
 
 Fast enough to run for every mutant of coverage.py (``make mutation``); the end-to-end checks of
-``omar-bulk status`` stay in test_currency and test_status.
+``omar-bulk status`` are in e2e/test_currency and e2e/test_status.
 """
 
 from __future__ import annotations

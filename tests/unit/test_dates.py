@@ -8,9 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from omar_bulk.dates import california_today, month_end, parse_date
-
-from ..conftest import Cli
+from omar_bulk.dates import california_today, is_relative, month_end, parse_date
 
 
 def test_december_9999_is_a_whole_month() -> None:
@@ -57,63 +55,6 @@ def test_month_end_is_the_last_day_of_every_month(day: date) -> None:
     assert last == date.max or (last + timedelta(days=1)).day == 1
 
 
-PLANNED = [
-    (["--start", "9999-11-01", "--end", "9999-12-31"], ["11%2F01%2F9999", "12%2F31%2F9999"]),
-    (["--start", "9999-12-31", "--end", "9999-12-31", "--chunk", "none"], ["12%2F31%2F9999"]),
-    (["--start", "9999-12", "--end", "9999-12"], ["endDate=12%2F31%2F9999"]),
-    (["--start", "9999-12-20", "--end", "9999-12-31", "--chunk", "week"], ["12%2F27%2F9999"]),
-    (["--start", "9999-12-01", "--end", "9999-12-31", "--chunk", "45d"], ["12%2F31%2F9999"]),
-    (["--start", "0001-01-01", "--end", "0001-01-10", "--chunk", "week"], ["01%2F08%2F0001"]),
-    (["--start", "today", "--end", "today", "--today", "0001-01-01"], ["01%2F01%2F0001"]),
-]
-
-
-@pytest.mark.parametrize(("args", "expected"), PLANNED)
-def test_edge_ranges_are_planned(offline_cli: Cli, args: list[str], expected: list[str]) -> None:
-    """Each of these once ended in a traceback; now a plan, up to the last day there is."""
-    outcome = offline_cli("fetch", "--dry-run", "--meter", "M", *args)
-    assert outcome.exit_code == 0, outcome.stderr
-    for text in expected:
-        assert text in outcome.stdout
-
-
-REFUSED = [
-    ["--start", "-5d", "--end", "today", "--today", "0001-01-01"],
-    ["--start", "yesterday", "--end", "today", "--today", "0001-01-01"],
-    ["--start", "-99999d", "--end", "today", "--today", "0100-01-01"],
-    ["--start", "0000-12", "--end", "0001-01"],
-]
-
-
-@pytest.mark.parametrize("args", REFUSED)
-def test_dates_before_the_calendar_are_exit_2(offline_cli: Cli, args: list[str]) -> None:
-    outcome = offline_cli("fetch", "--dry-run", "--meter", "M", *args)
-    assert outcome.exit_code == 2
-    assert "--start" in outcome.stderr and "Traceback" not in outcome.stderr
-
-
-def test_revisiting_further_back_than_the_calendar_revisits_everything(
-    offline_cli: Cli,
-) -> None:
-    """--revisit-days reaching past 0001-01-01 means every item, not an OverflowError."""
-    outcome = offline_cli(
-        "fetch",
-        "--dry-run",
-        "--meter",
-        "M",
-        "--start",
-        "0001-01-01",
-        "--end",
-        "0001-01-31",
-        "--today",
-        "0001-01-05",
-        "--revisit-days",
-        "60",
-    )
-    assert outcome.exit_code == 0, outcome.stderr
-    assert "endDate=01%2F31%2F0001" in outcome.stdout
-
-
 def test_every_refusal_says_what_was_wrong_and_what_to_write() -> None:
     """The message of each refused date, word for word: it is all the user gets."""
     cases = {
@@ -148,3 +89,34 @@ def test_the_trade_date_is_californias() -> None:
     """06:00 UTC on 10 March is still 9 March in California, whatever the machine's zone."""
     assert california_today(datetime(2024, 3, 10, 6, 0, tzinfo=UTC)) == date(2024, 3, 9)
     assert california_today(datetime(2024, 3, 10, 9, 0, tzinfo=UTC)) == date(2024, 3, 10)
+
+
+@pytest.mark.parametrize(
+    ("value", "relative"),
+    [
+        ("today", True),
+        (" Today ", True),
+        ("YESTERDAY", True),
+        ("-1d", True),
+        ("-60d", True),
+        ("-99999d", True),
+        ("-100000d", False),
+        ("-1w", False),
+        ("60d", False),
+        ("tomorrow", False),
+        ("2024-01", False),
+        ("2024-01-01", False),
+        ("", False),
+        (date(2024, 1, 1), False),
+        (None, False),
+        (5, False),
+    ],
+)
+def test_which_dates_count_from_today(value: object, relative: bool) -> None:
+    assert is_relative(value) is relative
+
+
+def test_counting_back_past_the_calendar_names_what_was_given() -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_date(" -99999d ", today=date(200, 1, 1))
+    assert str(caught.value) == "' -99999d ' counted back from 0200-01-01 falls before 0001-01-01"

@@ -2,7 +2,7 @@
 
 What ``Journal.record`` writes for each outcome, and when ``vouches`` / ``hash_matches`` trust a
 file, fast enough for every mutant of journal.py (``make mutation``). Formats, migrations and
-damage stay in test_journal and test_reliability.
+damage through the CLI are in e2e/test_journal and e2e/test_reliability.
 """
 
 from __future__ import annotations

@@ -137,3 +137,23 @@ def test_urls_quote_ids_and_sit_under_one_slash() -> None:
         "&groupOrMeter=meter&selectedMeters=a%2Fb&startDate=02%2F01%2F2024"
         "&endDate=02%2F29%2F2024&timeType=DST&fileFormat=CSV&group="
     )
+
+
+@pytest.mark.parametrize(
+    ("base", "normal"),
+    [
+        ("https://omar.example:444", "https://omar.example:444/"),
+        ("https://omar.example:444///", "https://omar.example:444/"),
+        ("https://omar.example/omarX/", "https://omar.example/omarX/"),
+        ("https://omar.example/omarX", "https://omar.example/omarX/"),
+    ],
+)
+def test_a_base_url_ends_in_exactly_one_slash(base: str, normal: str) -> None:
+    assert normalise_base_url(base) == normal
+
+
+@pytest.mark.parametrize("ident", ["M.1", "a.b.c", "G_1.x", "v1.mdef"])
+def test_dotted_ids_read_back_from_their_path(ident: str) -> None:
+    item = Item("meter", ident, date(2024, 1, 1), date(2024, 1, 31), "csv", "DST")
+    assert parse_relative_path(relative_path(item)) == item
+    assert parse_relative_path(PurePosixPath(f"meter/{ident}/{ident}.csv")) is None

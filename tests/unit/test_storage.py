@@ -1,6 +1,6 @@
 """Where the output folder puts things, on temporary folders: no server, no subprocess.
 
-The links-planted-inside-OUT attacks run end to end in test_storage; these pin down the path
+The links-planted-inside-OUT attacks run end to end in e2e/test_storage; these pin down the path
 rules themselves fast enough for every mutant of storage.py (``make mutation``).
 """
 
