@@ -37,7 +37,16 @@ from urllib.parse import urlsplit
 from .answers import MAX_LOGIN_REDIRECTS, Head, judge_login, login_redirect, redirect_loop
 from .errors import AuthError, CertificateError, OmarBulkError, UsageError
 from .protocol import normalise_base_url
-from .proxy import Proxy, auth_refused, tunnel_refused, unreachable
+from .proxy import (
+    Proxy,
+    auth_refused,
+    connect_unanswered,
+    no_tls_with,
+    not_http,
+    tunnel_cut,
+    tunnel_refused,
+    unreachable,
+)
 from .text import printable
 from .tls import (
     CHAIN_FIX,
@@ -46,6 +55,7 @@ from .tls import (
     PasswordSource,
     create_ssl_context,
     load_identity,
+    no_common_version,
     readers,
 )
 
@@ -368,18 +378,21 @@ def _check_server(
         except ssl.SSLError as exc:
             # TLS 1.2 refuses a client certificate inside the handshake, with an alert ...
             reason = str(exc.reason or exc)
-            if _is_refusal(reason):
+            protocol = no_common_version(reason)  # fetch's rule: an alert, not a refusal
+            if protocol is not None:
+                add(Check("TLS", FAIL, protocol, {}, _REFUSED))
+            elif _is_refusal(reason):
                 add(Check("TLS", OK, "the server answered the TLS handshake"))
                 add(Check("server certificate", SKIP, "not reported: the handshake ended early"))
                 add(_refused(f"TLS alert: {reason}"))
             elif isinstance(exc, ssl.SSLEOFError):
-                add(_dropped_in_handshake())
+                add(_dropped_in_handshake(proxy))
             else:
                 add(Check("TLS", FAIL, f"TLS handshake with {where} failed: {reason}", {}, 3))
             skip_rest()
             return
         except (ConnectionResetError, BrokenPipeError):
-            add(_dropped_in_handshake())  # ... or by hanging up
+            add(_dropped_in_handshake(proxy))  # ... or by hanging up
             skip_rest()
             return
         except OSError as exc:
@@ -521,10 +534,24 @@ def _ask_for_tunnel(sock: socket.socket, proxy: Proxy, where: str) -> bytes:
 
 
 def _proxy_status(head: bytes) -> tuple[int, str]:
-    """The status of a proxy's answer (0 when it is not HTTP) and its text for messages."""
-    fields = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
-    status = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else 0
-    return status, " ".join(fields[1:]).strip() or "no answer"
+    """The status of a proxy's answer (0 when it is not HTTP) and its text for messages:
+    the status and reason, or the whole first line of what is not HTTP."""
+    first = head.split(b"\r\n", 1)[0].decode("latin-1")
+    fields = first.split(" ", 2)
+    if fields[0].startswith("HTTP/") and len(fields) > 1 and fields[1].isdigit():
+        return int(fields[1]), " ".join(fields[1:]).strip()
+    return 0, printable(first, limit=80) or "no answer"
+
+
+def _headers(head: bytes, name: str) -> list[str]:
+    """The values of the header ``name`` (lower case) in a proxy's answer."""
+    lines = head.decode("latin-1").split("\r\n")[1:]
+    return [line.split(":", 1)[1] for line in lines if line.lower().startswith(f"{name}:")]
+
+
+def _header(head: bytes, name: str) -> str | None:
+    values = _headers(head, name)
+    return values[0].strip() if values else None
 
 
 class _NestedConnection(http.client.HTTPSConnection):
@@ -593,7 +620,17 @@ def _tunnel(
                 )
                 raw.close()
                 return None
+            except (ssl.SSLError, TimeoutError) as exc:
+                # a plain HTTP proxy answers our TLS hello with an HTTP error, or not at all
+                reason = _os_reason(exc) if isinstance(exc, TimeoutError) else str(exc.reason)
+                add(Check("proxy", FAIL, no_tls_with(proxy, reason), {}, _UNREACHABLE))
+                raw.close()
+                return None
         head = _ask_for_tunnel(sock, proxy, where)
+    except TimeoutError:
+        add(Check("proxy", FAIL, connect_unanswered(proxy, where, timeout), {}, _UNREACHABLE))
+        sock.close()
+        return None
     except OSError as exc:
         add(Check("proxy", FAIL, unreachable(proxy, _os_reason(exc)), {}, _UNREACHABLE))
         sock.close()
@@ -610,17 +647,17 @@ def _tunnel(
         return sock
     sock.close()
     if status == 407:
-        challenges = [
-            line.split(":", 1)[1]
-            for line in head.decode("latin-1").split("\r\n")[1:]
-            if line.lower().startswith("proxy-authenticate:")
-        ]
+        challenges = _headers(head, "proxy-authenticate")
         add(Check("proxy", FAIL, auth_refused(proxy, said, challenges), details, _REFUSED))
-    elif status == 0:
-        reason = unreachable(proxy, f"not an HTTP answer: {said!r}")
+    elif status == 0 and not head:
+        reason = unreachable(proxy, "it closed the connection without answering CONNECT")
         add(Check("proxy", FAIL, reason, details, _UNREACHABLE))
+    elif status == 0:
+        add(Check("proxy", FAIL, not_http(proxy, repr(said)), details, _UNREACHABLE))
     else:
-        add(Check("proxy", FAIL, tunnel_refused(proxy, where, said), details, _UNREACHABLE))
+        location = _header(head, "location")
+        refused = tunnel_refused(proxy, where, said, status, location)
+        add(Check("proxy", FAIL, refused, details, _UNREACHABLE))
     return None
 
 
@@ -816,7 +853,11 @@ def _refused(why: str) -> Check:
     )
 
 
-def _dropped_in_handshake() -> Check:
+def _dropped_in_handshake(proxy: Proxy | None) -> Check:
+    if proxy is not None:
+        # The proxy may have cut the tunnel as well as the server: as in ``fetch``, no sign
+        # of a refused certificate (``session.classify_client_error``).
+        return Check("TLS", FAIL, tunnel_cut(proxy), {}, _UNREACHABLE)
     return Check(
         "TLS",
         FAIL,

@@ -149,11 +149,15 @@ NoProxyOption = Annotated[
 def _proxy(base_url: str, option: str | None, direct: bool) -> Any:
     """The proxy for ``base_url`` from the options and the environment (``proxy.proxy_for``)."""
     from .errors import UsageError
-    from .proxy import proxy_for
+    from .proxy import netrc_warning, proxy_for
 
     if direct and option:
         raise UsageError("give --proxy or --no-proxy, not both")
-    return proxy_for(base_url, os.environ, option=option, direct=direct)
+    chosen = proxy_for(base_url, os.environ, option=option, direct=direct)
+    message = netrc_warning(chosen, os.environ)
+    if message:
+        typer.echo(f"omar-bulk: warning: {message}", err=True)
+    return chosen
 
 
 def _state_dir(raw: str) -> Path:

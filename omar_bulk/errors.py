@@ -12,6 +12,7 @@
     └── ItemError                  one item failed; becomes a result, never ends the run
         ├── RetryableError         worth another attempt (network, 5xx, 429, cut body)
         │   ├── ConnectionDropped  closed or reset with no answer at all
+        │   │   └── TunnelCut      through a proxy, before the server's TLS answered
         │   └── SessionExpired     the login session is gone: log in again, then retry
         └── PermanentError         another attempt would get the same answer (404, HTML page)
             └── UnsafePathError    a symbolic link (or other stranger) planted inside OUT
@@ -106,6 +107,12 @@ class ConnectionDropped(RetryableError):
     pushback = True
 
 
+class TunnelCut(ConnectionDropped):
+    """Through a proxy, the connection closed or reset before the server's TLS handshake
+    was done: the proxy may have cut the tunnel, so unlike a drop after the handshake it
+    says nothing about our client certificate."""
+
+
 class SessionExpired(RetryableError):
     """The server answered with its login page or a redirect: the session must be reopened."""
 
@@ -132,6 +139,7 @@ __all__ = [
     "ProxyError",
     "RetryableError",
     "SessionExpired",
+    "TunnelCut",
     "UnreachableError",
     "UnsafePathError",
     "UsageError",

@@ -40,9 +40,15 @@ __all__ = [
     "auth_refused",
     "bypassed",
     "choose",
+    "connect_unanswered",
     "netrc_credentials",
+    "netrc_warning",
+    "no_tls_with",
+    "not_http",
+    "not_set_up",
     "parse_proxy_url",
     "proxy_for",
+    "tunnel_cut",
     "tunnel_refused",
     "unreachable",
 ]
@@ -131,12 +137,51 @@ def auth_refused(proxy: Proxy, said: str, challenges: list[str] | tuple[str, ...
     )
 
 
-def tunnel_refused(proxy: Proxy, target: str, said: str) -> str:
-    """Why a proxy's refusal of CONNECT ends the run, and whom to ask."""
+def tunnel_refused(
+    proxy: Proxy, target: str, said: str, status: int = 403, location: str | None = None
+) -> str:
+    """Why a proxy's refusal of CONNECT (``status``, ``said`` with its reason) ends the run,
+    and whom to ask. A redirect is a network that wants a login first (a captive portal), not
+    a rule about ports."""
+    if 300 <= status < 400:
+        where = f" to {printable(location, limit=120)}" if location else ""
+        return (
+            f"the proxy {proxy} answered CONNECT {target} with a redirect ({said}{where}): this"
+            " network wants a login first (a captive portal, as on guest networks): open a web"
+            " page in a browser and log in, then run again, or ask the network's administrators"
+        )
     return (
         f"the proxy {proxy} refused the tunnel to {target}: {said}; many proxies allow CONNECT"
         f" to port 443 only: ask its administrators to allow {target}, or go direct with"
         " --no-proxy if this network allows it"
+    )
+
+
+def not_http(proxy: Proxy, said: str) -> str:
+    """Why an answer to CONNECT that is not HTTP at all ends the run: another service there."""
+    return (
+        f"the proxy {proxy} answered CONNECT with something that is not HTTP ({said}): check"
+        " that its host and port are those of an HTTP proxy, or go direct with --no-proxy if"
+        " this network allows it"
+    )
+
+
+def no_tls_with(proxy: Proxy, reason: str) -> str:
+    """Why an ``https://`` proxy whose TLS handshake failed (other than on its certificate)
+    ends the run: most proxies speak plain HTTP, even for https:// servers."""
+    return (
+        f"no TLS session with the proxy {proxy}: {reason}; it may not speak TLS (most proxies"
+        " do not, even for https:// servers): write http:// instead of https:// in the proxy"
+        " URL"
+    )
+
+
+def connect_unanswered(proxy: Proxy, target: str, timeout: float) -> str:
+    """Why a proxy that took the connection and never answered CONNECT ends ``check``."""
+    return (
+        f"the proxy {proxy} did not answer CONNECT {target} within {timeout:g} s; check that"
+        " its host and port are those of an HTTP proxy, or go direct with --no-proxy if this"
+        " network allows it"
     )
 
 
@@ -145,6 +190,32 @@ def unreachable(proxy: Proxy, reason: str) -> str:
     return (
         f"cannot reach the proxy {proxy}: {reason}; check its address and port, or go direct"
         " with --no-proxy if this network allows it"
+    )
+
+
+def not_set_up(proxy: Proxy, timeout: float) -> str:
+    """Why a connection through ``proxy`` was given up while being set up (``--timeout``)."""
+    silent = (
+        "; a plain HTTP proxy given as https:// is silent too: try http://"
+        if proxy.scheme == "https"
+        else ""
+    )
+    return (
+        f"no connection through the proxy {proxy} within {timeout:g} s: the proxy did not"
+        " answer our CONNECT in time (or the server's TLS handshake inside the tunnel did not"
+        f" come){silent}"
+    )
+
+
+def tunnel_cut(proxy: Proxy) -> str:
+    """Why connections closed during the TLS handshake inside the proxy's tunnel (the proxy
+    allowed CONNECT, then the tunnel ended before the server's TLS answered) end the run."""
+    return (
+        f"the proxy {proxy} allowed the tunnel, then it was closed during the TLS handshake,"
+        " before the server answered (the proxy and the server look alike from here, and"
+        " proxies do it more often); many proxies cut tunnels their rules do not allow (a"
+        " port other than 443, a host not on a list, TLS inspection): ask its administrators,"
+        " or go direct with --no-proxy if this network allows it"
     )
 
 
@@ -241,7 +312,9 @@ def parse_proxy_url(raw: str, source: str) -> Proxy:
         scheme, rest = "http", text
     scheme = scheme.lower()
     userinfo, at, hostport = rest.rpartition("@")
-    shown = f"{source}={_masked(text)}"
+    # A URL that cannot be read is not quoted past its scheme: where the host is missing,
+    # what stands in its place may be the user name and the password ("http://jo:Sekr1t").
+    shown = f"{source}={printable(scheme, limit=20)}://… (not quoted: it may hold a password)"
     if scheme.startswith("socks"):
         raise UsageError(
             f"{shown}: SOCKS proxies are not supported; give an http:// or https:// proxy"
@@ -294,7 +367,7 @@ def netrc_credentials(environ: Mapping[str, str]) -> CredentialLookup:
         import netrc
 
         named = environ.get("NETRC")
-        path = Path(named) if named else Path.home() / ".netrc"
+        path = _netrc_path(environ)
         try:
             entries = netrc.netrc(str(path))
         except FileNotFoundError:
@@ -315,6 +388,31 @@ def netrc_credentials(environ: Mapping[str, str]) -> CredentialLookup:
         return (login or account or "", password or "")
 
     return lookup
+
+
+def _netrc_path(environ: Mapping[str, str]) -> Path:
+    named = environ.get("NETRC")
+    return Path(named) if named else Path.home() / ".netrc"
+
+
+def netrc_warning(proxy: Proxy | None, environ: Mapping[str, str]) -> str | None:
+    """A warning when the netrc file that gave ``proxy`` its password can be read by others
+    than its owner (the rule the client certificate's file is held to, ``tls.readers``)."""
+    if proxy is None or proxy.credentials_from in (None, "the URL"):
+        return None
+    from .tls import readers
+
+    path = _netrc_path(environ)
+    try:
+        mode, others = readers(path)
+    except OSError:
+        return None
+    if others is None:
+        return None
+    return (
+        f"{path} gives the password for the proxy {proxy.shown} and is {mode:04o}: {others}"
+        f" can read it; chmod 600 {path}"
+    )
 
 
 def proxy_for(

@@ -41,14 +41,24 @@ from .errors import (
     ProxyAuthError,
     ProxyError,
     RetryableError,
+    TunnelCut,
     UnreachableError,
 )
 from .politeness import Backoff
-from .proxy import Proxy, auth_refused, tunnel_refused, unreachable
+from .proxy import (
+    Proxy,
+    auth_refused,
+    no_tls_with,
+    not_http,
+    not_set_up,
+    tunnel_cut,
+    tunnel_refused,
+    unreachable,
+)
 from .results import Observer
 from .settings import Settings
 from .text import printable
-from .tls import CHAIN_FIX
+from .tls import CHAIN_FIX, no_common_version
 
 #: Login pages are read whole up to this size; a body beyond it is not a login page.
 LOGIN_BODY_LIMIT = 1 << 20
@@ -105,14 +115,21 @@ class Session:
         settings = self.settings
         if settings.proxy is not None:
             self._observer.notice(f"connecting through the proxy {settings.proxy}")
+        # No limit in aiohttp's pool: the engine's workers already bound the connections
+        # (--concurrency of them, each with one request at a time, logins included), and a
+        # wait for a slot there would count against ``connect`` below as if the network
+        # were silent.
         connector = aiohttp.TCPConnector(
-            ssl=self._ssl,
-            limit=settings.concurrency,
-            limit_per_host=settings.concurrency,
-            enable_cleanup_closed=True,
+            ssl=self._ssl, limit=0, limit_per_host=0, enable_cleanup_closed=True
         )
+        # ``connect`` bounds setting up a new connection as a whole: the name lookup (which
+        # ``sock_connect`` leaves out), TCP, a proxy's answer to CONNECT (which aiohttp reads
+        # with no other timeout: a silent proxy would hang the run) and the TLS handshake.
         timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=settings.timeout, sock_read=settings.timeout
+            total=None,
+            connect=settings.timeout,
+            sock_connect=settings.timeout,
+            sock_read=settings.timeout,
         )
         async with aiohttp.ClientSession(
             connector=connector,
@@ -209,7 +226,13 @@ class Session:
                 return
             except RetryableError as exc:
                 last = exc
-                all_dropped = all_dropped and isinstance(exc, ConnectionDropped)
+                # A tunnel cut before the server's TLS answered is the proxy's doing as
+                # likely as the server's: no sign of a refused certificate.
+                all_dropped = (
+                    all_dropped
+                    and isinstance(exc, ConnectionDropped)
+                    and not isinstance(exc, TunnelCut)
+                )
                 if attempt > self.settings.retries:
                     break
                 delay = self._backoff.delay(attempt, exc.retry_after)
@@ -224,6 +247,10 @@ class Session:
                 " answer right after the TLS handshake, which is how some servers refuse a"
                 f" client certificate{tunnel}; check that --cert is the certificate registered"
                 " for OMAR-Online"
+            )
+        if isinstance(last, TunnelCut) and self.settings.proxy is not None:
+            raise UnreachableError(
+                f"could not open a session at {where}: {tunnel_cut(self.settings.proxy)}"
             )
         raise UnreachableError(
             f"could not open a session at {where}: {last}; nothing was fetched,"
@@ -288,9 +315,19 @@ def classify_client_error(
     refused = proxy_error(exc, proxy)
     if refused is not None:
         return refused
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        # ClientTimeout.connect: aiohttp does not say which part of the set-up was slow
+        return RetryableError(not_set_up(proxy, timeout))
     verdict = _classify(exc, timeout)
     if isinstance(verdict, ConnectionDropped):
         # The proxy may have cut the tunnel as well as the server: say which way it went.
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            # Still setting up: the TLS handshake inside the tunnel was not done, so this
+            # is no server hanging up on our certificate after it.
+            return TunnelCut(
+                f"the connection was closed during the TLS handshake, through the proxy"
+                f" {proxy.shown}"
+            )
         return ConnectionDropped(f"{verdict}, through the proxy {proxy.shown}")
     return verdict
 
@@ -307,11 +344,9 @@ def _classify(exc: BaseException, timeout: float) -> OmarBulkError:
             # "EOF occurred in violation of protocol": the peer hung up mid-TLS, not a refusal
             return ConnectionDropped(f"the server closed the connection during TLS ({reason})")
         upper = reason.upper()
-        if any(w in upper for w in _NO_COMMON_VERSION):
-            # an alert too, but about the protocol: nothing to do with our certificate
-            return AuthError(
-                f"the server offers no TLS version omar-bulk accepts (1.2 or newer): {reason}"
-            )
+        protocol = no_common_version(reason)
+        if protocol is not None:
+            return AuthError(protocol)
         if "UNKNOWN_CA" in upper:
             # the server cannot chain our certificate to a root it trusts: the wrong
             # certificate, or the right one sent without its issuing CA
@@ -368,7 +403,12 @@ def proxy_error(exc: BaseException, proxy: Proxy) -> OmarBulkError | None:
             return ProxyAuthError(auth_refused(proxy, said, challenges))
         if 500 <= exc.status < 600:
             return RetryableError(f"the proxy {proxy.shown} could not reach {target}: {said}")
-        return ProxyError(tunnel_refused(proxy, target, said))
+        location = exc.headers.get("Location") if exc.headers else None
+        return ProxyError(tunnel_refused(proxy, target, said, exc.status, location))
+    if _answers_connect(exc):
+        # aiohttp could not read the proxy's answer to CONNECT as HTTP at all
+        assert isinstance(exc, aiohttp.ClientResponseError)
+        return ProxyError(not_http(proxy, printable(exc.message or "", limit=80) or _said(exc)))
     ours = isinstance(exc, aiohttp.ClientConnectorError) and (exc.host, exc.port) == (
         proxy.host,
         proxy.port,
@@ -382,7 +422,11 @@ def proxy_error(exc: BaseException, proxy: Proxy) -> OmarBulkError | None:
     if isinstance(exc, aiohttp.ClientProxyConnectionError) or ours:
         # aiohttp reports a proxy whose name does not resolve as a plain connector error.
         assert isinstance(exc, aiohttp.ClientConnectorError)
-        reason = printable(str(exc.strerror or exc.os_error or exc))
+        reason = printable(str(exc.strerror or exc.os_error or exc)) or type(exc).__name__
+        tls = exc.os_error if isinstance(exc.os_error, ssl.SSLError) else _find_ssl_error(exc)
+        if proxy.scheme == "https" and tls is not None:
+            said = printable(str(getattr(tls, "reason", None) or tls))
+            return ProxyError(no_tls_with(proxy, said))
         return ProxyError(unreachable(proxy, reason))
     return None
 
@@ -390,7 +434,15 @@ def proxy_error(exc: BaseException, proxy: Proxy) -> OmarBulkError | None:
 def _cause(exc: BaseException) -> BaseException | None:
     """The exception to chain ours to: none for the proxy's answer, whose request carries the
     ``Proxy-Authorization`` header (aiohttp's ``repr`` of it shows the credentials)."""
-    return None if isinstance(exc, aiohttp.ClientHttpProxyError) else exc
+    return None if _answers_connect(exc) else exc
+
+
+def _answers_connect(exc: BaseException) -> bool:
+    """Is ``exc`` about the proxy's answer to CONNECT (aiohttp's request for it is CONNECT)?"""
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return True
+    info = getattr(exc, "request_info", None)
+    return isinstance(exc, aiohttp.ClientResponseError) and getattr(info, "method", "") == "CONNECT"
 
 
 def _target(exc: aiohttp.ClientResponseError) -> str:
@@ -408,11 +460,6 @@ def _proxy_arguments(proxy: Proxy | None) -> dict[str, Any]:
     if authorization is not None:
         via["proxy_headers"] = {"Proxy-Authorization": authorization}
     return via
-
-
-#: OpenSSL's reasons when client and server share no protocol version (a server stuck on
-#: TLS 1.1 answers our 1.2-or-newer hello with the alert "protocol version").
-_NO_COMMON_VERSION = ("PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL", "NO_PROTOCOLS_AVAILABLE")
 
 
 def _said(exc: BaseException) -> str:

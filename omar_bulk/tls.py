@@ -371,6 +371,20 @@ def create_ssl_context(
     return context
 
 
+#: OpenSSL's reasons when client and server share no protocol version (a server stuck on
+#: TLS 1.1 answers our 1.2-or-newer hello with the alert "protocol version").
+_NO_COMMON_VERSION = ("PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL", "NO_PROTOCOLS_AVAILABLE")
+
+
+def no_common_version(reason: str) -> str | None:
+    """What a failed handshake means when OpenSSL's ``reason`` says the server offers no TLS
+    version ``create_ssl_context`` accepts; None when it is about something else. An alert
+    too, but about the protocol: nothing to do with our certificate."""
+    if any(word in reason.upper() for word in _NO_COMMON_VERSION):
+        return f"the server offers no TLS version omar-bulk accepts (1.2 or newer): {reason}"
+    return None
+
+
 def _read(path: Path, what: str) -> bytes:
     return read_whole(
         path, MAX_CERT_FILE, lambda why: CertificateError(f"{what} file {path}: {why}")
@@ -461,6 +475,7 @@ __all__ = [
     "create_ssl_context",
     "forbid_core_dumps",
     "load_identity",
+    "no_common_version",
     "password_file",
     "password_file_warning",
     "read_password_file",

@@ -164,6 +164,8 @@ class TinyProxy:
     ``status``: answer every CONNECT with this status and close (a refusal), unless it is 200.
     With 200, ``cut`` tunnels are closed right after the client's first bytes (the TLS
     ClientHello) before anything reaches the server; later ones are relayed both ways.
+    ``garbage``: sent as soon as the client's first bytes arrive, whatever they are, then the
+    connection is closed: a banner that is no HTTP at all, or a plain proxy's 400 to a TLS hello.
     """
 
     status: int = 200
@@ -171,6 +173,8 @@ class TinyProxy:
     #: Extra header lines of a refusal, e.g. ``Proxy-Authenticate: NTLM``.
     headers: tuple[str, ...] = ()
     cut: int = 0
+    #: Sent in place of any answer to CONNECT (see above).
+    garbage: bytes = b""
     port: int = 0
     requests: list[str] = field(default_factory=list)
     _loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
@@ -207,6 +211,11 @@ class TinyProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
+            if self.garbage:
+                await asyncio.wait_for(reader.read(1), 10)
+                writer.write(self.garbage)
+                await writer.drain()
+                return
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
             line = head.split(b"\r\n", 1)[0].decode("latin-1")
             self.requests.append(line)

@@ -17,6 +17,7 @@ from omar_bulk.standin.certs import DEMO_PASSWORD, TestPKI
 from omar_bulk.standin.server import ServerThread, serve_in_thread
 
 from ..conftest import Cli, Outcome
+from .test_tls import openssl_server  # noqa: F401 (a fixture)
 
 
 def check(cli: Cli, server_url: str, cert: Path, *more: str, **env: str | None) -> Outcome:
@@ -284,3 +285,30 @@ def test_a_certificate_readable_by_its_group_alone_is_a_warning_too(
     key.chmod(mode)
     found = _permissions(key)
     assert (found.verdict, who in found.reason) == (verdict, True), found.reason
+
+
+@pytest.mark.parametrize(
+    "openssl_server", [["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]], indirect=True
+)
+def test_a_server_offering_only_tls_1_1_fails_the_tls_step_with_fetchs_words(
+    offline_cli: Cli,
+    pki: TestPKI,
+    openssl_server: str,  # noqa: F811
+) -> None:
+    """TLS 1.1 only: the TLS step fails (exit 3) naming the protocol, as ``fetch`` does."""
+    done = offline_cli(
+        "check",
+        "--base-url",
+        openssl_server,
+        "--cert",
+        str(pki.client_p12),
+        "--ca-bundle",
+        str(pki.ca),
+        "--json",
+    )
+    report = json.loads(done.stdout)
+    steps = {c["name"]: (c["verdict"], c["reason"]) for c in report["checks"]}
+    assert done.exit_code == 3, steps
+    assert steps["TLS"][0] == FAIL
+    assert "the server offers no TLS version omar-bulk accepts (1.2 or newer)" in steps["TLS"][1]
+    assert steps["our certificate"][0] == SKIP

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import date
@@ -19,7 +22,7 @@ from urllib.parse import quote
 
 import pytest
 
-from omar_bulk.standin.certs import TestPKI
+from omar_bulk.standin.certs import DEMO_PASSWORD, TestPKI
 from omar_bulk.standin.server import Faults, ServerThread, serve_in_thread
 
 from ..conftest import Cli, data_files, expected_body, journal_rows
@@ -299,6 +302,42 @@ def test_a_proxy_that_is_down_ends_the_run_at_once_with_exit_1(
     assert server.state.logins == 0
 
 
+#: Far above the ``--timeout 1`` given: a run still going then has hung.
+HANG_DEADLINE = 30.0
+
+
+@pytest.fixture
+def silent_proxy() -> Iterator[str]:
+    """A listening socket that never accepts: the kernel completes the TCP handshake, the
+    CONNECT lands in the backlog and nothing ever answers it."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def test_a_proxy_that_never_answers_connect_is_bounded_by_timeout(
+    server: ServerThread, pki: TestPKI, tmp_path: Path, silent_proxy: str
+) -> None:
+    """A proxy silent after CONNECT ends the run within ``--timeout``: exit 1, proxy named."""
+    args = [sys.executable, "-m", "omar_bulk", "fetch", *MONTHS, "--out", str(tmp_path / "out")]
+    args += ["--base-url", server.base_url, "--cert", str(pki.client_p12)]
+    args += ["--ca-bundle", str(pki.ca), "--timeout", "1", "--retries", "0"]
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.update({"HTTPS_PROXY": silent_proxy, "OMAR_CERT_PASSWORD": DEMO_PASSWORD})
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _, err = process.communicate(timeout=HANG_DEADLINE)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate(timeout=10)
+        pytest.fail(f"fetch through a silent proxy with --timeout 1 ran past {HANG_DEADLINE} s")
+    assert process.returncode == 1, err.decode()
+    assert f"no connection through the proxy {silent_proxy}" in err.decode()
+    assert "did not answer our CONNECT" in err.decode()
+    assert server.state.logins == 0
+
+
 def test_a_proxy_that_refuses_the_tunnel_says_so_with_its_status(
     cli: Cli, server: ServerThread
 ) -> None:
@@ -315,6 +354,44 @@ def test_a_proxy_that_refuses_the_tunnel_says_so_with_its_status(
     assert server.state.logins == 0
 
 
+#: Proxies that answer, but not with a tunnel: what the answer is, and what must be said.
+ODD_ANSWERS = {
+    "not HTTP": (
+        {"garbage": b"SSH-2.0-OpenSSH_9.6\r\n\r\n"},
+        "http",
+        ["answered CONNECT with something that is not HTTP", "SSH-2.0-OpenSSH_9.6"],
+    ),
+    "captive portal": (
+        {"status": 302, "reason": "Found", "headers": ("Location: http://portal.example/in",)},
+        "http",
+        ["with a redirect (302 Found to http://portal.example/in)", "captive portal"],
+    ),
+    "https:// to a plain proxy": (
+        {"garbage": b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"},
+        "https",
+        ["no TLS session with the proxy", "write http:// instead of https://"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(ODD_ANSWERS))
+def test_a_proxy_that_answers_connect_oddly_is_named_with_what_it_said(
+    cli: Cli, server: ServerThread, case: str
+) -> None:
+    """Not HTTP, a portal's redirect, no TLS: exit 1 at once, the proxy and cause named."""
+    behaviour, scheme, says = ODD_ANSWERS[case]
+    with TinyProxy(**behaviour) as odd:  # type: ignore[arg-type]
+        address = odd.url.replace("http://", f"{scheme}://")
+        done = cli("fetch", *MONTHS, env={"HTTPS_PROXY": address})
+        code, report = check_json(cli, server, env={"HTTPS_PROXY": address})
+    reason = steps(report)["proxy"][1]
+    assert done.exit_code == 1 and code == 1, done.stderr
+    for text in (done.stderr, reason):
+        assert f"proxy {address}" in text and all(s in text for s in says), text
+        assert "port 443" not in text and "server's answer" not in text
+    assert "retrying" not in done.stderr and server.state.logins == 0
+
+
 def test_tunnels_the_proxy_cuts_are_retried_as_dropped_connections(
     cli: Cli, server: ServerThread
 ) -> None:
@@ -328,6 +405,19 @@ def test_tunnels_the_proxy_cuts_are_retried_as_dropped_connections(
     assert "the connection" in done.stderr
     assert f", through the proxy {cutting.url}); retrying" in done.stderr
     assert tunnels >= 3 and len(data_files(cli.out)) == 3
+
+
+def test_a_proxy_that_cuts_every_tunnel_ends_as_unreachable_not_as_a_refused_certificate(
+    cli: Cli, server: ServerThread
+) -> None:
+    """Every tunnel cut during TLS: retried, then exit 1 naming the proxy's rules, not --cert."""
+    with TinyProxy(cut=1000) as cutting:
+        done = cli("fetch", *MONTHS, "--retries", "2", env={"HTTPS_PROXY": cutting.url})
+        tunnels = len(cutting.requests)
+    assert done.exit_code == 1, done.stderr
+    assert tunnels == 3 and server.state.logins == 0
+    assert "right after the TLS handshake" not in done.stderr and "--cert" not in done.stderr
+    assert f"the proxy {cutting.url} (from HTTPS_PROXY) allowed the tunnel" in done.stderr
 
 
 @pytest.fixture
@@ -476,6 +566,33 @@ def test_check_reports_a_refused_tunnel_and_a_proxy_that_is_down_as_exit_1(
     found = steps(report)
     assert found["TCP"][0] == "fail" and "cannot reach the proxy" in found["TCP"][1]
     assert found["proxy"][0] == "skip"
+
+
+def test_check_with_a_proxy_that_cuts_every_tunnel_fails_tls_with_exit_1(
+    cli: Cli, server: ServerThread
+) -> None:
+    """A tunnel cut during TLS fails check's TLS step with exit 1, not our certificate."""
+    with TinyProxy(cut=1000) as cutting:
+        code, report = check_json(cli, server, env={"HTTPS_PROXY": cutting.url})
+    assert code == 1, report
+    verdict, reason = steps(report)["TLS"]
+    assert verdict == "fail" and "allowed the tunnel" in reason, reason
+    assert "client certificate" not in reason and steps(report)["our certificate"][0] == "skip"
+
+
+def test_check_with_a_proxy_that_never_answers_connect_says_so_within_timeout(
+    cli: Cli, server: ServerThread, silent_proxy: str
+) -> None:
+    """TCP reaches the proxy; its silence to CONNECT is named as such, not "cannot reach"."""
+    code, report = check_json(cli, server, "--timeout", "1", env={"HTTPS_PROXY": silent_proxy})
+    found = steps(report)
+    assert code == 1 and found["TCP"][0] == "ok", found
+    assert found["proxy"] == (
+        "fail",
+        f"the proxy {silent_proxy} (from HTTPS_PROXY) did not answer CONNECT"
+        f" 127.0.0.1:{server.port} within 1 s; check that its host and port are those of an"
+        " HTTP proxy, or go direct with --no-proxy if this network allows it",
+    )
 
 
 def test_check_with_no_proxy_goes_direct(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import socket
 from pathlib import Path
 
 import aiohttp
@@ -23,6 +24,8 @@ from omar_bulk.plan import Plan
 from omar_bulk.proxy import Proxy, auth_refused, bypassed, choose, parse_proxy_url, proxy_for
 from omar_bulk.session import classify_client_error
 from omar_bulk.settings import Settings
+
+from ..conftest import Cli
 
 SERVER = "https://omar-online.caiso.com:444/"
 
@@ -189,6 +192,11 @@ def test_proxy_urls_are_read_into_parts(
         ("http://jo:Sekr1t@:3128", "no host"),
         ("http://jo:Sekr1t@proxy:3128/path", "no path"),
         ("http://jo:Sekr1t@[fd00::1:3128", "host or port is not valid"),
+        # the '@HOST' forgotten: the password stands where the port should
+        ("http://jo:Sekr1t", "host or port is not valid"),
+        ("jo:Sekr1t", "host or port is not valid"),
+        ("http://jo:Sekr1t/", "host or port is not valid"),
+        ("http://jo:Sekr1t:3128", "host or port is not valid"),
     ],
 )
 def test_a_bad_proxy_url_is_a_usage_error_that_never_quotes_the_password(
@@ -198,6 +206,17 @@ def test_a_bad_proxy_url_is_a_usage_error_that_never_quotes_the_password(
         proxy_for(SERVER, {"HTTPS_PROXY": raw})
     assert says in str(caught.value) and "HTTPS_PROXY=" in str(caught.value)
     assert "Sekr1t" not in str(caught.value) and "jo" not in str(caught.value)
+
+
+def test_a_proxy_url_without_its_host_keeps_the_password_out_of_the_message(
+    offline_cli: Cli,
+) -> None:
+    """``http://USER:PASSWORD`` with the ``@HOST`` forgotten: exit 2, the password unprinted."""
+    one = ["--meter", "M1", "--start", "2024-01-01", "--end", "2024-01-31"]
+    done = offline_cli("fetch", *one, env={"HTTPS_PROXY": "http://jdoe:Winter2026pw"})
+    assert done.exit_code == 2
+    assert "HTTPS_PROXY=http://…" in done.stderr and "host or port is not valid" in done.stderr
+    assert "Winter2026pw" not in done.stderr + done.stdout, done.stderr
 
 
 def test_a_password_in_the_option_is_refused_but_a_user_name_is_not() -> None:
@@ -253,6 +272,29 @@ def test_a_missing_netrc_is_no_error_and_a_broken_one_is_named_without_its_conte
     with pytest.raises(UsageError) as caught:
         proxy_for(SERVER, {**env, "NETRC": str(broken)})
     assert str(broken) in str(caught.value) and "Sekr1t" not in str(caught.value)
+
+
+def test_a_netrc_others_can_read_is_warned_about_when_it_gives_the_proxy_password(
+    offline_cli: Cli, tmp_path: Path
+) -> None:
+    """As for the certificate's file: a netrc readable by others is named, with the fix."""
+    with socket.socket() as probe:  # a port nothing listens on: the run ends at the proxy
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login jo password Sekr1t\n")
+    env = {"HTTPS_PROXY": f"http://127.0.0.1:{port}", "NETRC": str(netrc)}
+    one = ["--meter", "M1", "--start", "2024-01-01", "--end", "2024-01-31", "--retries", "0"]
+    warning = (
+        f"{netrc} gives the password for the proxy http://jo@127.0.0.1:{port} and is 0644:"
+        f" its group and every user can read it; chmod 600 {netrc}"
+    )
+    netrc.chmod(0o644)
+    done = offline_cli("fetch", *one, env=env)
+    assert warning in done.stderr and "Sekr1t" not in done.stderr, done.stderr
+    netrc.chmod(0o600)
+    done = offline_cli("fetch", *one, env=env)
+    assert "chmod" not in done.stderr and "cannot reach the proxy" in done.stderr, done.stderr
 
 
 # --- what the proxy's answers mean ----------------------------------------------------------
