@@ -1,4 +1,5 @@
-"""Dates at the calendar's edges: planned correctly, or refused with exit 2, never a traceback."""
+"""Dates at the calendar's edges and relative dates: parsed, or refused with a message naming
+what was given, never an overflow. (The same edges through the CLI: e2e/test_dates.py.)"""
 
 from __future__ import annotations
 
