@@ -13,44 +13,29 @@ from pathlib import Path
 
 import pytest
 
-from omar_bulk import journal as journal_module
-from omar_bulk.errors import LocalWriteError
-from omar_bulk.journal import JOURNAL_NAME, Journal, _salvage_journal, format_version
+from omar_bulk.journal import JOURNAL_NAME, format_version
 from omar_bulk.standin.certs import DEMO_PASSWORD, TestPKI
 from omar_bulk.standin.server import Faults, ServerThread
 
-from ..conftest import Cli, assert_verified, standin_args
+from ..conftest import (
+    FIXTURE_0_1_0,
+    Cli,
+    assert_verified,
+    rows,
+    standin_args,
+    state_of,
+    user_version,
+)
 from ..fixtures.make_out_0_1_0 import MANIFEST
 
-FIXTURE = Path(__file__).parent.parent / "fixtures" / "out-0.1.0"
 TODAY = ["--today", "2024-03-02"]
 ONE = ["--meter", "M1", "--start", "2024-01-01", "--end", "2024-02-29"]
-
-
-def state_of(out: Path) -> Path:
-    return out / ".omar-bulk"
-
-
-def user_version(path: Path) -> int:
-    db = sqlite3.connect(path)
-    try:
-        return int(db.execute("PRAGMA user_version").fetchone()[0])
-    finally:
-        db.close()
-
-
-def rows(path: Path, table: str = "items") -> list[tuple[object, ...]]:
-    db = sqlite3.connect(path)
-    try:
-        return sorted(db.execute(f"SELECT * FROM {table}"))
-    finally:
-        db.close()
 
 
 @pytest.fixture
 def old_out(cli: Cli, tmp_path: Path) -> Path:
     """A copy of the output folder release 0.1.0 wrote, where ``cli`` writes."""
-    shutil.copytree(FIXTURE, cli.out)
+    shutil.copytree(FIXTURE_0_1_0, cli.out)
     # As a fresh clone leaves it: every time stamp new (so the journal's are stale and each file
     # is re-hashed), and folders as git made them; 0.1.0 had made them 0700.
     for path in cli.out.rglob("*"):
@@ -117,48 +102,6 @@ def test_a_journal_from_a_newer_release_stops_the_run_with_exit_2(cli: Cli) -> N
     assert journal.read_bytes() == before
     assert list(state_of(cli.out).glob(f"{JOURNAL_NAME}.*")) == []  # no backup, nothing aside
     assert len(cli.server.state.downloads()) == asked
-
-
-def test_a_failing_migration_leaves_the_journal_as_it_was(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    out = tmp_path / "out"
-    shutil.copytree(FIXTURE, out)
-    journal = state_of(out) / JOURNAL_NAME
-    before = rows(journal)
-
-    def breaks(db: sqlite3.Connection) -> None:
-        db.execute("CREATE TABLE half_done (x)")
-        raise sqlite3.OperationalError("a step that fails half-way")
-
-    monkeypatch.setattr(journal_module, "MIGRATIONS", [*journal_module.MIGRATIONS, breaks])
-    with pytest.raises(LocalWriteError, match="left as it was"):
-        Journal.open(state_of(out), data_root=out)
-    assert user_version(journal) == 0 and rows(journal) == before
-    db = sqlite3.connect(journal)
-    assert db.execute("SELECT 1 FROM sqlite_master WHERE name='half_done'").fetchone() is None
-    db.close()
-    assert (journal.with_name(f"{JOURNAL_NAME}.v0-backup")).exists()
-    assert not list(state_of(out).glob("*damaged*"))
-
-
-def test_journal_paths_may_be_relative_or_hold_uri_characters(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A dry run and the damage salvage open the journal read-only by URI; a relative path
-    (the default folder) or one with ``?``, ``#`` or ``%`` must work too."""
-    folder = tmp_path / "odd?name#with%25" / ".omar-bulk"
-    folder.mkdir(parents=True)
-    Journal.open(folder).close()
-    monkeypatch.chdir(tmp_path)
-    relative = Path("odd?name#with%25") / ".omar-bulk"
-    readonly = Journal.open_readonly(relative)
-    assert readonly is not None
-    try:
-        assert readonly.is_empty()
-    finally:
-        readonly.close()
-    assert _salvage_journal(relative / JOURNAL_NAME) == []
 
 
 # --- a state folder out of reach is not a damaged journal -----------------------------------
@@ -254,51 +197,12 @@ def test_a_journal_without_tables_is_taken_for_no_journal_by_every_reader_and_th
     assert_verified(cli.out)
 
 
-def test_a_disk_io_error_on_a_full_disk_is_said_to_be_a_full_disk(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """SQLite's "disk I/O error" where the disk has no free block is "the disk is full"."""
-    error = sqlite3.OperationalError("disk I/O error")
-    error.sqlite_errorcode = 4874  # type: ignore[attr-defined]  # SQLITE_IOERR_SHMSIZE
-    full = os.statvfs_result((4096, 4096, 256, 0, 0, 64, 0, 0, 0, 255))
-    monkeypatch.setattr(os, "statvfs", lambda _path: full)
-    said = journal_module._access_error(error, tmp_path / JOURNAL_NAME)
-    assert said is not None and str(said).startswith("the disk is full"), said
-
-
-@pytest.mark.parametrize("version", range(format_version()))
-def test_a_journal_of_every_older_format_gets_every_later_step(
-    tmp_path: Path, version: int
-) -> None:
-    """A journal left at format N (0.1.0's brought up to N by the first N steps, as that
-    release wrote it) gains every column of the steps after N, not only of the last one."""
-    out = tmp_path / "out"
-    shutil.copytree(FIXTURE, out)
-    journal = state_of(out) / JOURNAL_NAME
-    db = sqlite3.connect(journal)
-    for step in journal_module.MIGRATIONS[:version]:
-        step(db)
-    db.execute(f"PRAGMA user_version = {version}")
-    db.commit()
-    db.close()
-    Journal.open(state_of(out), data_root=out).close()
-    assert user_version(journal) == format_version()
-    db = sqlite3.connect(journal)
-    try:
-        items = {row[1] for row in db.execute("PRAGMA table_info(items)")}
-        versions = {row[1] for row in db.execute("PRAGMA table_info(versions)")}
-    finally:
-        db.close()
-    assert {"superseded_by", "chunk"} <= items and "archived_as" in versions
-    assert journal.with_name(f"{JOURNAL_NAME}.v{version}-backup").exists()
-
-
 def test_the_dry_run_over_a_0_1_0_archive_is_not_a_traceback(cli: Cli) -> None:
     """README step 4 says: see what a run would do (``--dry-run``), then do it. After an
     upgrade the journal is still format 0 (only a real run migrates it), and the dry run
     dies with ``sqlite3.OperationalError: no such column: superseded_by`` (a traceback,
     exit 1): ``journal.get`` selects a column that format 0 and 1 journals lack."""
-    shutil.copytree(FIXTURE, cli.out)
+    shutil.copytree(FIXTURE_0_1_0, cli.out)
     outcome = cli(
         "fetch", "--out", str(cli.out), "--meter", "M1", "--start", "2024-03-01",
         "--end", "2024-03-01", "--chunk", "day", "--dry-run", auth=False,

@@ -15,7 +15,7 @@ from omar_bulk.archive import network_filesystem, state_folder
 from omar_bulk.standin.certs import TestPKI
 from omar_bulk.standin.server import ServerThread
 
-from ..conftest import Cli, assert_verified, data_files
+from ..conftest import FIXTURE_0_1_0, Cli, assert_verified, data_files
 from .test_unix import fetch_args, omar
 
 TWO_MONTHS = ["--meter", "M1", "--start", "2024-01-01", "--end", "2024-02-29"]
@@ -162,9 +162,6 @@ def test_a_dry_run_says_when_the_run_would_refuse_its_state_folder(
     assert "other users" in dry.stderr
     run = offline_cli("fetch", *month, "--out", "out", "--state-dir", "state")
     assert run.exit_code == 4
-
-
-FIXTURE_0_1_0 = Path(__file__).parent.parent / "fixtures" / "out-0.1.0"
 
 
 def test_one_state_folder_given_for_two_output_folders_does_not_mix_them(

@@ -23,9 +23,8 @@ from omar_bulk.manifest import Defaults, adhoc_plan
 from omar_bulk.metrics import check_target
 from omar_bulk.storage import claimed
 
-from ..conftest import Cli, assert_verified
+from ..conftest import FIXTURE_0_1_0, Cli, assert_verified
 
-FIXTURE_0_1_0 = Path(__file__).parent.parent / "fixtures" / "out-0.1.0"
 JANUARY = ["--meter", "M1", "--start", "2024-01-01", "--end", "2024-01-31"]
 JOURNAL = "journal.sqlite3"
 

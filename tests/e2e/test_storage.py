@@ -3,7 +3,6 @@ never followed, so nothing outside OUT is written, truncated, linked or chmodded
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import stat
@@ -11,135 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from omar_bulk.errors import UnsafePathError
 from omar_bulk.standin.server import Faults
-from omar_bulk.storage import Storage
 
-from ..conftest import Cli, data_files, expected_body, journal_rows
+from ..conftest import Cli, data_files, expected_body, journal_rows, untouched, victim
 
 TWO_METERS = ["--meter", "M1", "--meter", "M2", "--start", "2024-01-01", "--end", "2024-02-29"]
 M1_JAN = "meter/M1/M1_20240101_20240131_PST.mdef"
-SECRET = b"root's precious file\n"
-
-
-def victim(tmp_path: Path, mode: int = 0o644) -> Path:
-    """A file outside OUT that a planted link points at."""
-    target = tmp_path / "elsewhere" / "precious"
-    target.parent.mkdir(exist_ok=True)
-    target.write_bytes(SECRET)
-    target.chmod(mode)
-    return target
-
-
-def untouched(target: Path, mode: int = 0o644) -> bool:
-    info = target.stat()
-    return (
-        target.read_bytes() == SECRET
-        and stat.S_IMODE(info.st_mode) == mode
-        and (info.st_nlink == 1)
-    )
-
-
-def storage_in(tmp_path: Path) -> Storage:
-    storage = Storage(tmp_path / "out")
-    storage.prepare()
-    return storage
 
 
 # --- unit: every way into the disk ----------------------------------------------------------
-
-
-def test_a_part_name_planted_as_a_link_is_refused_not_truncated(tmp_path: Path) -> None:
-    """write_whole and open_part never open a ``.part`` link; a stale regular ``.part`` is
-    simply replaced."""
-    storage = storage_in(tmp_path)
-    target = victim(tmp_path)
-    storage.make_dirs(storage.final(M1_JAN).parent)
-    storage.part(M1_JAN).symlink_to(target)
-    with pytest.raises(UnsafePathError, match="symbolic link"):
-        storage.write_whole(M1_JAN, b"data")
-    with pytest.raises(UnsafePathError, match="symbolic link"):
-        asyncio.run(storage.open_part(M1_JAN))
-    assert untouched(target) and storage.part(M1_JAN).is_symlink()
-    assert not storage.final(M1_JAN).exists()
-
-    stale = "meter/M1/M1_20240201_20240229_PST.mdef"
-    storage.part(stale).write_bytes(b"left by a killed run")
-    storage.write_whole(stale, b"fresh")
-    assert storage.final(stale).read_bytes() == b"fresh" and not storage.part(stale).exists()
-
-
-def test_an_id_folder_planted_as_a_link_receives_nothing(tmp_path: Path) -> None:
-    """A link where the id folder (or the kind folder) belongs fails the item; nothing lands
-    in the folder it points at."""
-    storage = storage_in(tmp_path)
-    outside = tmp_path / "elsewhere"
-    outside.mkdir()
-    (storage.root / "meter").mkdir(mode=0o700)
-    (storage.root / "meter" / "M1").symlink_to(outside, target_is_directory=True)
-    with pytest.raises(UnsafePathError, match="meter/M1 is a symbolic link"):
-        storage.write_whole(M1_JAN, b"data")
-    with pytest.raises(UnsafePathError):
-        asyncio.run(storage.open_part(M1_JAN))
-    (storage.root / "group").symlink_to(outside, target_is_directory=True)
-    with pytest.raises(UnsafePathError, match="group is a symbolic link"):
-        storage.write_whole("group/G1/G1_20240101_20240131_PST.mdef", b"data")
-    assert list(outside.iterdir()) == []
-
-
-def test_a_data_file_swapped_for_a_link_is_not_archived_through_it(tmp_path: Path) -> None:
-    """keep and retire refuse a link at the data file's name: its target is not hard-linked,
-    copied or chmodded into history, and the link stays where it is."""
-    storage = storage_in(tmp_path)
-    target = victim(tmp_path)
-    storage.write_whole(M1_JAN, b"version one")
-    storage.final(M1_JAN).unlink()
-    storage.final(M1_JAN).symlink_to(target)
-    archive = storage.history_path(M1_JAN, 1_700_000_000.0)
-    with pytest.raises(UnsafePathError, match="symbolic link"):
-        storage.write_whole(M1_JAN, b"version two", archive)
-    with pytest.raises(UnsafePathError, match="symbolic link"):
-        storage.retire(M1_JAN, archive)
-    assert untouched(target)
-    assert storage.final(M1_JAN).is_symlink() and not os.path.lexists(archive)
-    assert not storage.part(M1_JAN).exists()
-
-
-def test_history_and_errors_folders_planted_as_links_receive_nothing(tmp_path: Path) -> None:
-    """``.omar-bulk/history`` and ``.omar-bulk/errors`` as links: the archive and the error
-    page fail the item instead of landing elsewhere."""
-    storage = storage_in(tmp_path)
-    outside = tmp_path / "elsewhere"
-    outside.mkdir()
-    storage.history.symlink_to(outside, target_is_directory=True)
-    storage.errors.symlink_to(outside, target_is_directory=True)
-    storage.write_whole(M1_JAN, b"version one")
-    with pytest.raises(UnsafePathError, match="history is a symbolic link"):
-        storage.write_whole(M1_JAN, b"two", storage.history_path(M1_JAN, 1_700_000_000.0))
-    with pytest.raises(UnsafePathError, match="errors is a symbolic link"):
-        storage.save_error_page(M1_JAN, b"<html><title>oops</title></html>")
-    assert list(outside.rglob("*")) == []
-    assert storage.final(M1_JAN).read_bytes() == b"version one"
-
-
-def test_the_sweep_removes_part_links_but_never_their_targets_or_linked_folders(
-    tmp_path: Path,
-) -> None:
-    """A stale ``.part`` that is a link is removed (the link, not its target); a folder that
-    is a link is not entered, so ``.part`` files elsewhere survive."""
-    storage = storage_in(tmp_path)
-    target = victim(tmp_path)
-    storage.make_dirs(storage.final(M1_JAN).parent)
-    storage.part(M1_JAN).symlink_to(target)
-    storage.sweep_parts("meter/M1")
-    assert not os.path.lexists(storage.part(M1_JAN)) and untouched(target)
-
-    outside = tmp_path / "other"
-    outside.mkdir()
-    (outside / "someone.part").write_bytes(b"not ours")
-    (storage.root / "meter" / "M2").symlink_to(outside, target_is_directory=True)
-    storage.sweep_parts("meter/M2")
-    assert (outside / "someone.part").read_bytes() == b"not ours"
 
 
 # --- end to end: the run goes on, the link and its target are left alone --------------------

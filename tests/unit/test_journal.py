@@ -1,14 +1,16 @@
 """The journal's rows and its word on the files on disk, on a temporary folder: no server.
 
 What ``Journal.record`` writes for each outcome, and when ``vouches`` / ``hash_matches`` trust a
-file, fast enough for every mutant of journal.py (``make mutation``). Formats, migrations and
-damage through the CLI are in e2e/test_journal and e2e/test_reliability.
+file, and each migration step on a copy of 0.1.0's folder, fast enough for every mutant of
+journal.py (``make mutation``). Runs over old and damaged journals are in e2e/test_journal and
+e2e/test_reliability.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from datetime import date
@@ -16,13 +18,16 @@ from pathlib import Path
 
 import pytest
 
+from omar_bulk import journal as journal_module
 from omar_bulk.errors import LocalWriteError
-from omar_bulk.journal import JOURNAL_NAME, Entry, Journal
+from omar_bulk.journal import JOURNAL_NAME, Entry, Journal, _salvage_journal, format_version
 from omar_bulk.plan import Item
 from omar_bulk.policy import _hash_check as hash_matches
 from omar_bulk.policy import _stat_check as vouches
 from omar_bulk.protocol import relative_key
 from omar_bulk.results import ItemResult, Status
+
+from ..conftest import FIXTURE_0_1_0, rows, state_of, user_version
 
 ITEM = Item("meter", "M1", date(2024, 1, 1), date(2024, 1, 31), "mdef", "PST")
 KEY = relative_key(ITEM)
@@ -311,3 +316,84 @@ def test_a_row_that_cannot_be_written_is_a_local_write_error_naming_the_journal(
     assert str(caught.value) == (
         f"cannot write the journal {tmp_path / JOURNAL_NAME}: Cannot operate on a closed database."
     )
+
+
+def test_a_failing_migration_leaves_the_journal_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(FIXTURE_0_1_0, out)
+    journal = state_of(out) / JOURNAL_NAME
+    before = rows(journal)
+
+    def breaks(db: sqlite3.Connection) -> None:
+        db.execute("CREATE TABLE half_done (x)")
+        raise sqlite3.OperationalError("a step that fails half-way")
+
+    monkeypatch.setattr(journal_module, "MIGRATIONS", [*journal_module.MIGRATIONS, breaks])
+    with pytest.raises(LocalWriteError, match="left as it was"):
+        Journal.open(state_of(out), data_root=out)
+    assert user_version(journal) == 0 and rows(journal) == before
+    db = sqlite3.connect(journal)
+    assert db.execute("SELECT 1 FROM sqlite_master WHERE name='half_done'").fetchone() is None
+    db.close()
+    assert (journal.with_name(f"{JOURNAL_NAME}.v0-backup")).exists()
+    assert not list(state_of(out).glob("*damaged*"))
+
+
+def test_journal_paths_may_be_relative_or_hold_uri_characters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dry run and the damage salvage open the journal read-only by URI; a relative path
+    (the default folder) or one with ``?``, ``#`` or ``%`` must work too."""
+    folder = tmp_path / "odd?name#with%25" / ".omar-bulk"
+    folder.mkdir(parents=True)
+    Journal.open(folder).close()
+    monkeypatch.chdir(tmp_path)
+    relative = Path("odd?name#with%25") / ".omar-bulk"
+    readonly = Journal.open_readonly(relative)
+    assert readonly is not None
+    try:
+        assert readonly.is_empty()
+    finally:
+        readonly.close()
+    assert _salvage_journal(relative / JOURNAL_NAME) == []
+
+
+def test_a_disk_io_error_on_a_full_disk_is_said_to_be_a_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's "disk I/O error" where the disk has no free block is "the disk is full"."""
+    error = sqlite3.OperationalError("disk I/O error")
+    error.sqlite_errorcode = 4874  # type: ignore[attr-defined]  # SQLITE_IOERR_SHMSIZE
+    full = os.statvfs_result((4096, 4096, 256, 0, 0, 64, 0, 0, 0, 255))
+    monkeypatch.setattr(os, "statvfs", lambda _path: full)
+    said = journal_module._access_error(error, tmp_path / JOURNAL_NAME)
+    assert said is not None and str(said).startswith("the disk is full"), said
+
+
+@pytest.mark.parametrize("version", range(format_version()))
+def test_a_journal_of_every_older_format_gets_every_later_step(
+    tmp_path: Path, version: int
+) -> None:
+    """A journal left at format N (0.1.0's brought up to N by the first N steps, as that
+    release wrote it) gains every column of the steps after N, not only of the last one."""
+    out = tmp_path / "out"
+    shutil.copytree(FIXTURE_0_1_0, out)
+    journal = state_of(out) / JOURNAL_NAME
+    db = sqlite3.connect(journal)
+    for step in journal_module.MIGRATIONS[:version]:
+        step(db)
+    db.execute(f"PRAGMA user_version = {version}")
+    db.commit()
+    db.close()
+    Journal.open(state_of(out), data_root=out).close()
+    assert user_version(journal) == format_version()
+    db = sqlite3.connect(journal)
+    try:
+        items = {row[1] for row in db.execute("PRAGMA table_info(items)")}
+        versions = {row[1] for row in db.execute("PRAGMA table_info(versions)")}
+    finally:
+        db.close()
+    assert {"superseded_by", "chunk"} <= items and "archived_as" in versions
+    assert journal.with_name(f"{JOURNAL_NAME}.v{version}-backup").exists()

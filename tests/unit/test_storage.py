@@ -1,11 +1,13 @@
 """Where the output folder puts things, on temporary folders: no server, no subprocess.
 
-The links-planted-inside-OUT attacks run end to end in e2e/test_storage; these pin down the path
-rules themselves fast enough for every mutant of storage.py (``make mutation``).
+The path rules, and every way into the disk refusing a link planted inside OUT, fast enough for
+every mutant of storage.py (``make mutation``); the runs that meet those links are in
+e2e/test_storage.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import time
@@ -16,6 +18,8 @@ import pytest
 
 from omar_bulk.errors import UnsafePathError
 from omar_bulk.storage import Storage
+
+from ..conftest import untouched, victim
 
 KEY = "meter/M1/M1_20240101_20240131_PST.mdef"
 #: 2024-01-01T00:01:01Z
@@ -268,3 +272,105 @@ def test_the_sweep_never_climbs_out_of_the_root(storage: Storage, folder: str) -
     assert (victim / "important.part").read_bytes() == b"precious"
     with pytest.raises(UnsafePathError, match="outside the output folder"):
         storage.make_dirs(f"{storage.root}/meter/../../victim")
+
+
+M1_JAN = "meter/M1/M1_20240101_20240131_PST.mdef"
+
+
+def storage_in(tmp_path: Path) -> Storage:
+    storage = Storage(tmp_path / "out")
+    storage.prepare()
+    return storage
+
+
+def test_a_part_name_planted_as_a_link_is_refused_not_truncated(tmp_path: Path) -> None:
+    """write_whole and open_part never open a ``.part`` link; a stale regular ``.part`` is
+    simply replaced."""
+    storage = storage_in(tmp_path)
+    target = victim(tmp_path)
+    storage.make_dirs(storage.final(M1_JAN).parent)
+    storage.part(M1_JAN).symlink_to(target)
+    with pytest.raises(UnsafePathError, match="symbolic link"):
+        storage.write_whole(M1_JAN, b"data")
+    with pytest.raises(UnsafePathError, match="symbolic link"):
+        asyncio.run(storage.open_part(M1_JAN))
+    assert untouched(target) and storage.part(M1_JAN).is_symlink()
+    assert not storage.final(M1_JAN).exists()
+
+    stale = "meter/M1/M1_20240201_20240229_PST.mdef"
+    storage.part(stale).write_bytes(b"left by a killed run")
+    storage.write_whole(stale, b"fresh")
+    assert storage.final(stale).read_bytes() == b"fresh" and not storage.part(stale).exists()
+
+
+def test_an_id_folder_planted_as_a_link_receives_nothing(tmp_path: Path) -> None:
+    """A link where the id folder (or the kind folder) belongs fails the item; nothing lands
+    in the folder it points at."""
+    storage = storage_in(tmp_path)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (storage.root / "meter").mkdir(mode=0o700)
+    (storage.root / "meter" / "M1").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(UnsafePathError, match="meter/M1 is a symbolic link"):
+        storage.write_whole(M1_JAN, b"data")
+    with pytest.raises(UnsafePathError):
+        asyncio.run(storage.open_part(M1_JAN))
+    (storage.root / "group").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(UnsafePathError, match="group is a symbolic link"):
+        storage.write_whole("group/G1/G1_20240101_20240131_PST.mdef", b"data")
+    assert list(outside.iterdir()) == []
+
+
+def test_a_data_file_swapped_for_a_link_is_not_archived_through_it(tmp_path: Path) -> None:
+    """keep and retire refuse a link at the data file's name: its target is not hard-linked,
+    copied or chmodded into history, and the link stays where it is."""
+    storage = storage_in(tmp_path)
+    target = victim(tmp_path)
+    storage.write_whole(M1_JAN, b"version one")
+    storage.final(M1_JAN).unlink()
+    storage.final(M1_JAN).symlink_to(target)
+    archive = storage.history_path(M1_JAN, 1_700_000_000.0)
+    with pytest.raises(UnsafePathError, match="symbolic link"):
+        storage.write_whole(M1_JAN, b"version two", archive)
+    with pytest.raises(UnsafePathError, match="symbolic link"):
+        storage.retire(M1_JAN, archive)
+    assert untouched(target)
+    assert storage.final(M1_JAN).is_symlink() and not os.path.lexists(archive)
+    assert not storage.part(M1_JAN).exists()
+
+
+def test_history_and_errors_folders_planted_as_links_receive_nothing(tmp_path: Path) -> None:
+    """``.omar-bulk/history`` and ``.omar-bulk/errors`` as links: the archive and the error
+    page fail the item instead of landing elsewhere."""
+    storage = storage_in(tmp_path)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    storage.history.symlink_to(outside, target_is_directory=True)
+    storage.errors.symlink_to(outside, target_is_directory=True)
+    storage.write_whole(M1_JAN, b"version one")
+    with pytest.raises(UnsafePathError, match="history is a symbolic link"):
+        storage.write_whole(M1_JAN, b"two", storage.history_path(M1_JAN, 1_700_000_000.0))
+    with pytest.raises(UnsafePathError, match="errors is a symbolic link"):
+        storage.save_error_page(M1_JAN, b"<html><title>oops</title></html>")
+    assert list(outside.rglob("*")) == []
+    assert storage.final(M1_JAN).read_bytes() == b"version one"
+
+
+def test_the_sweep_removes_part_links_but_never_their_targets_or_linked_folders(
+    tmp_path: Path,
+) -> None:
+    """A stale ``.part`` that is a link is removed (the link, not its target); a folder that
+    is a link is not entered, so ``.part`` files elsewhere survive."""
+    storage = storage_in(tmp_path)
+    target = victim(tmp_path)
+    storage.make_dirs(storage.final(M1_JAN).parent)
+    storage.part(M1_JAN).symlink_to(target)
+    storage.sweep_parts("meter/M1")
+    assert not os.path.lexists(storage.part(M1_JAN)) and untouched(target)
+
+    outside = tmp_path / "other"
+    outside.mkdir()
+    (outside / "someone.part").write_bytes(b"not ours")
+    (storage.root / "meter" / "M2").symlink_to(outside, target_is_directory=True)
+    storage.sweep_parts("meter/M2")
+    assert (outside / "someone.part").read_bytes() == b"not ours"
