@@ -7,7 +7,7 @@ package is cheap: the network, TLS and terminal modules load only when a run nee
     result = fetch(Settings(plan=load_manifest(path), base_url=..., cert=...))
 
 No submodule carries the name of a public function, so ``omar_bulk.fetch`` stays the function
-whatever has been imported (``tests/test_api.py`` pins that and ``__all__``).
+whatever has been imported (``tests/e2e/test_api.py`` pins that and ``__all__``).
 """
 
 from __future__ import annotations

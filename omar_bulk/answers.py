@@ -3,7 +3,7 @@
 Nothing here sends, reads or writes: each function takes what an answer said (its status line
 and headers as a ``Head``, a body's first bytes) and returns the error it amounts to, or None
 when the answer is what we asked for. The engine and the session act on the verdicts; the
-table-driven tests in ``tests/test_answers.py`` pin every row without a server.
+table-driven tests in ``tests/unit/test_answers.py`` pin every row without a server.
 
     status      at login                       on a download
     200         session open                   data (unless the body is an HTML page)

@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import sqlite3
+import stat
 import subprocess
 import tempfile
 from collections.abc import Generator, Iterator
@@ -244,3 +245,56 @@ def assert_verified(out: Path, *, state_dir: Path | None = None) -> None:
     assert result.exit_code == 0, result.stdout + result.stderr
     found = json.loads(result.stdout)
     assert found["ok"] is True and found["problems"] == [], found
+
+
+# -- an output folder of release 0.1.0, and its journal ------------------------------------------
+
+#: The output folder release 0.1.0 wrote (``fixtures/make_out_0_1_0.py`` says how).
+FIXTURE_0_1_0 = Path(__file__).parent / "fixtures" / "out-0.1.0"
+
+
+def state_of(out: Path) -> Path:
+    """The state folder of ``out`` when it is kept inside it."""
+    return out / ".omar-bulk"
+
+
+def user_version(path: Path) -> int:
+    """The format version an SQLite journal says it has."""
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        db.close()
+
+
+def rows(path: Path, table: str = "items") -> list[tuple[object, ...]]:
+    """Every row of a journal's table, sorted."""
+    db = sqlite3.connect(path)
+    try:
+        return sorted(db.execute(f"SELECT * FROM {table}"))
+    finally:
+        db.close()
+
+
+# -- a file outside OUT that a planted link points at ---------------------------------------------
+
+SECRET = b"root's precious file\n"
+
+
+def victim(tmp_path: Path, mode: int = 0o644) -> Path:
+    """A file outside OUT that a planted link points at."""
+    target = tmp_path / "elsewhere" / "precious"
+    target.parent.mkdir(exist_ok=True)
+    target.write_bytes(SECRET)
+    target.chmod(mode)
+    return target
+
+
+def untouched(target: Path, mode: int = 0o644) -> bool:
+    """The planted link's target still holds its bytes, its mode and a single link."""
+    info = target.stat()
+    return (
+        target.read_bytes() == SECRET
+        and stat.S_IMODE(info.st_mode) == mode
+        and (info.st_nlink == 1)
+    )
