@@ -633,6 +633,30 @@ def test_a_link_in_a_folder_others_can_write_is_not_followed(tmp_path: Path) -> 
     assert target.read_bytes() == b"kept\n"
 
 
+def test_in_a_sticky_folder_the_links_owner_decides(tmp_path: Path) -> None:
+    """A sticky folder anyone may write (as /tmp): only the link's owner could have made it,
+    so a link of another user is refused and one of our own is followed, both ways."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the link belongs to another user")
+    sticky = tmp_path / "tmp"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    target = tmp_path / "mine.json"
+    target.write_bytes(b"kept\n")
+    theirs = sticky / "theirs.json"
+    theirs.symlink_to(target)
+    os.lchown(theirs, 65534, 65534)
+    with pytest.raises(UsageError, match="another user"):
+        userfiles.check_output(theirs, "--report")
+    assert target.read_bytes() == b"kept\n"
+    ours = sticky / "ours.json"
+    ours.symlink_to(target)
+    userfiles.check_output(ours, "--report")  # our own link: followed
+    with userfiles.write_output(ours) as out:
+        out.write(b"new\n")
+    assert target.read_bytes() == b"new\n" and ours.is_symlink()
+
+
 def test_a_folder_link_on_the_way_is_checked_like_a_file_link(tmp_path: Path) -> None:
     """A link to a folder, planted in a folder others can write, is not followed either."""
     open_to_all = tmp_path / "shared"
