@@ -511,3 +511,25 @@ def test_months_come_out_in_order_whatever_order_they_were_filled(archive: Archi
         archive.downloaded(item("M1", span))
     months = read_coverage(archive.out).as_json()["series"][0]["months"]  # type: ignore[index]
     assert list(months) == ["2024-01", "2024-02", "2024-03"]
+
+
+def test_grown_files_and_planned_failures_are_counted_one_by_one(archive: Archive) -> None:
+    """Two months that grew since they were fetched (same start and chunking, a later end)
+    are two, named as grown; two failures the plan plans count two; none of it is blamed on
+    other options."""
+    for ident in ("M1", "M2"):
+        archive.put(
+            Item("meter", ident, MAR[0], date(2024, 3, 14), "mdef", "PST", chunk="month"),
+            Status.DOWNLOADED,
+        )
+        archive.put(item(ident, JAN), Status.FAILED, error="HTTP 503")
+    plan = plan_of(
+        ("M1", (JAN[0], date(2024, 1, 31)), "month"),
+        ("M2", (JAN[0], date(2024, 1, 31)), "month"),
+        ("M1", (MAR[0], date(2024, 3, 15)), "month"),
+        ("M2", (MAR[0], date(2024, 3, 15)), "month"),
+    )
+    coverage = read_coverage(archive.out, plan=plan)
+    assert coverage.planned_failed == 2
+    (note,) = coverage.notes
+    assert note.startswith("2 planned files have grown since they were fetched")

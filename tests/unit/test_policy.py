@@ -6,14 +6,23 @@ picks the files the longer one stands for. The end-to-end daily runs are in e2e/
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from datetime import date
+from pathlib import Path
 
 import pytest
 
 from omar_bulk.journal import Entry
 from omar_bulk.plan import Item
-from omar_bulk.policy import compare, decide, held_by_empty, needs_disk_check, superseded
+from omar_bulk.policy import (
+    OnDisk,
+    compare,
+    decide,
+    held_by_empty,
+    needs_disk_check,
+    superseded,
+)
 from omar_bulk.protocol import relative_key
 from omar_bulk.results import Status
 
@@ -230,3 +239,23 @@ def test_without_an_empty_answer_nothing_is_held() -> None:
     landed = Entry(GROWN_KEY, Status.DOWNLOADED, 10, "cd" * 32, 1, chunk="month")
     assert held_by_empty(GROWN, GROWN_KEY, [landed, grown_entry(14, Status.DOWNLOADED)]) == []
     assert held_by_empty(GROWN, GROWN_KEY, [grown_entry(14, Status.DOWNLOADED)]) == []
+
+
+def test_the_disk_check_hashes_only_when_allowed_and_says_what_it_did(tmp_path: Path) -> None:
+    """A file whose time stamp moved: without leave to hash the answer is "cannot tell"
+    (None, not hashed); with it, the hash decides, and the result says it was hashed and,
+    when the bytes changed, why the file is fetched again."""
+    from omar_bulk.policy import on_disk
+
+    final = tmp_path / "M1.mdef"
+    final.write_bytes(b"data")
+    digest = hashlib.sha256(b"data").hexdigest()
+    moved = Entry("k", Status.DOWNLOADED, 4, digest, final.stat().st_mtime_ns - 1)
+    assert on_disk(moved, final, may_hash=False) == OnDisk(None, None, rehashed=False)
+    assert on_disk(moved, final, may_hash=True) == OnDisk(True, None, rehashed=True)
+    same_stamp = replace(moved, mtime_ns=final.stat().st_mtime_ns)
+    assert on_disk(same_stamp, final, may_hash=True) == OnDisk(True, None, rehashed=False)
+    final.write_bytes(b"DATA")  # same size, other bytes
+    changed = on_disk(replace(moved, mtime_ns=0), final, may_hash=True)
+    assert changed.good is False and changed.rehashed is True
+    assert changed.reason == f"{final} changed since it was fetched; fetching it again"
